@@ -1,0 +1,67 @@
+"""Loading causal LMs (HF directory or GGUF file) and fingerprinting their weights."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import ModelLoadError
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    tokenizer: Any
+    directory: str
+    gguf_file: str | None
+
+
+def resolve_model_spec(spec: str) -> tuple[Path, str | None]:
+    """(directory, gguf file name or None) for a model directory or a .gguf path."""
+    p = Path(spec).expanduser()
+    if p.is_file() and p.suffix == ".gguf":
+        return p.parent, p.name
+    if p.is_dir():
+        ggufs = sorted(x.name for x in p.glob("*.gguf"))
+        has_hf = (p / "config.json").exists()
+        if not has_hf and len(ggufs) == 1:
+            return p, ggufs[0]
+        if not has_hf:
+            raise ModelLoadError(f"{p}: no config.json and {len(ggufs)} .gguf files; "
+                                 "pass the model directory or one .gguf file")
+        return p, None
+    raise ModelLoadError(f"model not found: {spec} (a local HF model directory or a .gguf file)")
+
+
+def load_causal_lm(spec: str, device: torch.device | str = "cpu") -> LoadedModel:
+    """Load model + tokenizer offline (fp32 weights; GGUF tensors are dequantized)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    directory, gguf = resolve_model_spec(spec)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs: dict[str, Any] = {"local_files_only": True}
+    if gguf:
+        kwargs["gguf_file"] = gguf
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(directory), **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32, **kwargs)
+    except Exception as e:  # noqa: BLE001 - surface any loader failure as one line
+        raise ModelLoadError(f"cannot load model from {spec}: {type(e).__name__}: {e}") from None
+    model.to(device).eval()
+    return LoadedModel(model, tokenizer, str(directory), gguf)
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """blake2b-128 over parameter names, shapes and fp32 values (order of named_parameters)."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, p in model.named_parameters():
+        h.update(name.encode())
+        h.update(str(tuple(p.shape)).encode())
+        h.update(p.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
