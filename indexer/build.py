@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import platform
 import time
 from pathlib import Path
@@ -86,7 +87,7 @@ def make_manifest(cfg: BuildConfig, featurizer: Featurizer, n: int, model_info: 
         "projection": {"generator": "splitmix64-rademacher-v1", "seed": cfg.seed},
         "model": model_info,
         "task": task_info,
-        "build_config": cfg.to_json(),
+        "build_config": json.dumps(cfg.content_dict(), sort_keys=True),
         "software": software_versions(),
     }
 
@@ -165,6 +166,7 @@ def build_index(cfg: BuildConfig, *, featurizer: Featurizer | None = None,
         "resumed_rows": int(len(examples) - sum(len(b) for b in todo)),
         "total_tokens": int(lengths.sum()),
         "device": str(featurizer.device),
+        "output": str(out),
     }
     writer.publish(manifest, curvature)
     return out

@@ -76,11 +76,10 @@ def select_layers(model: nn.Module, globs: list[str]) -> list[tuple[str, nn.Modu
 
 def projection_dims(in_dim: int, out_dim: int, f: int, d1: int = 0, d2: int = 0
                     ) -> tuple[int, int]:
-    """d1 = in_dim // f and d2 = out_dim // f unless given explicitly; each at least 1."""
-    p1 = d1 or max(1, in_dim // f)
-    p2 = d2 or max(1, out_dim // f)
-    if p1 > in_dim or p2 > out_dim:
-        raise ConfigError(f"projection ({p1}, {p2}) larger than the layer ({in_dim}, {out_dim})")
+    """d1 = in_dim // f and d2 = out_dim // f unless given explicitly; explicit sizes are capped
+    at the layer's own dims (a projection never enlarges); each at least 1."""
+    p1 = min(d1, in_dim) if d1 else max(1, in_dim // f)
+    p2 = min(d2, out_dim) if d2 else max(1, out_dim // f)
     return p1, p2
 
 

@@ -30,8 +30,8 @@ class BuildConfig:
     max_tokens: int = _f(512, "Truncate each example to this many tokens.")
     limit: int = _f(0, "Index only the first LIMIT examples (0 = all).")
     proj_factor: int = _f(16, "Projection factor f: d1 = in_dim // f, d2 = out_dim // f.")
-    d1: int = _f(0, "Explicit input-side projection dim (overrides f for that side; 0 = use f).")
-    d2: int = _f(0, "Explicit output-side projection dim (overrides f for that side; 0 = use f).")
+    d1: int = _f(0, "Explicit input-side projection dim, capped at each layer's input dim (0 = use f).")
+    d2: int = _f(0, "Explicit output-side projection dim, capped at each layer's output dim (0 = use f).")
     rank: int = _f(1, "c: rank of the stored per-example gradient factors.")
     factor_method: str = _f("auto", "How to compute rank-c factors: power | svd | auto.",
                             choices=FACTOR_METHODS)

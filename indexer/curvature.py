@@ -1,7 +1,7 @@
 """Per-layer curvature H = G^T G by a randomized truncated SVD streamed over stored factors.
 
-G (N x D) has rows vec(L_i R_i^T); it is rebuilt one block of rows at a time and never stored,
-and neither is G^T G. Per layer (k = min(r + p, D)):
+G (N x D) has rows vec(L_i R_i^T); products with G and G^T are computed from the factors
+block by block (never forming G, not even one block of it), and G^T G is never formed. Per layer (k = min(r + p, D)):
     Q = orth(G^T G Omega),  q times: Q = orth(G^T G Q),  B = (G Q)^T (G Q),  eigh(B) -> sigma^2, V.
 Each product with G^T G is one pass over the factors; all layers of a group share the passes.
 Accumulators are float64 (GEMMs run in float32), so peak memory per layer is O(D k).
@@ -31,7 +31,7 @@ class CurvatureConfig:
     damping_abs: float = 0.0
     seed: int = 0
     memory_budget: int = 2 << 30  # bytes of accumulators per group of layers
-    block_bytes: int = 64 << 20  # bytes of one rebuilt G block (float32)
+    block_bytes: int = 64 << 20  # bytes of one block's (B c, d2 k) intermediate (float32)
 
 
 def passes(cfg: CurvatureConfig) -> int:
@@ -56,9 +56,23 @@ def _layer_groups(dims: list[int], ks: list[int], budget: int) -> list[list[int]
     return groups
 
 
-def _rebuild(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-    """L^T (B, c, d1), R^T (B, c, d2) -> G rows (B, d1*d2), row-major vec of L R^T."""
-    return (left.transpose(1, 2) @ right).reshape(left.shape[0], -1)
+def _g_times(left: torch.Tensor, right: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """G_b Q without forming G_b: L^T (B, c, d1), R^T (B, c, d2), Q (D, k) -> (B, k).
+
+    Row i is sum_c l_ic^T mat(Q_j) r_ic; one GEMM (B c, d1) x (d1, d2 k) does every (i, c, j).
+    """
+    b, c, d1 = left.shape
+    d2, k = right.shape[2], q.shape[1]
+    t = (left.reshape(b * c, d1) @ q.reshape(d1, d2 * k)).reshape(b, c, d2, k)
+    return torch.einsum("bcdk,bcd->bk", t, right)
+
+
+def _gt_times(left: torch.Tensor, right: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """G_b^T Y without forming G_b: (D, k) = sum_i vec(L_i R_i^T) y_i^T, one GEMM."""
+    b, c, d1 = left.shape
+    d2, k = right.shape[2], y.shape[1]
+    u = (right.unsqueeze(-1) * y[:, None, None, :]).reshape(b * c, d2 * k)
+    return (left.reshape(b * c, d1).T @ u).reshape(d1 * d2, k)
 
 
 def compute_curvature(store: FactorStore, cfg: CurvatureConfig,
@@ -70,7 +84,8 @@ def compute_curvature(store: FactorStore, cfg: CurvatureConfig,
     ks = [min(cfg.rank + cfg.oversample, d) for d in dims]
     if min(ks) == 0 and cfg.damping_abs <= 0:
         raise ConfigError("r + p = 0 leaves nothing to set lambda from; pass --damping-abs")
-    block_rows = max(1, min(8192, cfg.block_bytes // (4 * max(dims))))
+    widest = max(layout.rank * t.d2 * k for t, k in zip(layout.layers, ks)) or 1
+    block_rows = max(1, min(8192, cfg.block_bytes // (4 * widest)))
     out: dict[str, dict[str, np.ndarray | float]] = {}
     for group in _layer_groups(dims, ks, cfg.memory_budget):
         q = {}
@@ -84,9 +99,9 @@ def compute_curvature(store: FactorStore, cfg: CurvatureConfig,
             q32 = {i: q[i].float() for i in group}
             for _, rows in iter_blocks(store, block_rows, device):
                 for i in group:
-                    g = _rebuild(*layout.unpack(rows, i))  # (B, D)
-                    y = g @ q32[i]  # (B, k)
-                    acc[i] += (y.T @ y if last else g.T @ y).double()
+                    left, right = layout.unpack(rows, i)
+                    y = _g_times(left, right, q32[i])  # (B, k)
+                    acc[i] += (y.T @ y if last else _gt_times(left, right, y)).double()
                 if progress:
                     progress(rows.shape[0])
             if not last:

@@ -44,6 +44,9 @@ def load_causal_lm(spec: str, device: torch.device | str = "cpu") -> LoadedModel
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     directory, gguf = resolve_model_spec(spec)
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     kwargs: dict[str, Any] = {"local_files_only": True}
     if gguf:

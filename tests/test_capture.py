@@ -5,30 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from indexer.capture import Conv1D, select_layers
+from indexer.capture import select_layers
 from indexer.data import Example
 from indexer.featurize import Featurizer
 from indexer.tasks import CausalLMTask, ClassificationTask
 
 from .conftest import make_model
+from .reference import autograd_projected, rel
 
 
-def autograd_projected(model, task, featurizer, example) -> dict[str, torch.Tensor]:
-    """Reference: this example alone (no padding), full weight gradients by autograd."""
-    model.zero_grad()
-    batch = task.collate([example])
-    task.loss(model, batch).sum().backward()
-    out = {}
-    for name, module in featurizer.modules.items():
-        grad = module.weight.grad
-        grad_in_out = grad if isinstance(module, Conv1D) else grad.T  # (in, out)
-        p_in, p_out = (torch.from_numpy(m) for m in featurizer.projections[name])
-        out[name] = p_in.T @ grad_in_out @ p_out
-    return out
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / b.norm())
 
 
 def mixed_batch(corpus) -> list[Example]:

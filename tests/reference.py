@@ -1,0 +1,41 @@
+"""Independent reference computations (plain autograd + dense linear algebra) for the tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from indexer.capture import Conv1D
+
+
+def autograd_projected(model, task, featurizer, example) -> dict[str, torch.Tensor]:
+    """P_in^T (dL/dW)^T P_out per tracked layer, from autograd on this example alone (no
+    padding, full weight gradients), using the featurizer's projection matrices."""
+    model.zero_grad()
+    task.loss(model, task.collate([example])).sum().backward()
+    out = {}
+    for name, module in featurizer.modules.items():
+        grad = module.weight.grad
+        grad_in_out = grad if isinstance(module, Conv1D) else grad.T  # (in, out)
+        p_in, p_out = (torch.from_numpy(np.asarray(m)) for m in featurizer.projections[name])
+        out[name] = p_in.T @ grad_in_out @ p_out
+    model.zero_grad()
+    return out
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def dense_influence(model, task, featurizer, train, queries, lambdas: dict[str, float]
+                    ) -> np.ndarray:
+    """s(q, i) = sum_layers g_q^T (G^T G + lambda I)^{-1} g_i in float64, (Q, N)."""
+    g_train = [autograd_projected(model, task, featurizer, ex) for ex in train]
+    g_query = [autograd_projected(model, task, featurizer, ex) for ex in queries]
+    total = np.zeros((len(queries), len(train)))
+    for name in featurizer.modules:
+        G = np.stack([g[name].double().flatten().numpy() for g in g_train])  # (N, D)
+        Gq = np.stack([g[name].double().flatten().numpy() for g in g_query])  # (Q, D)
+        H = G.T @ G + lambdas[name] * np.eye(G.shape[1])
+        total += Gq @ np.linalg.solve(H, G.T)
+    return total
