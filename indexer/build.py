@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import platform
 import time
 from pathlib import Path
@@ -52,7 +51,7 @@ def _resume_or_create(cfg: BuildConfig, manifest: dict[str, Any], examples: list
     out = Path(cfg.output)
     if partial_path(out).exists():
         writer, old = IndexWriter.resume(out)
-        old_cfg = BuildConfig.from_json(old["build_config"]).content_dict()
+        old_cfg = old["build_config"]
         diff = sorted(k for k, v in cfg.content_dict().items() if old_cfg.get(k) != v)
         for key in ("n_examples", "model", "layers"):
             if old.get(key) != manifest[key]:
@@ -87,7 +86,7 @@ def make_manifest(cfg: BuildConfig, featurizer: Featurizer, n: int, model_info: 
         "projection": {"generator": "splitmix64-rademacher-v1", "seed": cfg.seed},
         "model": model_info,
         "task": task_info,
-        "build_config": json.dumps(cfg.content_dict(), sort_keys=True),
+        "build_config": cfg.content_dict(),
         "software": software_versions(),
     }
 
@@ -112,7 +111,8 @@ def build_index(cfg: BuildConfig, *, featurizer: Featurizer | None = None,
         featurizer = Featurizer.create(loaded.model, task, layer_globs=cfg.layer_globs,
                                        proj_factor=cfg.proj_factor, d1=cfg.d1, d2=cfg.d2,
                                        seed=cfg.seed, device=device)
-        model_info = {"spec": cfg.model, "directory": loaded.directory,
+        model_info = {"spec": cfg.model, "path": str(Path(cfg.model).resolve()),
+                      "directory": loaded.directory,
                       "gguf_file": loaded.gguf_file, "class": type(loaded.model).__name__,
                       "fingerprint": model_fingerprint(loaded.model)}
         task_info = {"kind": "causal_lm", "max_tokens": cfg.max_tokens,

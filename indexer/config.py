@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,10 +89,8 @@ class BuildConfig:
             d.pop(name, None)
         return d
 
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
     @classmethod
-    def from_json(cls, text: str) -> "BuildConfig":
+    def from_dict(cls, values: dict[str, Any]) -> "BuildConfig":
+        """Inverse of content_dict/asdict; unknown keys (from newer versions) are ignored."""
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in json.loads(text).items() if k in known})
+        return cls(**{k: v for k, v in values.items() if k in known})

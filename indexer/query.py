@@ -48,7 +48,7 @@ class QueryEngine:
             if m.get("task", {}).get("kind") != "causal_lm":
                 raise IndexFormatError(f"{path}: not a language-model index; use the Python API")
             dev = resolve_device(device)
-            loaded = load_causal_lm(model or m["model"]["spec"], dev)
+            loaded = load_causal_lm(model or m["model"].get("path") or m["model"]["spec"], dev)
             if check_model and model_fingerprint(loaded.model) != m["model"].get("fingerprint"):
                 raise IndexFormatError("the model's weights differ from those the index was "
                                        "built with")

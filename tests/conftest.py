@@ -13,6 +13,8 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from indexer.build import build_index  # noqa: E402
+from indexer.config import BuildConfig  # noqa: E402
 from indexer.toy import save_lm, tiny_lm, train_tokenizer  # noqa: E402
 
 WORDS = ("king queen castle sword night moon love death crown blood storm sea ship honour "
@@ -72,3 +74,12 @@ def data_jsonl(tmp_path_factory, corpus) -> Path:
         else:
             rows.append({"text": text, "source": "text", "n": i})
     return write_jsonl(tmp_path_factory.mktemp("data") / "train.jsonl", rows)
+
+
+@pytest.fixture(scope="session")
+def small_index(model_dirs, data_jsonl, tmp_path_factory):
+    out = tmp_path_factory.mktemp("idx") / "small.h5"
+    cfg = BuildConfig(model=str(model_dirs["llama"]), data=str(data_jsonl), output=str(out),
+                      proj_factor=4, rank=2, curvature_rank=16, batch_size=8)
+    build_index(cfg, progress=False)
+    return out

@@ -47,15 +47,6 @@ def test_full_rank_limit_equals_dense_damped_influence(arch, model_dirs, data_js
     assert int(np.argmax(got[0])) == 3
 
 
-@pytest.fixture(scope="module")
-def small_index(model_dirs, data_jsonl, tmp_path_factory):
-    out = tmp_path_factory.mktemp("idx") / "small.h5"
-    cfg = BuildConfig(model=str(model_dirs["llama"]), data=str(data_jsonl), output=str(out),
-                      proj_factor=4, rank=2, curvature_rank=16, batch_size=8)
-    build_index(cfg, progress=False)
-    return out
-
-
 def test_layout_text_and_metadata(small_index, data_jsonl):
     rows = [json.loads(line) for line in data_jsonl.read_text().splitlines()]
     with Index(small_index) as index:
@@ -72,7 +63,7 @@ def test_layout_text_and_metadata(small_index, data_jsonl):
         assert f["examples/n_tokens"][()].min() >= 2
         m = index.manifest
         assert m["software"]["torch"] and m["model"]["fingerprint"]
-        assert BuildConfig.from_json(m["build_config"]).rank == 2
+        assert BuildConfig.from_dict(m["build_config"]).rank == 2
         # projections are stored (small) and equal what the generator produces
         stored = index.stored_projections()
         assert stored is not None and len(stored) == len(m["layers"])

@@ -1,0 +1,129 @@
+"""Indexing throughput: `lorif index build` against a plain forward+backward of the same batches.
+
+Both sides see the same model, the same examples and the same length-sorted batches. The plain
+side computes the training loss and the full weight gradients (what one epoch of fine-tuning
+would cost, without the optimizer step); the LoRIF side is the whole build: capture, projection,
+rank-c factorization, writes, the curvature passes and publishing. Run:
+
+    python benchmarks/bench_indexing.py                      # a ~10M-parameter Llama, random text
+    python benchmarks/bench_indexing.py --model DIR --data train.jsonl --n 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from indexer.build import build_index
+from indexer.config import BuildConfig
+from indexer.data import Example, load_examples
+from indexer.models import load_causal_lm
+from indexer.tasks import CausalLMTask
+from indexer.toy import save_lm, tiny_lm, train_tokenizer
+
+
+def synthetic(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    words = [f"w{i}" for i in range(3000)]
+    return [" ".join(rng.choice(words) for _ in range(rng.randint(20, 160))) for _ in range(n)]
+
+
+def plain_forward_backward(model, task, examples, batch_size) -> float:
+    """Seconds for loss + full weight gradients over the build's length-sorted batches."""
+    lengths = np.array([task.length(e) for e in examples])
+    order = np.argsort(lengths, kind="stable")
+    model.train(False)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    t = time.perf_counter()
+    for s in range(0, len(order), batch_size):
+        batch = task.collate([examples[i] for i in order[s : s + batch_size]])
+        task.loss(model, batch).sum().backward()
+        model.zero_grad(set_to_none=True)
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="", help="HF model dir/GGUF (default: a built ~10M Llama)")
+    ap.add_argument("--data", default="", help="jsonl (default: synthetic text)")
+    ap.add_argument("--n", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--max-tokens", type=int, default=256)
+    ap.add_argument("--proj-factor", type=int, default=8)
+    ap.add_argument("--rank", type=int, default=1)
+    ap.add_argument("--curvature-rank", type=int, default=64)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmpdir = Path(tmp)
+        if args.data:
+            data = Path(args.data)
+        else:
+            data = tmpdir / "data.jsonl"
+            data.write_text("".join(json.dumps({"text": t}) + "\n" for t in synthetic(args.n)))
+        model_spec = args.model
+        if not model_spec:
+            texts = [e.text for e in load_examples(data, args.n)]
+            tok = train_tokenizer(texts, vocab_size=4096)
+            model_spec = str(save_lm(tiny_lm("llama", len(tok), hidden=256, layers=4, heads=8),
+                                     tok, tmpdir / "model"))
+        loaded = load_causal_lm(model_spec)
+        n_params = sum(p.numel() for p in loaded.model.parameters())
+        task = CausalLMTask(loaded.tokenizer, args.max_tokens)
+        examples = load_examples(data, args.n)
+        tokens = sum(task.length(e) for e in examples)
+
+        plain_forward_backward(loaded.model, task, examples[: args.batch_size], args.batch_size)
+        plain_s = plain_forward_backward(loaded.model, task, examples, args.batch_size)
+
+        cfg = BuildConfig(model=model_spec, data=str(data), output=str(tmpdir / "bench.h5"),
+                          limit=args.n, batch_size=args.batch_size, max_tokens=args.max_tokens,
+                          proj_factor=args.proj_factor, rank=args.rank,
+                          curvature_rank=args.curvature_rank, device="cpu")
+        t = time.perf_counter()
+        path = build_index(cfg, progress=False)
+        build_s = time.perf_counter() - t
+        import h5py
+
+        with h5py.File(path) as f:
+            info = json.loads(f["manifest"][()])["build_info"]
+
+    n = len(examples)
+    result = {
+        "model_params": n_params, "n": n, "tokens": tokens, "batch_size": args.batch_size,
+        "threads": torch.get_num_threads(),
+        "plain_seconds": round(plain_s, 2), "build_seconds": round(build_s, 2),
+        "featurize_seconds": info["featurize_seconds_this_run"],
+        "curvature_seconds": info["curvature_seconds"],
+        "plain_examples_per_s": round(n / plain_s, 1), "build_examples_per_s": round(n / build_s, 1),
+        "plain_tokens_per_s": round(tokens / plain_s), "build_tokens_per_s": round(tokens / build_s),
+        "ratio_build_over_plain": round(build_s / plain_s, 2),
+        "ratio_featurize_over_plain": round(info["featurize_seconds_this_run"] / plain_s, 2),
+    }
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"model {n_params / 1e6:.1f}M params, {n} examples, {tokens} tokens, batch "
+          f"{args.batch_size}, {result['threads']} threads, f={args.proj_factor} "
+          f"c={args.rank} r={args.curvature_rank}")
+    print(f"{'':28s}{'seconds':>9s}{'examples/s':>12s}{'tokens/s':>10s}")
+    print(f"{'plain forward+backward':28s}{plain_s:9.2f}{n / plain_s:12.1f}{tokens / plain_s:10.0f}")
+    print(f"{'lorif index build (total)':28s}{build_s:9.2f}{n / build_s:12.1f}"
+          f"{tokens / build_s:10.0f}")
+    print(f"{'  of which featurize+store':28s}{info['featurize_seconds_this_run']:9.2f}")
+    print(f"{'  of which curvature':28s}{info['curvature_seconds']:9.2f}")
+    print(f"ratio build / plain = {result['ratio_build_over_plain']:.2f}x "
+          f"(featurize+store alone {result['ratio_featurize_over_plain']:.2f}x; goal <= 2x)")
+
+
+if __name__ == "__main__":
+    main()
