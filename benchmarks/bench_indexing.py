@@ -102,11 +102,13 @@ def main() -> None:
         "model_params": n_params, "n": n, "tokens": tokens, "batch_size": args.batch_size,
         "threads": torch.get_num_threads(),
         "plain_seconds": round(plain_s, 2), "build_seconds": round(build_s, 2),
+        "load_seconds": info["load_seconds"],
+        "build_seconds_excl_load": round(build_s - info["load_seconds"], 2),
         "featurize_seconds": info["featurize_seconds_this_run"],
         "curvature_seconds": info["curvature_seconds"],
         "plain_examples_per_s": round(n / plain_s, 1), "build_examples_per_s": round(n / build_s, 1),
         "plain_tokens_per_s": round(tokens / plain_s), "build_tokens_per_s": round(tokens / build_s),
-        "ratio_build_over_plain": round(build_s / plain_s, 2),
+        "ratio_build_over_plain": round((build_s - info["load_seconds"]) / plain_s, 2),
         "ratio_featurize_over_plain": round(info["featurize_seconds_this_run"] / plain_s, 2),
     }
     if args.json:
@@ -117,10 +119,12 @@ def main() -> None:
           f"c={args.rank} r={args.curvature_rank}")
     print(f"{'':28s}{'seconds':>9s}{'examples/s':>12s}{'tokens/s':>10s}")
     print(f"{'plain forward+backward':28s}{plain_s:9.2f}{n / plain_s:12.1f}{tokens / plain_s:10.0f}")
-    print(f"{'lorif index build (total)':28s}{build_s:9.2f}{n / build_s:12.1f}"
-          f"{tokens / build_s:10.0f}")
-    print(f"{'  of which featurize+store':28s}{info['featurize_seconds_this_run']:9.2f}")
-    print(f"{'  of which curvature':28s}{info['curvature_seconds']:9.2f}")
+    work = build_s - info["load_seconds"]
+    print(f"{'lorif index build':28s}{work:9.2f}{n / work:12.1f}{tokens / work:10.0f}"
+          "   (excluding the one-time model/data load)")
+    print(f"{'  featurize+factorize+store':28s}{info['featurize_seconds_this_run']:9.2f}")
+    print(f"{'  curvature':28s}{info['curvature_seconds']:9.2f}")
+    print(f"{'  model + data load (once)':28s}{info['load_seconds']:9.2f}")
     print(f"ratio build / plain = {result['ratio_build_over_plain']:.2f}x "
           f"(featurize+store alone {result['ratio_featurize_over_plain']:.2f}x; goal <= 2x)")
 

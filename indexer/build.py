@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+import fcntl
 import platform
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import h5py
 import numpy as np
@@ -18,7 +20,7 @@ from . import __version__, FORMAT_VERSION
 from .config import BuildConfig
 from .curvature import CurvatureConfig, compute_curvature, passes
 from .data import Example, load_examples
-from .errors import ConfigError, ResumeMismatchError
+from .errors import ConfigError, IndexFormatError, ResumeMismatchError
 from .factorize import factorize
 from .featurize import Featurizer, resolve_device
 from .index_file import IndexWriter, partial_path
@@ -41,16 +43,35 @@ def _check_output(cfg: BuildConfig) -> Path:
         raise ConfigError(f"{out} already exists (pass --overwrite to replace it)")
     if not out.parent.exists():
         raise ConfigError(f"output directory does not exist: {out.parent}")
-    if partial_path(out).exists() and cfg.overwrite:
-        partial_path(out).unlink()
     return out
+
+
+@contextlib.contextmanager
+def _build_lock(out: Path) -> Iterator[None]:
+    """One build per output at a time (advisory lock on OUTPUT.lock, removed afterwards)."""
+    lock = Path(str(out) + ".lock")
+    with open(lock, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"another build is writing {out} (lock {lock})") from None
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
 
 
 def _resume_or_create(cfg: BuildConfig, manifest: dict[str, Any], examples: list[Example],
                       n_tokens: np.ndarray, featurizer: Featurizer) -> IndexWriter:
     out = Path(cfg.output)
+    if partial_path(out).exists() and cfg.overwrite:
+        partial_path(out).unlink()
     if partial_path(out).exists():
-        writer, old = IndexWriter.resume(out)
+        try:
+            writer, old = IndexWriter.resume(out)
+        except IndexFormatError as e:
+            raise ResumeMismatchError(f"cannot resume: {e}; pass --overwrite to start over"
+                                      ) from None
         old_cfg = old["build_config"]
         diff = sorted(k for k, v in cfg.content_dict().items() if old_cfg.get(k) != v)
         for key in ("n_examples", "model", "layers"):
@@ -100,7 +121,18 @@ def build_index(cfg: BuildConfig, *, featurizer: Featurizer | None = None,
     ``featurizer`` (with its task) and the ``examples``; ``model_info`` is recorded as given.
     """
     cfg.validate()
+    if featurizer is None and not cfg.model:
+        raise ConfigError("--model is required")
+    if examples is None and not cfg.data:
+        raise ConfigError("--data is required")
     out = _check_output(cfg)
+    with _build_lock(out):
+        return _build(cfg, out, featurizer, examples, model_info, task_info, progress)
+
+
+def _build(cfg: BuildConfig, out: Path, featurizer: Featurizer | None,
+           examples: list[Example] | None, model_info: dict[str, Any] | None,
+           task_info: dict[str, Any] | None, progress: bool) -> Path:
     started = time.perf_counter()
     if examples is None:
         examples = load_examples(cfg.data, cfg.limit)
@@ -117,6 +149,7 @@ def build_index(cfg: BuildConfig, *, featurizer: Featurizer | None = None,
                       "fingerprint": model_fingerprint(loaded.model)}
         task_info = {"kind": "causal_lm", "max_tokens": cfg.max_tokens,
                      "chat_template": cfg.chat_template}
+    load_s = time.perf_counter() - started
     too_big = [t.name for t in featurizer.layers if cfg.rank > min(t.d1, t.d2)]
     if too_big:
         t = next(t for t in featurizer.layers if t.name == too_big[0])
@@ -160,6 +193,7 @@ def build_index(cfg: BuildConfig, *, featurizer: Featurizer | None = None,
                              "lambda": {n: c["lambda"] for n, c in curvature.items()}}
     manifest["build_info"] = {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "load_seconds": round(load_s, 3),
         "featurize_seconds_this_run": round(featurize_s, 3),
         "curvature_seconds": round(time.perf_counter() - t1, 3),
         "total_seconds_this_run": round(time.perf_counter() - started, 3),

@@ -54,10 +54,6 @@ class BuildConfig:
     RUNTIME_FIELDS = ("output", "overwrite", "device")
 
     def validate(self) -> None:
-        if not self.model:
-            raise ConfigError("--model is required")
-        if not self.data:
-            raise ConfigError("--data is required")
         checks = [
             (self.max_tokens >= 2, "--max-tokens must be >= 2"),
             (self.limit >= 0, "--limit must be >= 0"),

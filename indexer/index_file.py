@@ -56,9 +56,9 @@ def _read_manifest(f: h5py.File, path: Path) -> dict[str, Any]:
     if version != FORMAT_VERSION:
         raise IndexFormatError(f"{path}: index format version {version} is not supported "
                                f"(this lorif reads version {FORMAT_VERSION})")
+    raw = f["manifest"][()]
     try:
-        return json.loads(f["manifest"][()].decode() if isinstance(f["manifest"][()], bytes)
-                          else f["manifest"][()])
+        return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
     except (ValueError, KeyError) as e:
         raise IndexFormatError(f"{path}: corrupted manifest ({e})") from None
 

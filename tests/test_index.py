@@ -109,3 +109,45 @@ def test_scores_bf16_close_to_fp32(model_dirs, data_jsonl, tmp_path, small_index
         a.close()
         b.close()
     assert np.corrcoef(sa[0], sb[0])[0, 1] > 0.99
+
+
+def test_generic_model_mlp_classifier_full_rank(tmp_path):
+    """Python entry point for a non-LM model: an MLP classifier, exact in the full-rank limit."""
+    import torch
+
+    from indexer.featurize import Featurizer
+    from indexer.tasks import ClassificationTask
+
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(12, 10), torch.nn.Tanh(), torch.nn.Linear(10, 4))
+    task = ClassificationTask()
+    feat = Featurizer.create(mlp, task, d1=4, d2=4, seed=1)
+    x = torch.randn(50, 12)
+    train = [Example(completion=f"point {i}", inputs=x[i], meta={"label": i % 4})
+             for i in range(50)]
+    cfg = BuildConfig(model="mlp", data="memory", output=str(tmp_path / "mlp.h5"), d1=4, d2=4,
+                      rank=4, curvature_rank=16, dtype="fp32", seed=1)
+    build_index(cfg, featurizer=feat, examples=train, model_info={"name": "mlp-12-10-4"},
+                task_info={"kind": "classification"}, progress=False)
+    queries = [Example(completion="q", inputs=torch.randn(12), meta={"label": 2})]
+    with Index(cfg.output) as index:
+        assert index.example(7).meta == {"label": 3}
+        engine = QueryEngine.attach(index, mlp, task)
+        got = engine.score(queries).scores
+        lambdas = {n: c.lam for n, c in index.curvature().items()}
+    want = dense_influence(mlp, task, engine.featurizer, train, queries, lambdas)
+    assert np.abs(got - want).max() < 1e-4 * np.abs(want).max()
+
+
+def test_concurrent_build_of_same_output_is_refused(model_dirs, data_jsonl, tmp_path):
+    import fcntl
+
+    from indexer.errors import ConfigError
+
+    out = tmp_path / "locked.h5"
+    with open(str(out) + ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        with pytest.raises(ConfigError, match="another build is writing"):
+            build_index(BuildConfig(model=str(model_dirs["llama"]), data=str(data_jsonl),
+                                    output=str(out)), progress=False)
+    assert not out.exists()
