@@ -167,7 +167,7 @@ def _build(cfg: BuildConfig, out: Path, featurizer: Featurizer | None,
     todo = [b for b in batches if pending[b].any()]
     layout = writer.layout
     bar = tqdm(total=len(examples), initial=len(examples) - int(pending.sum()), unit="ex",
-               desc="featurize", disable=not progress, dynamic_ncols=True)
+               desc="featurize", disable=not progress, dynamic_ncols=True, mininterval=0.5)
     tokens, t0 = 0, time.perf_counter()
     for rows in todo:
         grads = featurizer.gradients([examples[i] for i in rows])
@@ -185,7 +185,7 @@ def _build(cfg: BuildConfig, out: Path, featurizer: Featurizer | None,
     store = MemoryFactorStore(layout, writer.factors, cfg.dtype)
     t1 = time.perf_counter()
     with tqdm(total=len(examples) * passes(ccfg), unit="row", desc="curvature",
-              disable=not progress, dynamic_ncols=True) as cbar:
+              disable=not progress, dynamic_ncols=True, mininterval=0.5) as cbar:
         curvature = compute_curvature(store, ccfg, featurizer.device, progress=cbar.update)
     manifest["curvature"] = {"rank": cfg.curvature_rank, "oversample": cfg.oversample,
                              "power_iters": cfg.power_iters, "damping": cfg.damping,
