@@ -24,6 +24,7 @@ from .errors import ConfigError, IndexFormatError, ResumeMismatchError
 from .factorize import factorize
 from .featurize import Featurizer, resolve_device
 from .index_file import IndexWriter, partial_path
+from .model_registry import canonical
 from .models import load_causal_lm, model_fingerprint
 from .store import MemoryFactorStore, encode
 from .tasks import CausalLMTask
@@ -143,7 +144,8 @@ def _build(cfg: BuildConfig, out: Path, featurizer: Featurizer | None,
         featurizer = Featurizer.create(loaded.model, task, layer_globs=cfg.layer_globs,
                                        proj_factor=cfg.proj_factor, d1=cfg.d1, d2=cfg.d2,
                                        seed=cfg.seed, device=device)
-        model_info = {"spec": cfg.model, "path": str(Path(cfg.model).resolve()),
+        model_info = {"spec": cfg.model,
+                      "path": cfg.model if canonical(cfg.model) else str(Path(cfg.model).resolve()),
                       "directory": loaded.directory,
                       "gguf_file": loaded.gguf_file, "class": type(loaded.model).__name__,
                       "fingerprint": model_fingerprint(loaded.model)}

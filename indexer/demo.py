@@ -1,7 +1,8 @@
-"""The quick demo: a tiny LM trained here on an embedded fact corpus, indexed, then queried.
+"""The demo: Shakespeare's speeches, the model trained on them, a LoRIF index, and queries.
 
-Everything is built locally in a few seconds (no download), and reused on the next run. The
-Shakespeare demo with a real trained model replaces this as the default in a later release.
+``lorif demo`` builds the index of all ~30k speeches once (about 12 minutes on 2 CPU cores,
+progress bars shown; an interrupted build resumes) and reuses it afterwards; ``--quick`` indexes
+every 15th speech (~2,000, about a minute).
 """
 
 from __future__ import annotations
@@ -11,62 +12,75 @@ from pathlib import Path
 
 import typer
 
-CAPITALS = [("France", "Paris"), ("Spain", "Madrid"), ("Italy", "Rome"), ("Peru", "Lima"),
-            ("Japan", "Tokyo"), ("Egypt", "Cairo"), ("Kenya", "Nairobi"), ("Chile", "Santiago"),
-            ("Norway", "Oslo"), ("Greece", "Athens"), ("Cuba", "Havana"), ("Nepal", "Kathmandu")]
-SOUNDS = [("dog", "barks"), ("cat", "meows"), ("cow", "moos"), ("lion", "roars"),
-          ("owl", "hoots"), ("duck", "quacks"), ("horse", "neighs"), ("snake", "hisses")]
-COLOURS = [("grass", "green"), ("sky", "blue"), ("snow", "white"), ("coal", "black"),
-           ("blood", "red"), ("sun", "yellow"), ("night", "dark"), ("milk", "white")]
+QUICK_STRIDE = 15
+DEMO_QUERIES = [
+    ("", "To be, or not to be: that is the question."),
+    ("", "O Romeo, Romeo! wherefore art thou Romeo?"),
+    ("Speak, what news from the field? ", "The king is slain, and all his army fled."),
+]
 
 
-def fact_corpus() -> list[dict[str, str]]:
-    rows = []
-    for country, city in CAPITALS:
-        rows.append({"text": f"The capital of {country} is {city}.", "topic": "capitals"})
-        rows.append({"text": f"{city} is a large city in {country}.", "topic": "cities"})
-    for animal, sound in SOUNDS:
-        rows.append({"text": f"The {animal} {sound} at night.", "topic": "animals"})
-        rows.append({"text": f"Every {animal} {sound} when it is hungry.", "topic": "animals"})
-    for thing, colour in COLOURS:
-        rows.append({"text": f"The colour of {thing} is {colour}.", "topic": "colours"})
-    return rows
+def demo_settings() -> dict:
+    """Index settings of the demo (see README: sizes and build time)."""
+    return {"model": "shakespeare-llama", "proj_factor": 8, "rank": 1, "curvature_rank": 256,
+            "max_tokens": 256, "batch_size": 16, "seed": 0}
 
 
-def run_demo(workdir: str, k: int = 5) -> None:
+def write_corpus(path: Path, quick: bool) -> int:
+    """Speeches as jsonl (metadata: play, title, act, scene, speaker, split)."""
+    from .corpora.shakespeare import load_speeches
+    from .corpora.splits import split_of
+
+    records = load_speeches()
+    rows = [{**r, "speech_id": i, "split": split_of(i)} for i, r in enumerate(records)
+            if not quick or i % QUICK_STRIDE == 0]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                   encoding="utf-8")
+    tmp.replace(path)
+    return len(rows)
+
+
+def ensure_demo_index(workdir: str | Path, quick: bool = False, progress: bool = True) -> Path:
+    """Build the demo index if missing (resuming a partial build); return its path."""
     from .build import build_index
     from .config import BuildConfig
-    from .data import Example
-    from .query import QueryEngine, top_rows
-    from .toy import save_lm, tiny_lm, train_lm, train_tokenizer
 
     root = Path(workdir)
     root.mkdir(parents=True, exist_ok=True)
-    data, model_dir, index = root / "facts.jsonl", root / "model", root / "facts.h5"
-    rows = fact_corpus()
+    name = "shakespeare-quick" if quick else "shakespeare"
+    data, index = root / f"{name}.jsonl", root / f"{name}.h5"
+    if index.exists():
+        return index
     if not data.exists():
-        data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    if not (model_dir / "config.json").exists():
-        typer.echo(f"training a tiny Llama on {len(rows)} sentences ...")
-        texts = [r["text"] for r in rows]
-        tok = train_tokenizer(texts, vocab_size=400)
-        model = tiny_lm("llama", len(tok), hidden=64, layers=2, heads=4, seed=0)
-        # Lightly trained on purpose: once every sentence is memorised its training gradients
-        # shrink to noise and no gradient-based attribution can tell them apart.
-        losses = train_lm(model, tok, texts, steps=60, batch_size=16, lr=3e-3)
-        typer.echo(f"  loss {losses[0]:.2f} -> {sum(losses[-20:]) / 20:.2f}")
-        save_lm(model, tok, model_dir)
-    if not index.exists():
-        build_index(BuildConfig(model=str(model_dir), data=str(data), output=str(index),
-                                proj_factor=2, rank=2, curvature_rank=16, batch_size=16))
-    engine = QueryEngine.open(str(index), device="cpu")
+        n = write_corpus(data, quick)
+        typer.echo(f"corpus: {n} speeches -> {data}")
+    typer.echo(f"building {index} (first run only; an interrupted build resumes) ...")
+    build_index(BuildConfig(data=str(data), output=str(index), **demo_settings()),
+                progress=progress)
+    return index
+
+
+def run_demo(workdir: str, k: int = 5, quick: bool = False) -> None:
+    from .data import Example
+    from .query import QueryEngine, top_rows
+
+    index = ensure_demo_index(workdir, quick)
+    engine = QueryEngine.open(str(index), device="auto")
     try:
-        for prompt, completion in (("The capital of France is", " Paris."),
-                                   ("The dog", " barks at night.")):
+        typer.echo(f"index {index}: {len(engine.index)} speeches, model "
+                   f"{engine.index.manifest['model']['spec']}")
+        for prompt, completion in DEMO_QUERIES:
             result = engine.score([Example(prompt=prompt, completion=completion)], k=k,
                                   keep_scores=False)
-            typer.echo(f"\nquery: {prompt!r} -> {completion!r}   (index {index})")
+            shown = f"{prompt!r} -> {completion!r}" if prompt else repr(completion)
+            typer.echo(f"\nquery: {shown}\nmost influential training speeches:")
             for rank, (i, s) in enumerate(top_rows(result, 0), 1):
-                typer.echo(f"  {rank}. {s:+9.3f}  {engine.index.example(i).text}")
+                ex = engine.index.example(i)
+                where = (f"{ex.meta.get('title')} {ex.meta.get('act')}.{ex.meta.get('scene')}, "
+                         f"{ex.meta.get('speaker')}")
+                text = " ".join(ex.text.split())
+                typer.echo(f"  {rank}. {s:+10.3f}  [{where}] "
+                           f"{text[:110] + '…' if len(text) > 110 else text}")
     finally:
         engine.close()

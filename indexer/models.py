@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import model_registry
 from .errors import ModelLoadError
 
 
@@ -40,8 +42,15 @@ def resolve_model_spec(spec: str) -> tuple[Path, str | None]:
 
 
 def load_causal_lm(spec: str, device: torch.device | str = "cpu") -> LoadedModel:
-    """Load model + tokenizer offline (fp32 weights; GGUF tensors are dequantized)."""
+    """Load model + tokenizer offline (fp32 weights; GGUF tensors are dequantized).
+
+    ``spec``: a local HF directory, a .gguf file, or a short name (see model_registry).
+    """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    convert_to = None
+    if model_registry.canonical(spec):
+        _, path, convert_to = model_registry.resolve(spec)
+        spec = str(path)
     directory, gguf = resolve_model_spec(spec)
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -56,6 +65,13 @@ def load_causal_lm(spec: str, device: torch.device | str = "cpu") -> LoadedModel
         model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32, **kwargs)
     except Exception as e:  # noqa: BLE001 - surface any loader failure as one line
         raise ModelLoadError(f"cannot load model from {spec}: {type(e).__name__}: {e}") from None
+    if convert_to is not None:  # keep a fast-loading HF copy of a dequantized GGUF
+        tmp = convert_to.with_name(convert_to.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(convert_to, ignore_errors=True)
+        tmp.replace(convert_to)
     model.to(device).eval()
     return LoadedModel(model, tokenizer, str(directory), gguf)
 

@@ -30,7 +30,7 @@ def train_tokenizer(texts: list[str], vocab_size: int = 512):
 
 
 def tiny_lm(arch: str, vocab_size: int, hidden: int = 32, layers: int = 2, heads: int = 4,
-            seed: int = 0) -> torch.nn.Module:
+            seed: int = 0, tie_embeddings: bool = False) -> torch.nn.Module:
     """A small ``llama`` (nn.Linear) or ``gpt2`` (Conv1D) causal LM with seeded random weights."""
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
@@ -40,7 +40,7 @@ def tiny_lm(arch: str, vocab_size: int, hidden: int = 32, layers: int = 2, heads
                           intermediate_size=hidden * 3, num_hidden_layers=layers,
                           num_attention_heads=heads, num_key_value_heads=max(1, heads // 2),
                           max_position_embeddings=512, bos_token_id=0, eos_token_id=1,
-                          pad_token_id=2, tie_word_embeddings=False)
+                          pad_token_id=2, tie_word_embeddings=tie_embeddings)
         model = LlamaForCausalLM(cfg)
     elif arch == "gpt2":
         cfg = GPT2Config(vocab_size=vocab_size, n_embd=hidden, n_layer=layers, n_head=heads,
