@@ -68,6 +68,11 @@ def load_causal_lm(spec: str, device: torch.device | str = "cpu") -> LoadedModel
     if convert_to is not None:  # keep a fast-loading HF copy of a dequantized GGUF
         tmp = convert_to.with_name(convert_to.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
+        # The weights are plain fp32 after dequantisation; drop the GGUF marker that makes
+        # transformers refuse to serialise them.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         shutil.rmtree(convert_to, ignore_errors=True)

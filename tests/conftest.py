@@ -83,3 +83,13 @@ def small_index(model_dirs, data_jsonl, tmp_path_factory):
                       proj_factor=4, rank=2, curvature_rank=16, batch_size=8)
     build_index(cfg, progress=False)
     return out
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``slow`` run only with LORIF_SLOW=1 (or when selected with -m slow)."""
+    if os.environ.get("LORIF_SLOW") == "1" or "slow" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: set LORIF_SLOW=1 to run")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
