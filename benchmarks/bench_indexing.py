@@ -23,7 +23,7 @@ import torch
 
 from indexer.build import build_index
 from indexer.config import BuildConfig
-from indexer.data import Example, load_examples
+from indexer.data import load_examples
 from indexer.models import load_causal_lm
 from indexer.tasks import CausalLMTask
 from indexer.toy import save_lm, tiny_lm, train_tokenizer

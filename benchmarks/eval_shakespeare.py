@@ -19,7 +19,6 @@ from collections import Counter
 
 import numpy as np
 
-from indexer.data import Example
 from indexer.query import QueryEngine
 
 

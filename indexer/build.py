@@ -75,7 +75,7 @@ def _resume_or_create(cfg: BuildConfig, manifest: dict[str, Any], examples: list
                                       ) from None
         old_cfg = old["build_config"]
         diff = sorted(k for k, v in cfg.content_dict().items() if old_cfg.get(k) != v)
-        for key in ("n_examples", "model", "layers"):
+        for key in ("n_examples", "model", "layers", "software"):
             if old.get(key) != manifest[key]:
                 diff.append(key)
         if diff:

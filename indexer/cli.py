@@ -11,7 +11,6 @@ import inspect
 import json
 import os
 import sys
-import textwrap
 from typing import Any, Callable
 
 import typer

@@ -1,12 +1,12 @@
-"""Tiny language models and tokenizers built from scratch: test fixtures and the quick demo.
+"""Small language models and tokenizers built from scratch (test fixtures, the demo model).
 
 Nothing here downloads anything: the tokenizer is a byte-level BPE trained on the given texts and
-the model is a randomly initialised Llama- or GPT-2-architecture network (optionally trained).
+the model is a randomly initialised Llama- or GPT-2-architecture network (see lm_training.py for
+training one).
 """
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import torch
@@ -50,30 +50,6 @@ def tiny_lm(arch: str, vocab_size: int, hidden: int = 32, layers: int = 2, heads
     else:
         raise ValueError(f"unknown arch {arch!r}")
     return model.eval()
-
-
-def train_lm(model: torch.nn.Module, tokenizer, texts: list[str], steps: int = 200,
-             batch_size: int = 16, lr: float = 3e-3, seed: int = 0) -> list[float]:
-    """Plain AdamW next-token training on ``texts``; returns the loss per step."""
-    from .data import Example
-    from .tasks import CausalLMTask
-
-    task = CausalLMTask(tokenizer, max_tokens=128)
-    rng = random.Random(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    model.train()
-    losses = []
-    for _ in range(steps):
-        batch = task.collate([Example(completion=t) for t in rng.sample(texts, min(batch_size,
-                                                                                    len(texts)))])
-        per_example = task.loss(model, batch)
-        loss = per_example.sum() / batch["loss_mask"][:, 1:].sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    model.eval()
-    return losses
 
 
 def save_lm(model: torch.nn.Module, tokenizer, directory: str | Path) -> Path:
