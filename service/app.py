@@ -1,0 +1,215 @@
+"""App factory: ``create_app(settings)`` loads the index and model in the lifespan, warms up,
+and serves the v1 API (attributions, examples, index), health routes and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from indexer.data import Example
+from indexer.query import QueryEngine
+from indexer.store import NUMPY_STORAGE
+
+from . import errors
+from .errors import ApiError
+from .metrics import Metrics
+from .protocol import (AttributionRequest, AttributionResponse, ExampleResponse, IndexSummary,
+                       Result, Timings)
+from .scorer import BatchScorer, MicroBatcher, Overloaded, Scored, query_key
+from .settings import ServiceSettings
+
+
+class LRU:
+    """The embedded cache: query key -> Scored."""
+
+    def __init__(self, size: int):
+        self.size, self.data = size, OrderedDict()
+
+    def get(self, key: str) -> Scored | None:
+        if key in self.data:
+            self.data.move_to_end(key)
+        return self.data.get(key)
+
+    def put(self, key: str, value: Scored) -> None:
+        if self.size:
+            self.data[key] = value
+            self.data.move_to_end(key)
+            while len(self.data) > self.size:
+                self.data.popitem(last=False)
+
+
+class State:
+    def __init__(self, settings: ServiceSettings):
+        self.settings = settings
+        self.metrics = Metrics()
+        self.cache = LRU(settings.cache_size)
+        self.engine: QueryEngine | None = None
+        self.batcher: MicroBatcher | None = None
+        self.ready = False
+
+
+def _summary(engine: QueryEngine) -> IndexSummary:
+    m = engine.index.manifest
+    value_bytes = NUMPY_STORAGE[m["storage_dtype"]].itemsize
+    per = m["rank"] * sum(d["d1"] + d["d2"] for d in m["layers"]) * value_bytes
+    dense = sum(d["d1"] * d["d2"] for d in m["layers"]) * value_bytes
+    layers = [{"name": d["name"], "in_dim": d["in_dim"], "out_dim": d["out_dim"], "d1": d["d1"],
+               "d2": d["d2"], "lambda": m["curvature"]["lambda"][d["name"]]} for d in m["layers"]]
+    return IndexSummary(fingerprint=engine.index.fingerprint, model=m["model"],
+                        n_examples=len(engine.index), n_layers=len(layers), layers=layers,
+                        rank_c=m["rank"], curvature_rank_r=m["curvature"]["rank"],
+                        storage_dtype=m["storage_dtype"], bytes_per_example=per,
+                        dense_bytes_per_example=dense, dense_ratio=round(dense / per, 2),
+                        created=m.get("build_info", {}).get("created"))
+
+
+def create_app(settings: ServiceSettings) -> FastAPI:
+    state = State(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loop = asyncio.get_running_loop()
+        state.engine = await loop.run_in_executor(
+            None, lambda: QueryEngine.open(settings.index, model=settings.model,
+                                           device=settings.device))
+        scorer = BatchScorer(state.engine, settings.block_rows, on_scan=state.metrics.on_scan)
+        state.batcher = MicroBatcher(scorer, settings.max_batch, settings.max_wait_ms / 1000,
+                                     settings.queue_size,
+                                     on_batch=state.metrics.batch_size.observe)
+        state.batcher.start()
+        await state.batcher.submit("warm-up", Example(completion="warm up the scorer."), 1)
+        state.ready = True
+        try:
+            yield
+        finally:
+            state.ready = False
+            await state.batcher.stop()
+            state.engine.close()
+
+    app = FastAPI(title="LoRIF attribution service", version="1", lifespan=lifespan)
+    app.state.lorif = state
+    errors.install(app)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["GET", "POST"], allow_headers=["*"])
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        path = request.url.path
+        if path.startswith("/v1/"):
+            if settings.api_key and request.headers.get("x-api-key") != settings.api_key:
+                return errors.problem(401, "Unauthorized", "missing or wrong X-API-Key", path)
+            if request.method == "POST":
+                size = request.headers.get("content-length")
+                if size is not None and size.isdigit() and int(size) > settings.max_body_bytes:
+                    return errors.problem(413, "Request body too large",
+                                          f"at most {settings.max_body_bytes} bytes", path)
+                ctype = request.headers.get("content-type", "").split(";")[0].strip()
+                if ctype != "application/json":
+                    return errors.problem(415, "Unsupported media type",
+                                          "send the body as application/json", path)
+            if not state.ready:
+                return errors.problem(503, "Not ready", "the index is loading", path,
+                                      headers={"Retry-After": "5"})
+        response = await call_next(request)
+        route = request.scope.get("route")
+        state.metrics.responses.labels(getattr(route, "path", "unmatched"),
+                                       str(response.status_code)).inc()
+        return response
+
+    def engine() -> QueryEngine:
+        assert state.engine is not None
+        return state.engine
+
+    def rows(ids, scores, k: int) -> list[Result]:
+        out = []
+        for rank, (i, s) in enumerate(zip(ids[:k], scores[:k]), 1):
+            ex = engine().index.example(int(i))
+            text = " ".join(ex.text.split())
+            snippet = text if len(text) <= settings.snippet_chars else \
+                text[: settings.snippet_chars - 1] + "…"
+            out.append(Result(rank=rank, example_id=int(i), score=float(s), snippet=snippet,
+                              meta=ex.meta))
+        return out
+
+    @app.post("/v1/attributions", response_model=AttributionResponse,
+              response_model_exclude_none=True)
+    async def attributions(req: AttributionRequest) -> AttributionResponse:
+        t0 = time.perf_counter()
+        q = (Example(prompt=req.prompt, completion=req.completion) if req.completion
+             else Example(completion=req.prompt))
+        task = engine().featurizer.task
+        ids, mask = task.encode(q)
+        if len(ids) > settings.max_prompt_tokens:
+            raise ApiError(422, "Query too long", f"the query has {len(ids)} tokens; at most "
+                           f"{settings.max_prompt_tokens} are accepted")
+        if sum(mask[1:]) == 0:
+            raise ApiError(422, "Empty query", "no token of the query counts in the loss")
+        key = query_key(engine().index.fingerprint, q, req.k)
+        scored, cached = state.cache.get(key), True
+        state.metrics.cache.labels("hit" if scored else "miss").inc()
+        if scored is None:
+            cached = False
+            state.metrics.queue_depth.set(state.batcher.depth)
+            try:
+                scored = await asyncio.wait_for(state.batcher.submit(key, q, req.k),
+                                                settings.request_timeout_s)
+            except Overloaded as e:
+                raise ApiError(429, "Too many requests", str(e),
+                               headers={"Retry-After": str(e.retry_after)}) from None
+            except asyncio.TimeoutError:
+                raise ApiError(504, "Deadline exceeded", "the query was not scored within "
+                               f"{settings.request_timeout_s} s") from None
+            state.cache.put(key, scored)
+        total = (time.perf_counter() - t0) * 1000
+        timings = Timings(queue_ms=0.0 if cached else scored.queue_s * 1000,
+                          featurize_ms=0.0 if cached else scored.featurize_s * 1000,
+                          scan_ms=0.0 if cached else scored.scan_s * 1000, total_ms=total)
+        both = req.direction == "both"
+        return AttributionResponse(
+            index_fingerprint=engine().index.fingerprint, query_tokens=len(ids),
+            proponents=rows(scored.proponent_ids, scored.proponent_scores, req.k)
+            if both or req.direction == "proponents" else None,
+            opponents=rows(scored.opponent_ids, scored.opponent_scores, req.k)
+            if both or req.direction == "opponents" else None,
+            cached=cached, timings=timings)
+
+    @app.get("/v1/examples/{example_id}", response_model=ExampleResponse)
+    async def example(example_id: int) -> ExampleResponse:
+        n = len(engine().index)
+        if not 0 <= example_id < n:
+            raise ApiError(404, "Unknown example", f"example_id must be in [0, {n})")
+        ex = engine().index.example(example_id)
+        n_tokens = int(engine().index.file["examples/n_tokens"][example_id])
+        return ExampleResponse(example_id=example_id, prompt=ex.prompt, completion=ex.completion,
+                               text=ex.text, meta=ex.meta, n_tokens=n_tokens)
+
+    @app.get("/v1/index", response_model=IndexSummary)
+    async def index_summary() -> IndexSummary:
+        return _summary(engine())
+
+    @app.get("/health/live")
+    async def live() -> dict[str, Any]:
+        return {"status": "live"}
+
+    @app.get("/health/ready")
+    async def ready() -> JSONResponse:
+        if not state.ready:
+            return errors.problem(503, "Not ready", "the index is loading", "/health/ready")
+        return JSONResponse({"status": "ready", "index": engine().index.fingerprint})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        if state.batcher is not None:
+            state.metrics.queue_depth.set(state.batcher.depth)
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

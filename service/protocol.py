@@ -1,0 +1,68 @@
+"""Request and response schemas of the HTTP API (v1)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Direction = Literal["proponents", "opponents", "both"]
+
+
+class AttributionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(..., min_length=1, description="Query text. Without a completion, "
+                                                       "all its tokens count in the loss.")
+    completion: str | None = Field(None, min_length=1,
+                                   description="If given, only these tokens count.")
+    k: int = Field(20, ge=1, le=1000, description="Results per direction.")
+    direction: Direction = "proponents"
+
+
+class Result(BaseModel):
+    rank: int
+    example_id: int
+    score: float
+    snippet: str
+    meta: dict[str, Any]
+
+
+class Timings(BaseModel):
+    queue_ms: float
+    featurize_ms: float
+    scan_ms: float
+    total_ms: float
+
+
+class AttributionResponse(BaseModel):
+    index_fingerprint: str
+    query_tokens: int
+    proponents: list[Result] | None = None
+    opponents: list[Result] | None = None
+    cached: bool
+    timings: Timings
+
+
+class ExampleResponse(BaseModel):
+    example_id: int
+    prompt: str
+    completion: str
+    text: str
+    meta: dict[str, Any]
+    n_tokens: int
+
+
+class IndexSummary(BaseModel):
+    fingerprint: str
+    model: dict[str, Any]
+    n_examples: int
+    n_layers: int
+    layers: list[dict[str, Any]]
+    rank_c: int
+    curvature_rank_r: int
+    storage_dtype: str
+    bytes_per_example: int
+    dense_bytes_per_example: int
+    dense_ratio: float
+    created: str | None
