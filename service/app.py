@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -19,38 +18,24 @@ from indexer.query import QueryEngine
 from indexer.store import NUMPY_STORAGE
 
 from . import errors
+from .cache import LRUCache, RedisCache, ResultCache
 from .errors import ApiError
 from .metrics import Metrics
 from .protocol import (AttributionRequest, AttributionResponse, ExampleResponse, IndexSummary,
                        Result, Timings)
-from .scorer import BatchScorer, MicroBatcher, Overloaded, Scored, query_key
+from .scorer import BatchScorer, MicroBatcher, Overloaded, query_key
 from .settings import ServiceSettings
-
-
-class LRU:
-    """The embedded cache: query key -> Scored."""
-
-    def __init__(self, size: int):
-        self.size, self.data = size, OrderedDict()
-
-    def get(self, key: str) -> Scored | None:
-        if key in self.data:
-            self.data.move_to_end(key)
-        return self.data.get(key)
-
-    def put(self, key: str, value: Scored) -> None:
-        if self.size:
-            self.data[key] = value
-            self.data.move_to_end(key)
-            while len(self.data) > self.size:
-                self.data.popitem(last=False)
 
 
 class State:
     def __init__(self, settings: ServiceSettings):
         self.settings = settings
         self.metrics = Metrics()
-        self.cache = LRU(settings.cache_size)
+        errors_counter = self.metrics.cache.labels("error")
+        self.cache: ResultCache = (
+            RedisCache(settings.redis_url, settings.cache_ttl_s, settings.redis_timeout_s,
+                       reset_s=settings.redis_breaker_reset_s, on_error=errors_counter.inc)
+            if settings.redis_url else LRUCache(settings.cache_size))
         self.engine: QueryEngine | None = None
         self.batcher: MicroBatcher | None = None
         self.ready = False
@@ -93,6 +78,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             state.ready = False
             await state.batcher.stop()
             state.engine.close()
+            if isinstance(state.cache, RedisCache):
+                await state.cache.close()
 
     app = FastAPI(title="LoRIF attribution service", version="1", lifespan=lifespan)
     app.state.lorif = state
@@ -154,7 +141,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         if sum(mask[1:]) == 0:
             raise ApiError(422, "Empty query", "no token of the query counts in the loss")
         key = query_key(engine().index.fingerprint, q, req.k)
-        scored, cached = state.cache.get(key), True
+        scored, cached = await state.cache.get(key), True
         state.metrics.cache.labels("hit" if scored else "miss").inc()
         if scored is None:
             cached = False
@@ -168,7 +155,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             except asyncio.TimeoutError:
                 raise ApiError(504, "Deadline exceeded", "the query was not scored within "
                                f"{settings.request_timeout_s} s") from None
-            state.cache.put(key, scored)
+            await state.cache.put(key, scored)
         total = (time.perf_counter() - t0) * 1000
         timings = Timings(queue_ms=0.0 if cached else scored.queue_s * 1000,
                           featurize_ms=0.0 if cached else scored.featurize_s * 1000,
@@ -204,7 +191,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     async def ready() -> JSONResponse:
         if not state.ready:
             return errors.problem(503, "Not ready", "the index is loading", "/health/ready")
-        return JSONResponse({"status": "ready", "index": engine().index.fingerprint})
+        return JSONResponse({"status": "ready" if state.cache.healthy else "degraded",
+                             "cache": "ok" if state.cache.healthy else "unavailable",
+                             "index": engine().index.fingerprint})
 
     @app.get("/metrics")
     async def metrics() -> Response:

@@ -1,0 +1,115 @@
+"""Result caches: an in-process LRU (the default) and Redis with short timeouts and a circuit
+breaker, so a slow or dead Redis never stalls or fails a query (it only stops caching)."""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections import OrderedDict
+from typing import Protocol
+
+import numpy as np
+
+from .scorer import Scored
+
+CACHE_FORMAT = 1
+_MAGIC = b"LRF"
+
+
+def encode(s: Scored) -> bytes:
+    """Compact value: magic, version, k, then ids (int32) and scores (float32) both ways."""
+    k = len(s.proponent_ids)
+    head = _MAGIC + struct.pack("<BI", CACHE_FORMAT, k)
+    return head + b"".join(np.ascontiguousarray(a, dtype=d).tobytes() for a, d in (
+        (s.proponent_ids, "<i4"), (s.proponent_scores, "<f4"),
+        (s.opponent_ids, "<i4"), (s.opponent_scores, "<f4")))
+
+
+def decode(raw: bytes) -> Scored | None:
+    if raw[:3] != _MAGIC or raw[3] != CACHE_FORMAT:
+        return None
+    (k,) = struct.unpack("<I", raw[4:8])
+    parts = [np.frombuffer(raw, dtype=d, count=k, offset=8 + 4 * k * i)
+             for i, d in enumerate(("<i4", "<f4", "<i4", "<f4"))]
+    return Scored(parts[0].astype(np.int64), parts[1], parts[2].astype(np.int64), parts[3], 0, 0)
+
+
+class ResultCache(Protocol):
+    async def get(self, key: str) -> Scored | None: ...
+
+    async def put(self, key: str, value: Scored) -> None: ...
+
+    @property
+    def healthy(self) -> bool: ...
+
+
+class LRUCache:
+    def __init__(self, size: int):
+        self.size, self.data = size, OrderedDict()
+        self.healthy = True
+
+    async def get(self, key: str) -> Scored | None:
+        if key in self.data:
+            self.data.move_to_end(key)
+        return self.data.get(key)
+
+    async def put(self, key: str, value: Scored) -> None:
+        if self.size:
+            self.data[key] = value
+            self.data.move_to_end(key)
+            while len(self.data) > self.size:
+                self.data.popitem(last=False)
+
+
+class RedisCache:
+    """Redis with per-call timeouts; after ``failures`` consecutive errors the breaker opens and
+    Redis is skipped for ``reset_s`` seconds, then one call tries again (half-open)."""
+
+    def __init__(self, url: str, ttl_s: int, timeout_s: float = 0.05, failures: int = 3,
+                 reset_s: float = 5.0, on_error=None):
+        import redis.asyncio as aioredis
+
+        self.client = aioredis.Redis.from_url(url, socket_timeout=timeout_s,
+                                              socket_connect_timeout=timeout_s,
+                                              retry_on_timeout=False)
+        self.ttl_s, self.failures, self.reset_s = ttl_s, failures, reset_s
+        self.on_error = on_error
+        self._errors, self._open_until = 0, 0.0
+
+    @property
+    def healthy(self) -> bool:
+        return self._errors < self.failures
+
+    def _skip(self) -> bool:
+        return not self.healthy and time.monotonic() < self._open_until
+
+    def _failed(self) -> None:
+        self._errors += 1
+        if self._errors >= self.failures:
+            self._open_until = time.monotonic() + self.reset_s
+        if self.on_error:
+            self.on_error()
+
+    async def get(self, key: str) -> Scored | None:
+        if self._skip():
+            return None
+        try:
+            raw = await self.client.get(f"lorif:v{CACHE_FORMAT}:{key}")
+        except Exception:  # noqa: BLE001 - any Redis failure degrades to "no cache"
+            self._failed()
+            return None
+        self._errors = 0
+        return decode(raw) if raw else None
+
+    async def put(self, key: str, value: Scored) -> None:
+        if self._skip():
+            return
+        try:
+            await self.client.set(f"lorif:v{CACHE_FORMAT}:{key}", encode(value), ex=self.ttl_s)
+        except Exception:  # noqa: BLE001
+            self._failed()
+            return
+        self._errors = 0
+
+    async def close(self) -> None:
+        await self.client.aclose()
