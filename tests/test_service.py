@@ -151,3 +151,54 @@ def test_api_key(small_index):
                     headers={"X-API-Key": "s3cret"})
         assert ok.status_code == 200
         assert c.get("/health/live").status_code == 200  # health stays open
+
+
+def test_deadline_gives_504_and_service_recovers(small_index):
+    app = create_app(ServiceSettings(index=str(small_index), device="cpu",
+                                     request_timeout_s=0.001, cache_size=0))
+    with TestClient(app) as c:
+        r = c.post("/v1/attributions", json={"prompt": "the king and the sea."})
+        assert r.status_code == 504 and r.json()["title"] == "Deadline exceeded"
+        app.state.lorif.settings.request_timeout_s = 30.0
+        assert c.post("/v1/attributions", json={"prompt": "the king and the sea."}
+                      ).status_code == 200
+
+
+def test_lorif_serve_process(small_index, tmp_path):
+    """The real entry point: uvicorn in a subprocess, env settings, graceful shutdown."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = Path(sys.executable).parent / "lorif"
+    env = {**os.environ, "LORIF_DEVICE": "cpu", "LORIF_MAX_BATCH": "4"}
+    proc = subprocess.Popen([str(exe), "serve", str(small_index), "--port", str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+            time.sleep(0.2)
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/attributions",
+                       json={"prompt": "the king.", "k": 2})
+        assert r.status_code == 200 and len(r.json()["proponents"]) == 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+    # uvicorn shuts down gracefully, then re-raises the signal (exit status -SIGTERM)
+    assert code in (0, -signal.SIGTERM)
+    assert "Application shutdown complete" in proc.stdout.read().decode()
