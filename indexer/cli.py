@@ -60,11 +60,10 @@ index_app.command("build")(_options_from(BuildConfig, _build))
 
 def info_dict(path: str) -> dict[str, Any]:
     from .index_file import Index
-    from .store import NUMPY_STORAGE
 
     with Index(path) as index:
         m = index.manifest
-        value_bytes = NUMPY_STORAGE[m["storage_dtype"]].itemsize
+        per_example, dense = index.bytes_per_example()
         c = m["rank"]
         layers = m["layers"]
         n = len(index)
@@ -81,9 +80,9 @@ def info_dict(path: str) -> dict[str, Any]:
             "rank_c": c,
             "curvature_rank_r": m["curvature"]["rank"],
             "storage_dtype": m["storage_dtype"],
-            "bytes_per_example_expected": c * sum(d["d1"] + d["d2"] for d in layers) * value_bytes,
+            "bytes_per_example_expected": per_example,
             "bytes_per_example": factor_storage / max(n, 1),
-            "dense_bytes_per_example": sum(d["d1"] * d["d2"] for d in layers) * value_bytes,
+            "dense_bytes_per_example": dense,
             "file_bytes": os.path.getsize(path),
             "created": m.get("build_info", {}).get("created"),
         }
@@ -134,11 +133,6 @@ def verify(path: str = typer.Argument(..., help="Index file.")) -> None:
         typer.echo(f"ok: {path} matches fingerprint {index.fingerprint}")
 
 
-def _snippet(text: str, width: int = 100) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
-
-
 @app.command("query")
 def query(index: str = typer.Argument(..., help="Index file."),
           prompt: str = typer.Argument(..., help="Query text (all tokens count unless "
@@ -150,7 +144,7 @@ def query(index: str = typer.Argument(..., help="Index file."),
           device: str = typer.Option("auto", help="auto | cpu | cuda[:N]."),
           as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Top-k proponents (and opponents) of a query among the indexed examples."""
-    from .data import Example
+    from .data import Example, snippet
     from .query import QueryEngine, top_rows
 
     q = (Example(completion=completion, prompt=prompt) if completion is not None
@@ -174,7 +168,7 @@ def query(index: str = typer.Argument(..., help="Index file."),
         for row in rows:
             meta = ", ".join(f"{k}={v}" for k, v in row["meta"].items())
             typer.echo(f"  {row['rank']:3d}. #{row['example_id']:<7d} {row['score']:+.4e}  "
-                       f"{_snippet(row['text'])}" + (f"  [{meta}]" if meta else ""))
+                       f"{snippet(row['text'], 100)}" + (f"  [{meta}]" if meta else ""))
 
 
 @app.command("demo")

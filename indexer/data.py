@@ -29,6 +29,12 @@ class Example:
         return self.prompt + self.completion
 
 
+def snippet(text: str, width: int) -> str:
+    """Whitespace-collapsed text, cut to ``width`` characters with an ellipsis."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
 def example_from_record(record: dict[str, Any], where: str) -> Example:
     """Map a jsonl/dataset row to an Example; unknown fields become metadata."""
     if not isinstance(record, dict):

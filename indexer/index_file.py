@@ -253,6 +253,14 @@ class Index:
     def close(self) -> None:
         self.file.close()
 
+    def bytes_per_example(self) -> tuple[int, int]:
+        """(LoRIF factor bytes c * sum(d1 + d2), dense LoGRA-style bytes sum(d1 * d2)) per
+        example, in the storage dtype."""
+        value = NUMPY_STORAGE[self.dtype].itemsize
+        layers = self.manifest["layers"]
+        return (self.manifest["rank"] * sum(d["d1"] + d["d2"] for d in layers) * value,
+                sum(d["d1"] * d["d2"] for d in layers) * value)
+
     def store(self) -> FactorStore:
         offset = self.file["factors"].id.get_offset()
         return MmapFactorStore(self.layout, str(self.path), offset, len(self), self.dtype)

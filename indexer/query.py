@@ -59,20 +59,29 @@ class QueryEngine:
             index.close()
             raise
 
-    def query_gradients(self, queries: list[Example]) -> dict[str, torch.Tensor]:
+    def query_tokens(self, query: Example) -> int:
+        """Token count of an LM query; raises DataError when no token counts in its loss."""
         task = self.featurizer.task
-        if isinstance(task, CausalLMTask):
-            for q in queries:
-                ids, mask = task.encode(q)
-                if sum(mask[1:]) == 0:
-                    raise DataError("the query has no tokens whose loss counts (empty completion, "
-                                    "or a one-token text)")
+        if not isinstance(task, CausalLMTask):
+            return task.length(query)
+        ids, mask = task.encode(query)
+        if sum(mask[1:]) == 0:
+            raise DataError("the query has no tokens whose loss counts (empty completion, "
+                            "or a one-token text)")
+        return len(ids)
+
+    def query_gradients(self, queries: list[Example]) -> dict[str, torch.Tensor]:
+        for q in queries:
+            self.query_tokens(q)
         return self.featurizer.gradients(queries)
+
+    def preconditioned(self, queries: list[Example]) -> dict[str, torch.Tensor]:
+        """P_q (Q, d1, d2) per layer: the query gradients through the Woodbury inverse."""
+        return precondition(self.query_gradients(queries), self.preconditioners)
 
     def score(self, queries: list[Example], k: int = 10, keep_scores: bool = True,
               block_rows: int = 4096) -> ScoreResult:
-        grads = self.query_gradients(queries)
-        p = precondition(grads, self.preconditioners)
+        p = self.preconditioned(queries)
         return score_store(self.index.store(), p, k=k, block_rows=block_rows,
                            keep_scores=keep_scores, device=self.featurizer.device)
 

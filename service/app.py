@@ -13,9 +13,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from indexer.data import Example
+from indexer.data import Example, snippet
+from indexer.errors import DataError
 from indexer.query import QueryEngine
-from indexer.store import NUMPY_STORAGE
 
 from . import errors
 from .cache import LRUCache, RedisCache, ResultCache
@@ -43,9 +43,7 @@ class State:
 
 def _summary(engine: QueryEngine) -> IndexSummary:
     m = engine.index.manifest
-    value_bytes = NUMPY_STORAGE[m["storage_dtype"]].itemsize
-    per = m["rank"] * sum(d["d1"] + d["d2"] for d in m["layers"]) * value_bytes
-    dense = sum(d["d1"] * d["d2"] for d in m["layers"]) * value_bytes
+    per, dense = engine.index.bytes_per_example()
     layers = [{"name": d["name"], "in_dim": d["in_dim"], "out_dim": d["out_dim"], "d1": d["d1"],
                "d2": d["d2"], "lambda": m["curvature"]["lambda"][d["name"]]} for d in m["layers"]]
     return IndexSummary(fingerprint=engine.index.fingerprint, model=m["model"],
@@ -120,10 +118,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         out = []
         for rank, (i, s) in enumerate(zip(ids[:k], scores[:k]), 1):
             ex = engine().index.example(int(i))
-            text = " ".join(ex.text.split())
-            snippet = text if len(text) <= settings.snippet_chars else \
-                text[: settings.snippet_chars - 1] + "…"
-            out.append(Result(rank=rank, example_id=int(i), score=float(s), snippet=snippet,
+            out.append(Result(rank=rank, example_id=int(i), score=float(s),
+                              snippet=snippet(ex.text, settings.snippet_chars),
                               meta=ex.meta))
         return out
 
@@ -133,13 +129,14 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         t0 = time.perf_counter()
         q = (Example(prompt=req.prompt, completion=req.completion) if req.completion
              else Example(completion=req.prompt))
-        task = engine().featurizer.task
-        ids, mask = task.encode(q)
-        if len(ids) > settings.max_prompt_tokens:
-            raise ApiError(422, "Query too long", f"the query has {len(ids)} tokens; at most "
+        try:
+            n_tokens = engine().query_tokens(q)
+        except DataError:
+            raise ApiError(422, "Empty query", "no token of the query counts in the loss"
+                           ) from None
+        if n_tokens > settings.max_prompt_tokens:
+            raise ApiError(422, "Query too long", f"the query has {n_tokens} tokens; at most "
                            f"{settings.max_prompt_tokens} are accepted")
-        if sum(mask[1:]) == 0:
-            raise ApiError(422, "Empty query", "no token of the query counts in the loss")
         key = query_key(engine().index.fingerprint, q, req.k)
         scored, cached = await state.cache.get(key), True
         state.metrics.cache.labels("hit" if scored else "miss").inc()
@@ -162,7 +159,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                           scan_ms=0.0 if cached else scored.scan_s * 1000, total_ms=total)
         both = req.direction == "both"
         return AttributionResponse(
-            index_fingerprint=engine().index.fingerprint, query_tokens=len(ids),
+            index_fingerprint=engine().index.fingerprint, query_tokens=n_tokens,
             proponents=rows(scored.proponent_ids, scored.proponent_scores, req.k)
             if both or req.direction == "proponents" else None,
             opponents=rows(scored.opponent_ids, scored.opponent_scores, req.k)

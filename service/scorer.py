@@ -18,7 +18,7 @@ import numpy as np
 
 from indexer.data import Example
 from indexer.query import QueryEngine
-from indexer.scoring import precondition, score_store
+from indexer.scoring import score_store
 from indexer.store import NUMPY_STORAGE
 
 
@@ -57,8 +57,7 @@ class BatchScorer:
 
     def score(self, queries: list[Example], k: int) -> list[Scored]:
         t0 = time.perf_counter()
-        grads = self.engine.query_gradients(queries)
-        p = precondition(grads, self.engine.preconditioners)
+        p = self.engine.preconditioned(queries)
         t1 = time.perf_counter()
         res = score_store(self.store, p, k=k, block_rows=self.block_rows, keep_scores=False,
                           device=self.engine.featurizer.device)
