@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from .errors import ConfigError
-from .store import FactorStore, iter_blocks
+from .store import FactorStore
+from .streaming import iter_blocks
 
 Progress = Callable[[int], None]  # called with the number of rows just processed
 

@@ -80,10 +80,12 @@ class QueryEngine:
         return precondition(self.query_gradients(queries), self.preconditioners)
 
     def score(self, queries: list[Example], k: int = 10, keep_scores: bool = True,
-              block_rows: int = 4096) -> ScoreResult:
+              block_rows: int = 4096, query_rank: int = 0, candidates: int = 4) -> ScoreResult:
+        """Top-k both ways for each query; ``query_rank`` > 0 takes the low-rank fast path."""
         p = self.preconditioned(queries)
         return score_store(self.index.store(), p, k=k, block_rows=block_rows,
-                           keep_scores=keep_scores, device=self.featurizer.device)
+                           keep_scores=keep_scores, device=self.featurizer.device,
+                           query_rank=query_rank, candidates=candidates)
 
     def close(self) -> None:
         self.index.close()

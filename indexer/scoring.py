@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from .index_file import Curvature
-from .store import FactorLayout, FactorStore, iter_blocks
+from .store import FactorLayout, FactorStore, decode
+from .streaming import iter_blocks
 
 
 @dataclass
@@ -83,25 +84,102 @@ class RunningTopK:
 
 
 @dataclass
+class LowRankQueries:
+    """P_q ~= A_q B_q^T per layer, truncated to rank ``rank`` by SVD (method.md section 4).
+
+    left[name] (Q, d1, rank) = U S and right[name] (Q, d2, rank) = V; ``residual`` (Q,) is
+    ||P - A B^T||_F / ||P||_F over all layers, the part of the query the fast path drops.
+    """
+
+    left: dict[str, torch.Tensor]
+    right: dict[str, torch.Tensor]
+    residual: np.ndarray
+    rank: int
+
+    @classmethod
+    def factor(cls, p: dict[str, torch.Tensor], rank: int) -> "LowRankQueries":
+        left, right, kept, total = {}, {}, 0.0, 0.0
+        for name, pq in p.items():
+            u, s, vh = torch.linalg.svd(pq, full_matrices=False)  # (Q,d1,m) (Q,m) (Q,m,d2)
+            r = min(rank, s.shape[1])
+            left[name] = u[:, :, :r] * s[:, None, :r]
+            right[name] = vh[:, :r, :].transpose(1, 2)
+            kept = kept + (s[:, :r] ** 2).sum(1).double()
+            total = total + (s ** 2).sum(1).double()
+        resid = torch.sqrt(torch.clamp(1 - kept / torch.clamp(total, min=1e-300), min=0))
+        return cls(left, right, resid.cpu().numpy(), rank)
+
+
+def score_rows_lowrank(layout: FactorLayout, rows: torch.Tensor, lr: LowRankQueries
+                       ) -> torch.Tensor:
+    """rows (B, width) -> approximate scores (Q, B): sum_c (A^T l_ic) . (B^T r_ic).
+
+    Costs 2 c rank (d1 + d2) multiply-adds per example, query and layer instead of c d1 d2.
+    """
+    total = None
+    for i, t in enumerate(layout.layers):
+        left, right = layout.unpack(rows, i)  # (B, c, d1), (B, c, d2)
+        a, b = lr.left[t.name], lr.right[t.name]  # (Q, d1, k), (Q, d2, k)
+        nq, k = a.shape[0], a.shape[2]
+        nb, c = rows.shape[0], layout.rank
+        la = left.reshape(nb * c, t.d1) @ a.permute(1, 0, 2).reshape(t.d1, nq * k)
+        rb = right.reshape(nb * c, t.d2) @ b.permute(1, 0, 2).reshape(t.d2, nq * k)
+        s = (la * rb).reshape(nb, c, nq, k).sum(dim=(1, 3)).T  # (Q, B)
+        total = s if total is None else total + s
+    assert total is not None
+    return total
+
+
+@dataclass
 class ScoreResult:
     proponent_ids: np.ndarray  # (Q, k) highest scores first
     proponent_scores: np.ndarray
     opponent_ids: np.ndarray  # (Q, k) lowest scores first
     opponent_scores: np.ndarray
     scores: np.ndarray | None  # (Q, N) every example's score, when requested
+    residual: np.ndarray | None = None  # (Q,) low-rank path: the dropped part of each query
 
 
 def score_store(store: FactorStore, p: dict[str, torch.Tensor], k: int = 10,
                 block_rows: int = 4096, keep_scores: bool = True,
-                device: torch.device | str = "cpu") -> ScoreResult:
-    """Stream the store in blocks and score preconditioned queries ``p`` against every row."""
+                device: torch.device | str = "cpu", query_rank: int = 0,
+                candidates: int = 4) -> ScoreResult:
+    """Stream the store in blocks and score preconditioned queries ``p`` against every row.
+
+    ``query_rank`` = 0: the exact path. ``query_rank`` > 0: the scan uses rank-``query_rank``
+    queries and keeps ``candidates * k`` candidates per query and direction; those rows are
+    then scored exactly, so returned scores are exact and only the candidate recall is
+    approximate (``scores``, when kept, are the approximate ones).
+    """
     n_queries = next(iter(p.values())).shape[0]
-    top = RunningTopK(n_queries, k, device)
+    lowrank = LowRankQueries.factor(p, query_rank) if query_rank > 0 else None
+    width = k * candidates if lowrank else k
+    top = RunningTopK(n_queries, width, device)
     full = np.empty((n_queries, len(store)), dtype=np.float32) if keep_scores else None
     for start, rows in iter_blocks(store, block_rows, device):
-        s = score_rows(store.layout, rows, p)
+        s = (score_rows_lowrank(store.layout, rows, lowrank) if lowrank
+             else score_rows(store.layout, rows, p))
         top.update(s, start)
         if full is not None:
             full[:, start : start + s.shape[1]] = s.cpu().numpy()
+    if lowrank:
+        top = _rescore(store, p, top, k, device)
     return ScoreResult(top.top_i.cpu().numpy(), top.top_s.cpu().numpy(),
-                       top.bot_i.cpu().numpy(), top.bot_s.cpu().numpy(), full)
+                       top.bot_i.cpu().numpy(), top.bot_s.cpu().numpy(), full,
+                       lowrank.residual if lowrank else None)
+
+
+def _rescore(store: FactorStore, p: dict[str, torch.Tensor], cand: RunningTopK, k: int,
+             device: torch.device | str) -> RunningTopK:
+    """Exact scores of each query's candidates; the top-k of those."""
+    ids = torch.cat([cand.top_i, cand.bot_i], dim=1)  # (Q, 2m)
+    union = torch.unique(ids)  # sorted
+    rows = decode(store.take(union.cpu().numpy()), store.dtype, device)
+    exact = score_rows(store.layout, rows, p)  # (Q, U)
+    pos = torch.searchsorted(union, ids)
+    s = torch.gather(exact, 1, pos)
+    out = RunningTopK(ids.shape[0], k, device)
+    m = cand.top_i.shape[1]
+    out.top_s, out.top_i = out._merge(s[:, :0], ids[:, :0], s[:, :m], ids[:, :m], largest=True)
+    out.bot_s, out.bot_i = out._merge(s[:, :0], ids[:, :0], s[:, m:], ids[:, m:], largest=False)
+    return out

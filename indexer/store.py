@@ -8,7 +8,7 @@ one contiguous read for all layers. bf16 is stored as its raw 16-bit pattern (ui
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -84,13 +84,8 @@ class FactorStore(Protocol):
     def read(self, start: int, stop: int) -> np.ndarray:
         """Raw rows [start, stop) in the storage dtype, shape (stop - start, width)."""
 
-
-def iter_blocks(store: FactorStore, block_rows: int, device: torch.device | str = "cpu"
-                ) -> Iterator[tuple[int, torch.Tensor]]:
-    """(start, float32 rows (B, width)) for consecutive blocks of the store."""
-    for start in range(0, len(store), block_rows):
-        stop = min(start + block_rows, len(store))
-        yield start, decode(store.read(start, stop), store.dtype, device)
+    def take(self, ids: np.ndarray) -> np.ndarray:
+        """Raw rows ``ids`` (sorted, unique) in the storage dtype, shape (len(ids), width)."""
 
 
 class MemoryFactorStore:
@@ -112,6 +107,9 @@ class MemoryFactorStore:
     def read(self, start: int, stop: int) -> np.ndarray:
         return self.raw[start:stop]
 
+    def take(self, ids: np.ndarray) -> np.ndarray:
+        return self.raw[ids]
+
 
 class MmapFactorStore:
     """Rows memory-mapped straight from the index file (no HDF5 library lock on the hot path)."""
@@ -126,3 +124,6 @@ class MmapFactorStore:
 
     def read(self, start: int, stop: int) -> np.ndarray:
         return self.array[start:stop]
+
+    def take(self, ids: np.ndarray) -> np.ndarray:
+        return self.array[ids]

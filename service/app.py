@@ -18,12 +18,12 @@ from indexer.errors import DataError
 from indexer.query import QueryEngine
 
 from . import errors
-from .cache import LRUCache, RedisCache, ResultCache
+from .cache import LRUCache, RedisCache, ResultCache, query_key
 from .errors import ApiError
 from .metrics import Metrics
-from .protocol import (AttributionRequest, AttributionResponse, ExampleResponse, IndexSummary,
-                       Result, Timings)
-from .scorer import BatchScorer, MicroBatcher, Overloaded, query_key
+from .protocol import (Approximation, AttributionRequest, AttributionResponse, ExampleResponse,
+                       IndexSummary, Result, Timings)
+from .scorer import BatchScorer, MicroBatcher, Overloaded, ScoringOptions
 from .settings import ServiceSettings
 
 
@@ -36,12 +36,13 @@ class State:
             RedisCache(settings.redis_url, settings.cache_ttl_s, settings.redis_timeout_s,
                        reset_s=settings.redis_breaker_reset_s, on_error=errors_counter.inc)
             if settings.redis_url else LRUCache(settings.cache_size))
+        self.options = ScoringOptions(settings.query_rank, settings.candidates)
         self.engine: QueryEngine | None = None
         self.batcher: MicroBatcher | None = None
         self.ready = False
 
 
-def _summary(engine: QueryEngine) -> IndexSummary:
+def _summary(engine: QueryEngine, options: ScoringOptions) -> IndexSummary:
     m = engine.index.manifest
     per, dense = engine.index.bytes_per_example()
     layers = [{"name": d["name"], "in_dim": d["in_dim"], "out_dim": d["out_dim"], "d1": d["d1"],
@@ -51,7 +52,8 @@ def _summary(engine: QueryEngine) -> IndexSummary:
                         rank_c=m["rank"], curvature_rank_r=m["curvature"]["rank"],
                         storage_dtype=m["storage_dtype"], bytes_per_example=per,
                         dense_bytes_per_example=dense, dense_ratio=round(dense / per, 2),
-                        created=m.get("build_info", {}).get("created"))
+                        created=m.get("build_info", {}).get("created"),
+                        scoring_path=options.path, query_rank=options.query_rank)
 
 
 def create_app(settings: ServiceSettings) -> FastAPI:
@@ -63,7 +65,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         state.engine = await loop.run_in_executor(
             None, lambda: QueryEngine.open(settings.index, model=settings.model,
                                            device=settings.device))
-        scorer = BatchScorer(state.engine, settings.block_rows, on_scan=state.metrics.on_scan)
+        scorer = BatchScorer(state.engine, settings.block_rows, state.options,
+                             on_scan=state.metrics.on_scan)
         state.batcher = MicroBatcher(scorer, settings.max_batch, settings.max_wait_ms / 1000,
                                      settings.queue_size,
                                      on_batch=state.metrics.batch_size.observe)
@@ -137,7 +140,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         if n_tokens > settings.max_prompt_tokens:
             raise ApiError(422, "Query too long", f"the query has {n_tokens} tokens; at most "
                            f"{settings.max_prompt_tokens} are accepted")
-        key = query_key(engine().index.fingerprint, q, req.k)
+        key = query_key(engine().index.fingerprint, state.options, q, req.k)
         scored, cached = await state.cache.get(key), True
         state.metrics.cache.labels("hit" if scored else "miss").inc()
         if scored is None:
@@ -160,6 +163,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         both = req.direction == "both"
         return AttributionResponse(
             index_fingerprint=engine().index.fingerprint, query_tokens=n_tokens,
+            scoring=Approximation(path=state.options.path, query_rank=state.options.query_rank,
+                                  residual=scored.residual),
             proponents=rows(scored.proponent_ids, scored.proponent_scores, req.k)
             if both or req.direction == "proponents" else None,
             opponents=rows(scored.opponent_ids, scored.opponent_scores, req.k)
@@ -178,7 +183,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @app.get("/v1/index", response_model=IndexSummary)
     async def index_summary() -> IndexSummary:
-        return _summary(engine())
+        return _summary(engine(), state.options)
 
     @app.get("/health/live")
     async def live() -> dict[str, Any]:

@@ -3,6 +3,8 @@ breaker, so a slow or dead Redis never stalls or fails a query (it only stops ca
 
 from __future__ import annotations
 
+import hashlib
+import json
 import struct
 import time
 from collections import OrderedDict
@@ -10,16 +12,27 @@ from typing import Protocol
 
 import numpy as np
 
-from .scorer import Scored
+from indexer.data import Example
 
-CACHE_FORMAT = 1
+from .scorer import Scored, ScoringOptions
+
+CACHE_FORMAT = 2
 _MAGIC = b"LRF"
 
 
+def query_key(fingerprint: str, options: ScoringOptions, example: Example, k: int) -> str:
+    """Cache key: format version, index fingerprint, scoring options and the query's hash."""
+    text = hashlib.sha256(json.dumps([example.prompt, example.completion]).encode()).hexdigest()
+    opts = f"{options.query_rank}x{options.candidates}" if options.query_rank else "exact"
+    return f"lorif:v{CACHE_FORMAT}:{fingerprint}:{opts}:k{k}:{text}"
+
+
 def encode(s: Scored) -> bytes:
-    """Compact value: magic, version, k, then ids (int32) and scores (float32) both ways."""
+    """Compact value: magic, version, k, residual (NaN = exact), then ids (int32) and scores
+    (float32) both ways: 12 + 16 k bytes."""
     k = len(s.proponent_ids)
-    head = _MAGIC + struct.pack("<BI", CACHE_FORMAT, k)
+    residual = float("nan") if s.residual is None else s.residual
+    head = _MAGIC + struct.pack("<BIf", CACHE_FORMAT, k, residual)
     return head + b"".join(np.ascontiguousarray(a, dtype=d).tobytes() for a, d in (
         (s.proponent_ids, "<i4"), (s.proponent_scores, "<f4"),
         (s.opponent_ids, "<i4"), (s.opponent_scores, "<f4")))
@@ -28,10 +41,11 @@ def encode(s: Scored) -> bytes:
 def decode(raw: bytes) -> Scored | None:
     if raw[:3] != _MAGIC or raw[3] != CACHE_FORMAT:
         return None
-    (k,) = struct.unpack("<I", raw[4:8])
-    parts = [np.frombuffer(raw, dtype=d, count=k, offset=8 + 4 * k * i)
+    k, residual = struct.unpack("<If", raw[4:12])
+    parts = [np.frombuffer(raw, dtype=d, count=k, offset=12 + 4 * k * i)
              for i, d in enumerate(("<i4", "<f4", "<i4", "<f4"))]
-    return Scored(parts[0].astype(np.int64), parts[1], parts[2].astype(np.int64), parts[3], 0, 0)
+    return Scored(parts[0].astype(np.int64), parts[1], parts[2].astype(np.int64), parts[3], 0, 0,
+                  residual=None if np.isnan(residual) else residual)
 
 
 class ResultCache(Protocol):
@@ -94,7 +108,7 @@ class RedisCache:
         if self._skip():
             return None
         try:
-            raw = await self.client.get(f"lorif:v{CACHE_FORMAT}:{key}")
+            raw = await self.client.get(key)
         except Exception:  # noqa: BLE001 - any Redis failure degrades to "no cache"
             self._failed()
             return None
@@ -105,7 +119,7 @@ class RedisCache:
         if self._skip():
             return
         try:
-            await self.client.set(f"lorif:v{CACHE_FORMAT}:{key}", encode(value), ex=self.ttl_s)
+            await self.client.set(key, encode(value), ex=self.ttl_s)
         except Exception:  # noqa: BLE001
             self._failed()
             return

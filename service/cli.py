@@ -1,32 +1,61 @@
 """The ``lorif`` command: the indexer's commands plus ``lorif serve`` (service imports indexer,
-never the reverse)."""
+never the reverse). Every ServiceSettings field is one ``lorif serve`` flag and one ``LORIF_*``
+environment variable; a flag overrides the variable."""
 
 from __future__ import annotations
+
+import inspect
+import typing
+from typing import Any
 
 import typer
 
 from indexer.cli import app, main as indexer_main
 
+from .settings import ServiceSettings
 
-@app.command("serve")
-def serve(index: str = typer.Argument(..., help="Index file to serve."),
-          host: str = typer.Option(None, help="Bind address [env LORIF_HOST]."),
-          port: int = typer.Option(None, help="Bind port [env LORIF_PORT]."),
-          device: str = typer.Option(None, help="auto | cpu | cuda[:N] [env LORIF_DEVICE]."),
-          model: str = typer.Option(None, help="Model path if it moved [env LORIF_MODEL]."),
-          redis_url: str = typer.Option(None, help="Shared cache [env LORIF_REDIS_URL].")
-          ) -> None:
-    """Serve attribution queries over HTTP (settings also from LORIF_* environment variables)."""
-    import uvicorn
+_SCALARS = {str: str, int: int, float: float, bool: bool}
 
-    from .app import create_app
-    from .settings import ServiceSettings
 
-    overrides = {k: v for k, v in {"index": index, "host": host, "port": port, "device": device,
-                                   "model": model, "redis_url": redis_url}.items()
-                 if v is not None}
-    settings = ServiceSettings(**overrides)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, workers=1)
+def _flag_type(annotation: Any) -> Any:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    base = args[0]
+    if typing.get_origin(base) is list:
+        return list[str]
+    return _SCALARS.get(base, str)
+
+
+def _serve_command():
+    params = [inspect.Parameter("index", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str,
+                                default=typer.Argument(..., help="Index file to serve."))]
+    for name, field in ServiceSettings.model_fields.items():
+        if name == "index":
+            continue
+        flag = "--" + name.replace("_", "-")
+        kind = _flag_type(field.annotation)
+        decl = (f"{flag}/--no-{flag[2:]}",) if kind is bool else (flag,)
+        default = field.default if field.default_factory is None else field.default_factory()
+        help_text = f"{field.description} (env LORIF_{name.upper()}, default {default!r})"
+        params.append(inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, annotation=typing.Optional[kind],
+            default=typer.Option(None, *decl, help=help_text, show_default=False)))
+
+    def serve(**kwargs: Any) -> None:
+        """Serve attribution queries over HTTP (also the API docs at /docs and the web page)."""
+        import uvicorn
+
+        from .app import create_app
+
+        overrides = {k: v for k, v in kwargs.items() if v is not None and v != []}
+        settings = ServiceSettings(**overrides)
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, workers=1,
+                    log_level="info")
+
+    serve.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    return serve
+
+
+app.command("serve")(_serve_command())
 
 
 def main() -> None:

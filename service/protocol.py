@@ -35,9 +35,18 @@ class Timings(BaseModel):
     total_ms: float
 
 
+class Approximation(BaseModel):
+    path: Literal["exact", "low-rank"]
+    query_rank: int = Field(description="Rank c_q of the query in the scan (0 = exact).")
+    residual: float | None = Field(None, description="||P_q - rank-c_q part||_F / ||P_q||_F: "
+                                   "how much of the query the candidate scan ignored. Returned "
+                                   "scores are exact either way.")
+
+
 class AttributionResponse(BaseModel):
     index_fingerprint: str
     query_tokens: int
+    scoring: Approximation
     proponents: list[Result] | None = None
     opponents: list[Result] | None = None
     cached: bool
@@ -66,3 +75,5 @@ class IndexSummary(BaseModel):
     dense_bytes_per_example: int
     dense_ratio: float
     created: str | None
+    scoring_path: Literal["exact", "low-rank"]
+    query_rank: int

@@ -8,8 +8,6 @@ share one computation.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,11 +31,20 @@ class Scored:
     featurize_s: float
     scan_s: float
     queue_s: float = 0.0
+    residual: float | None = None  # low-rank path: ||P - P_cq||_F / ||P||_F of the query
 
 
-def query_key(fingerprint: str, example: Example, k: int) -> str:
-    body = json.dumps([fingerprint, example.prompt, example.completion, k])
-    return hashlib.sha256(body.encode()).hexdigest()
+@dataclass(frozen=True)
+class ScoringOptions:
+    """How the scan scores (part of every cache key): exact, or rank-``query_rank`` queries
+    with ``candidates`` x k rows per direction re-scored exactly."""
+
+    query_rank: int = 0
+    candidates: int = 4
+
+    @property
+    def path(self) -> str:
+        return "low-rank" if self.query_rank else "exact"
 
 
 class Overloaded(Exception):
@@ -49,8 +56,9 @@ class Overloaded(Exception):
 class BatchScorer:
     """Score many queries with one scan (runs on the worker thread)."""
 
-    def __init__(self, engine: QueryEngine, block_rows: int = 4096, on_scan=None):
-        self.engine = engine
+    def __init__(self, engine: QueryEngine, block_rows: int = 4096,
+                 options: ScoringOptions = ScoringOptions(), on_scan=None):
+        self.engine, self.options = engine, options
         self.block_rows = block_rows
         self.store = engine.index.store()
         self.on_scan = on_scan  # callback(n_queries, n_bytes, seconds) for metrics
@@ -60,13 +68,16 @@ class BatchScorer:
         p = self.engine.preconditioned(queries)
         t1 = time.perf_counter()
         res = score_store(self.store, p, k=k, block_rows=self.block_rows, keep_scores=False,
-                          device=self.engine.featurizer.device)
+                          device=self.engine.featurizer.device,
+                          query_rank=self.options.query_rank, candidates=self.options.candidates)
         t2 = time.perf_counter()
         if self.on_scan:
             row_bytes = self.store.layout.width * NUMPY_STORAGE[self.store.dtype].itemsize
             self.on_scan(len(queries), row_bytes * len(self.store), t2 - t1)
         return [Scored(res.proponent_ids[i], res.proponent_scores[i], res.opponent_ids[i],
-                       res.opponent_scores[i], t1 - t0, t2 - t1) for i in range(len(queries))]
+                       res.opponent_scores[i], t1 - t0, t2 - t1,
+                       residual=None if res.residual is None else float(res.residual[i]))
+                for i in range(len(queries))]
 
 
 @dataclass

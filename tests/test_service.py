@@ -54,6 +54,7 @@ def test_results_equal_reference_scorer_unbatched_and_batched(client, reference)
                                                      "direction": "both"}).json()
         assert_same(body, ref_top(reference, Example(completion=prompt), 5), 5)
         assert body["index_fingerprint"] == reference.index.fingerprint
+        assert body["scoring"] == {"path": "exact", "query_rank": 0}
     pair = {"prompt": "the king ", "completion": "loves the sea.", "k": 7, "direction": "both"}
     with ThreadPoolExecutor(8) as pool:  # concurrent: scored in shared batches
         bodies = list(pool.map(lambda p: client.post("/v1/attributions", json=p).json(),
@@ -62,6 +63,24 @@ def test_results_equal_reference_scorer_unbatched_and_batched(client, reference)
         k = 7 - i % 3
         assert_same(body, ref_top(reference, Example(prompt="the king ",
                                                      completion="loves the sea."), k), k)
+
+
+def test_low_rank_path_returns_exact_scores_and_reports_its_residual(small_index, reference):
+    app = create_app(ServiceSettings(index=str(small_index), device="cpu", query_rank=1,
+                                     candidates=3))
+    with TestClient(app) as c:
+        assert c.get("/v1/index").json()["scoring_path"] == "low-rank"
+        for prompt in PROMPTS:
+            body = c.post("/v1/attributions", json={"prompt": prompt, "k": 5,
+                                                    "direction": "both"}).json()
+            assert body["scoring"]["path"] == "low-rank" and body["scoring"]["query_rank"] == 1
+            assert 0 < body["scoring"]["residual"] < 1
+            exact = reference.score([Example(completion=prompt)], k=5).scores[0]
+            for r in body["proponents"] + body["opponents"]:  # exact score of each returned id
+                np.testing.assert_allclose(r["score"], exact[r["example_id"]], rtol=1e-5)
+            again = c.post("/v1/attributions", json={"prompt": prompt, "k": 5,
+                                                     "direction": "both"}).json()
+            assert again["cached"] and again["scoring"] == body["scoring"]
 
 
 def test_repeat_is_cached_and_examples_and_index(client):

@@ -1,0 +1,110 @@
+"""Block streaming: a reader thread fills a ring of reused host buffers while the caller computes.
+
+The reader thread copies raw rows (storage dtype) from the store into one of ``depth`` buffers
+(page faults and disk reads happen there, off the compute thread; numpy releases the GIL for the
+copy). The consumer turns a filled buffer into float32 rows on the target device and hands the
+buffer back. On CUDA the buffers are pinned and the host-to-device copy runs on its own stream,
+so transfers overlap the GEMMs of the previous block; on CPU the same code path decodes in place.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .store import NUMPY_STORAGE, FactorStore
+
+_HOST_DTYPE = {"bf16": torch.int16, "fp16": torch.float16, "fp32": torch.float32}
+_DONE = object()
+
+
+class BlockReader:
+    """Iterate ``(start, rows float32 (B, width) on device)`` over consecutive blocks of a store.
+
+    ``depth`` host buffers of ``block_rows x width`` storage elements are allocated once and
+    reused; at most ``depth - 1`` blocks are read ahead of the one being scored.
+    """
+
+    def __init__(self, store: FactorStore, block_rows: int,
+                 device: torch.device | str = "cpu", depth: int = 3):
+        if block_rows < 1 or depth < 2:
+            raise ValueError("block_rows must be >= 1 and depth >= 2")
+        self.store, self.device = store, torch.device(device)
+        self.block_rows = max(1, min(block_rows, len(store)))
+        cuda = self.device.type == "cuda"
+        shape = (self.block_rows, store.layout.width)
+        self.buffers = [torch.empty(shape, dtype=_HOST_DTYPE[store.dtype], pin_memory=cuda)
+                        for _ in range(depth)]
+        self.views = [b.numpy().view(NUMPY_STORAGE[store.dtype]) for b in self.buffers]
+        self.copy_stream = torch.cuda.Stream(self.device) if cuda else None
+
+    def __iter__(self) -> Iterator[tuple[int, torch.Tensor]]:
+        free: queue.Queue[int] = queue.Queue()
+        ready: queue.Queue = queue.Queue()
+        for slot in range(len(self.buffers)):
+            free.put(slot)
+        stop = threading.Event()
+        thread = threading.Thread(target=self._read, args=(free, ready, stop),
+                                  name="lorif-block-reader", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = ready.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                start, n, slot = item
+                rows = self._to_device(self.buffers[slot][:n])
+                free.put(slot)
+                yield start, rows
+        finally:
+            stop.set()
+            free.put(-1)  # wake the reader if it waits for a buffer
+            thread.join()
+
+    def _read(self, free: queue.Queue, ready: queue.Queue, stop: threading.Event) -> None:
+        try:
+            for start in range(0, len(self.store), self.block_rows):
+                slot = free.get()
+                if stop.is_set() or slot < 0:
+                    return
+                stop_row = min(start + self.block_rows, len(self.store))
+                n = stop_row - start
+                np.copyto(self.views[slot][:n], self.store.read(start, stop_row))
+                ready.put((start, n, slot))
+            ready.put(_DONE)
+        except BaseException as e:  # noqa: BLE001 - re-raised on the consumer's thread
+            ready.put(e)
+
+    def _to_device(self, host: torch.Tensor) -> torch.Tensor:
+        """Host block in the storage dtype -> float32 on the device; the buffer is free after."""
+        if self.copy_stream is None:  # copy out: the buffer is refilled as soon as we return
+            return _as_float(host, self.store.dtype, copy=True)
+        compute = torch.cuda.current_stream(self.device)
+        with torch.cuda.stream(self.copy_stream):
+            raw = host.to(self.device, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record(self.copy_stream)
+        compute.wait_event(done)
+        raw.record_stream(compute)
+        done.synchronize()  # the pinned buffer may be refilled only once the copy has landed
+        return _as_float(raw, self.store.dtype)
+
+
+def _as_float(raw: torch.Tensor, dtype: str, copy: bool = False) -> torch.Tensor:
+    if dtype == "bf16":
+        raw = raw.view(torch.bfloat16)
+    return raw.to(torch.float32, copy=copy)
+
+
+def iter_blocks(store: FactorStore, block_rows: int, device: torch.device | str = "cpu",
+                depth: int = 3) -> Iterator[tuple[int, torch.Tensor]]:
+    """(start, float32 rows (B, width)) for consecutive blocks of the store, read ahead."""
+    if len(store) == 0:
+        return iter(())
+    return iter(BlockReader(store, block_rows, device, depth))
