@@ -183,39 +183,18 @@ def test_deadline_gives_504_and_service_recovers(small_index):
                       ).status_code == 200
 
 
-def test_lorif_serve_process(small_index, tmp_path):
+def test_lorif_serve_process(small_index):
     """The real entry point: uvicorn in a subprocess, env settings, graceful shutdown."""
-    import os
     import signal
-    import socket
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
 
     import httpx
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    exe = Path(sys.executable).parent / "lorif"
-    env = {**os.environ, "LORIF_DEVICE": "cpu", "LORIF_MAX_BATCH": "4"}
-    proc = subprocess.Popen([str(exe), "serve", str(small_index), "--port", str(port)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
-            time.sleep(0.2)
-        r = httpx.post(f"http://127.0.0.1:{port}/v1/attributions",
-                       json={"prompt": "the king.", "k": 2})
+    from .serving import lorif_serve
+
+    with lorif_serve(small_index, env={"LORIF_MAX_BATCH": "4"}) as (url, proc):
+        r = httpx.post(f"{url}/v1/attributions", json={"prompt": "the king.", "k": 2})
         assert r.status_code == 200 and len(r.json()["proponents"]) == 2
-    finally:
+        assert httpx.get(f"{url}/v1/index").json()["scoring_path"] == "exact"
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=30)
     # uvicorn shuts down gracefully, then re-raises the signal (exit status -SIGTERM)
