@@ -95,11 +95,15 @@ class GradientCapture:
 
     def __init__(self, modules: dict[str, nn.Module],
                  projections: dict[str, tuple[torch.Tensor, torch.Tensor]],
-                 position_mask: torch.Tensor | None = None):
+                 position_mask: torch.Tensor | None = None, keep_positions: bool = False):
         self.modules = modules
         self.projections = projections
         self.position_mask = position_mask  # (B, T) bool: True = real token
         self.gradients: dict[str, torch.Tensor] = {}
+        # keep_positions: also the per-position terms, G~ = sum_t a_t b_t^T over
+        # positions[name] = [(a (B, T, d1), b (B, T, d2)), ...] (one pair per call of the module)
+        self.keep_positions = keep_positions
+        self.positions: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def __enter__(self) -> "GradientCapture":
@@ -132,6 +136,8 @@ class GradientCapture:
                 g = grad.reshape(grad.shape[0], -1, grad.shape[-1])
                 gp = self._mask(g.float() @ p_out)  # (B, T, d2)
                 g_tilde = xp.transpose(1, 2) @ gp  # (B, d1, d2)
+                if self.keep_positions:
+                    self.positions.setdefault(name, []).append((xp, gp))
                 prev = self.gradients.get(name)
                 self.gradients[name] = g_tilde if prev is None else prev + g_tilde
 

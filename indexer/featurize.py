@@ -16,7 +16,7 @@ from . import projection
 from .capture import GradientCapture, TrackedLayer, frozen_parameters, linear_dims, \
     projection_dims, select_layers
 from .data import Example
-from .errors import ConfigError, IndexFormatError
+from .errors import ConfigError, DataError, IndexFormatError
 from .tasks import Task
 
 
@@ -91,15 +91,32 @@ class Featurizer:
                 raise IndexFormatError(f"projection checksum mismatch for layer {name}: this "
                                        "process does not reproduce the index's projections")
 
-    def gradients(self, examples: list[Example]) -> dict[str, torch.Tensor]:
-        """Projected per-example gradients: layer name -> (B, d1, d2) float32 on ``device``."""
+    def _capture(self, examples: list[Example], keep_positions: bool = False) -> GradientCapture:
         batch = {k: v.to(self.device) for k, v in self.task.collate(examples).items()}
         mask = self.task.position_mask(batch)
         with frozen_parameters(self.model), torch.enable_grad(), \
-                GradientCapture(self.modules, self._proj_t, position_mask=mask) as cap:
+                GradientCapture(self.modules, self._proj_t, position_mask=mask,
+                                keep_positions=keep_positions) as cap:
             losses = self.task.loss(self.model, batch)
             if losses.requires_grad:
                 losses.sum().backward()
+        return cap
+
+    def position_terms(self, example: Example) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """One example's G~ split over positions: name -> (a (T, d1), b (T, d2)) with
+        G~ = a^T b; a layer called several times per forward stacks its calls along T."""
+        cap = self._capture([example], keep_positions=True)
+        out = {}
+        for t in self.layers:
+            pairs = cap.positions.get(t.name)
+            if not pairs:
+                raise DataError(f"layer {t.name} took no part in this example's loss")
+            out[t.name] = (torch.cat([a[0] for a, _ in pairs]), torch.cat([b[0] for _, b in pairs]))
+        return out
+
+    def gradients(self, examples: list[Example]) -> dict[str, torch.Tensor]:
+        """Projected per-example gradients: layer name -> (B, d1, d2) float32 on ``device``."""
+        cap = self._capture(examples)
         out = {}
         for t in self.layers:
             g = cap.gradients.get(t.name)
