@@ -97,8 +97,4 @@ def explain(engine: QueryEngine, query: Example, example_id: int) -> Explanation
         example_id=example_id, score=float(per_example.sum()), index_score=index_score,
         query_tokens=_tokens(task, query, per_query.cpu()),
         example_tokens=_tokens(task, example, per_example.cpu()),
-        example_truncated=_untruncated_length(task, example) > task.max_tokens)
-
-
-def _untruncated_length(task: CausalLMTask, example: Example) -> int:
-    return len(CausalLMTask(task.tokenizer, 1 << 30, task.chat_template).encode(example)[0])
+        example_truncated=task.full_length(example) > task.max_tokens)

@@ -61,6 +61,10 @@ class CausalLMTask:
     def length(self, example: Example) -> int:
         return len(self.encode(example)[0])
 
+    def full_length(self, example: Example) -> int:
+        """Token count before truncation to ``max_tokens``."""
+        return len(CausalLMTask(self.tokenizer, 1 << 30, self.chat_template).encode(example)[0])
+
     def collate(self, examples: list[Example]) -> dict[str, torch.Tensor]:
         encoded = [self.encode(ex) for ex in examples]
         width = max(len(ids) for ids, _ in encoded)

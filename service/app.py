@@ -6,15 +6,19 @@ from __future__ import annotations
 import asyncio
 import time
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from indexer.data import Example, snippet
 from indexer.errors import DataError
+from indexer.explain import explain
+from indexer.tasks import CausalLMTask
 from indexer.query import QueryEngine
 
 from . import errors
@@ -22,9 +26,18 @@ from .cache import LRUCache, RedisCache, ResultCache, query_key
 from .errors import ApiError
 from .metrics import Metrics
 from .protocol import (Approximation, AttributionRequest, AttributionResponse, ExampleResponse,
-                       IndexSummary, Result, Timings)
+                       ExplanationRequest, ExplanationResponse, IndexSummary, Result, Timings,
+                       TokenScore)
 from .scorer import BatchScorer, MicroBatcher, Overloaded, ScoringOptions
 from .settings import ServiceSettings
+
+
+STATIC = Path(__file__).parent / "static"
+# The page loads only its own files; data is rendered as text (see static/app.js), and this
+# policy makes any markup that slipped through inert as well.
+PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; object-src 'none'; "
+                "base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
+                "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 
 
 class State:
@@ -108,6 +121,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 return errors.problem(503, "Not ready", "the index is loading", path,
                                       headers={"Retry-After": "5"})
         response = await call_next(request)
+        if path == "/" or path.startswith("/static/"):
+            response.headers.update(PAGE_HEADERS)
         route = request.scope.get("route")
         state.metrics.responses.labels(getattr(route, "path", "unmatched"),
                                        str(response.status_code)).inc()
@@ -126,20 +141,27 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                               meta=ex.meta))
         return out
 
-    @app.post("/v1/attributions", response_model=AttributionResponse,
-              response_model_exclude_none=True)
-    async def attributions(req: AttributionRequest) -> AttributionResponse:
-        t0 = time.perf_counter()
-        q = (Example(prompt=req.prompt, completion=req.completion) if req.completion
-             else Example(completion=req.prompt))
+    def checked_query(prompt: str, completion: str | None) -> tuple[Example, int]:
+        q = (Example(prompt=prompt, completion=completion) if completion
+             else Example(completion=prompt))
         try:
             n_tokens = engine().query_tokens(q)
         except DataError:
             raise ApiError(422, "Empty query", "no token of the query counts in the loss"
                            ) from None
-        if n_tokens > settings.max_prompt_tokens:
-            raise ApiError(422, "Query too long", f"the query has {n_tokens} tokens; at most "
-                           f"{settings.max_prompt_tokens} are accepted")
+        task = engine().featurizer.task
+        full = task.full_length(q) if isinstance(task, CausalLMTask) else n_tokens
+        limit = min(settings.max_prompt_tokens, getattr(task, "max_tokens", full))
+        if full > limit:
+            raise ApiError(422, "Query too long", f"the query has {full} tokens; at most "
+                           f"{limit} are accepted")
+        return q, n_tokens
+
+    @app.post("/v1/attributions", response_model=AttributionResponse,
+              response_model_exclude_none=True)
+    async def attributions(req: AttributionRequest) -> AttributionResponse:
+        t0 = time.perf_counter()
+        q, n_tokens = checked_query(req.prompt, req.completion)
         key = query_key(engine().index.fingerprint, state.options, q, req.k)
         scored, cached = await state.cache.get(key), True
         state.metrics.cache.labels("hit" if scored else "miss").inc()
@@ -171,6 +193,30 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             if both or req.direction == "opponents" else None,
             cached=cached, timings=timings)
 
+    @app.post("/v1/explanations", response_model=ExplanationResponse)
+    async def explanations(req: ExplanationRequest) -> ExplanationResponse:
+        """Split one training example's score for the query over both texts' tokens."""
+        q, _ = checked_query(req.prompt, req.completion)
+        n = len(engine().index)
+        if req.example_id >= n:
+            raise ApiError(404, "Unknown example", f"example_id must be in [0, {n})")
+        t0 = time.perf_counter()
+        try:
+            e = await asyncio.wait_for(state.batcher.run_exclusive(explain, engine(), q,
+                                                                   req.example_id),
+                                       settings.request_timeout_s)
+        except asyncio.TimeoutError:
+            raise ApiError(504, "Deadline exceeded", "the explanation was not computed within "
+                           f"{settings.request_timeout_s} s") from None
+        tokens = lambda ts: [TokenScore(text=t.text, contribution=t.contribution,  # noqa: E731
+                                        target=t.target) for t in ts]
+        return ExplanationResponse(
+            index_fingerprint=engine().index.fingerprint, example_id=e.example_id,
+            score=e.score, index_score=e.index_score, query_tokens=tokens(e.query_tokens),
+            example_tokens=tokens(e.example_tokens), example_truncated=e.example_truncated,
+            meta=engine().index.example(e.example_id).meta,
+            compute_ms=(time.perf_counter() - t0) * 1000)
+
     @app.get("/v1/examples/{example_id}", response_model=ExampleResponse)
     async def example(example_id: int) -> ExampleResponse:
         n = len(engine().index)
@@ -184,6 +230,13 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     @app.get("/v1/index", response_model=IndexSummary)
     async def index_summary() -> IndexSummary:
         return _summary(engine(), state.options)
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        """The browse page (plain HTML/CSS/JS, no external resources)."""
+        return FileResponse(STATIC / "index.html")
 
     @app.get("/health/live")
     async def live() -> dict[str, Any]:

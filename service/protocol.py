@@ -20,6 +20,33 @@ class AttributionRequest(BaseModel):
     direction: Direction = "proponents"
 
 
+class ExplanationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(..., min_length=1, description="The query, as in /v1/attributions.")
+    completion: str | None = Field(None, min_length=1)
+    example_id: int = Field(..., ge=0, description="The training example to explain.")
+
+
+class TokenScore(BaseModel):
+    text: str
+    contribution: float = Field(description="This position's share of the score.")
+    target: bool = Field(description="The token is a prediction target counted in the loss.")
+
+
+class ExplanationResponse(BaseModel):
+    index_fingerprint: str
+    example_id: int
+    score: float = Field(description="Sum of either list of contributions (the pair's score "
+                                     "from the recomputed example gradient).")
+    index_score: float = Field(description="The scan's score of this pair (stored factors).")
+    query_tokens: list[TokenScore]
+    example_tokens: list[TokenScore]
+    example_truncated: bool
+    meta: dict[str, Any]
+    compute_ms: float
+
+
 class Result(BaseModel):
     rank: int
     example_id: int

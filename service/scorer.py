@@ -118,6 +118,10 @@ class MicroBatcher:
                 pass
         self.executor.shutdown(wait=True)
 
+    async def run_exclusive(self, fn, *args):
+        """Run ``fn(*args)`` on the worker thread that owns the model (queued behind scans)."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
     async def submit(self, key: str, example: Example, k: int) -> Scored:
         shared = self.inflight.get(key)
         if shared is not None:

@@ -1,0 +1,287 @@
+// LoRIF browse page. Everything from the API or the user is rendered with textContent, never
+// as HTML. The query lives in the URL (?prompt=&completion=&k=&direction=&example=).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const MAX_RETRIES = 5;
+let current = null; // {query, body} of the results on screen
+let generation = 0; // ignore answers to superseded submissions
+
+function el(tag, attrs = {}, text) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v;
+    else node.setAttribute(k, v);
+  }
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function setStatus(target, text, kind = "") {
+  target.textContent = text;
+  target.className = kind;
+}
+
+function headers() {
+  const h = { "content-type": "application/json" };
+  const key = sessionStorage.getItem("lorif-api-key");
+  if (key) h["x-api-key"] = key;
+  return h;
+}
+
+function problemText(body, status) {
+  if (!body) return `HTTP ${status}`;
+  if (Array.isArray(body.errors) && body.errors.length) {
+    return body.errors.map((e) => {
+      const where = (e.loc || []).filter((x) => x !== "body").join(".");
+      return where ? `${where}: ${e.msg}` : e.msg;
+    }).join("; ");
+  }
+  return body.detail || body.title || `HTTP ${status}`;
+}
+
+// fetch JSON with the service's error contract: 429/503 are retried after Retry-After (the
+// countdown is shown), other problems become an Error with a readable message.
+async function api(path, options, statusEl, gen) {
+  for (let attempt = 0; ; attempt++) {
+    let resp;
+    try {
+      resp = await fetch(path, { ...options, headers: headers() });
+    } catch (e) {
+      throw new Error("Cannot reach the service (network error).");
+    }
+    if (resp.ok) return resp.json();
+    let body = null;
+    try { body = await resp.json(); } catch (e) { /* not JSON */ }
+    if ((resp.status === 429 || resp.status === 503) && attempt < MAX_RETRIES) {
+      const wait = Math.max(1, parseInt(resp.headers.get("retry-after") || "2", 10));
+      const what = resp.status === 429 ? "The service is busy" : "The index is loading";
+      for (let s = wait; s > 0; s--) {
+        if (gen !== generation) throw new Error("superseded");
+        setStatus(statusEl, `${what} — retrying in ${s} s…`, "busy");
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+      continue;
+    }
+    if (resp.status === 401) $("api-key-label").hidden = false;
+    const prefix = resp.status === 429 ? "The service is busy. " :
+      resp.status === 503 ? "The index is loading. " :
+      resp.status === 401 ? "An API key is needed. " : "";
+    throw new Error(prefix + problemText(body, resp.status));
+  }
+}
+
+function readForm() {
+  const q = {
+    prompt: $("prompt").value,
+    completion: $("completion").value,
+    k: parseInt($("k").value || "10", 10),
+    direction: $("direction").value,
+  };
+  return q;
+}
+
+function fillForm(q) {
+  $("prompt").value = q.prompt || "";
+  $("completion").value = q.completion || "";
+  $("k").value = q.k || 10;
+  $("direction").value = q.direction || "proponents";
+}
+
+function queryFromUrl() {
+  const p = new URLSearchParams(location.search);
+  if (!p.get("prompt")) return null;
+  return {
+    prompt: p.get("prompt"), completion: p.get("completion") || "",
+    k: parseInt(p.get("k") || "10", 10), direction: p.get("direction") || "proponents",
+    example: p.has("example") ? parseInt(p.get("example"), 10) : null,
+  };
+}
+
+function urlFor(q, example = null) {
+  const p = new URLSearchParams({ prompt: q.prompt, k: String(q.k), direction: q.direction });
+  if (q.completion) p.set("completion", q.completion);
+  if (example !== null) p.set("example", String(example));
+  return "?" + p.toString();
+}
+
+function requestBody(q) {
+  const body = { prompt: q.prompt, k: q.k, direction: q.direction };
+  if (q.completion) body.completion = q.completion;
+  return body;
+}
+
+function metaLine(meta) {
+  if (!meta) return "";
+  const where = [meta.title || meta.play, [meta.act, meta.scene].filter(Boolean).join(".")]
+    .filter(Boolean).join(" ");
+  const parts = [];
+  if (where) parts.push(where);
+  if (meta.speaker) parts.push(meta.speaker);
+  const known = new Set(["title", "play", "act", "scene", "speaker", "speech_id", "split"]);
+  for (const [k, v] of Object.entries(meta)) {
+    if (!known.has(k) && (typeof v === "string" || typeof v === "number")) parts.push(`${k}: ${v}`);
+  }
+  return parts.join(" · ");
+}
+
+function renderList(title, results, scale, q) {
+  const section = el("section");
+  section.append(el("h2", {}, title));
+  const list = el("ol", { class: "results" });
+  for (const r of results) {
+    const li = el("li", { "data-example-id": String(r.example_id) });
+    li.append(el("span", { class: "rank" }, `#${r.rank}`));
+    const line = el("div", { class: "scoreline" });
+    line.append(el("span", { class: "score" }, (r.score >= 0 ? "+" : "") + r.score.toPrecision(4)));
+    const track = el("span", { class: "bar-track", "aria-hidden": "true" });
+    const bar = el("span", { class: "bar " + (r.score >= 0 ? "pos" : "neg") });
+    bar.style.display = "block";
+    bar.style.width = `${scale > 0 ? Math.max(1, (100 * Math.abs(r.score)) / scale) : 0}%`;
+    track.append(bar);
+    line.append(track);
+    const link = el("a", { class: "explain", href: urlFor(q, r.example_id) },
+      `Explain example ${r.example_id}`);
+    link.addEventListener("click", (ev) => {
+      ev.preventDefault();
+      history.pushState(null, "", urlFor(q, r.example_id));
+      openDetail(q, r.example_id, r.score);
+    });
+    line.append(link);
+    li.append(line);
+    li.append(el("div", { class: "meta" }, metaLine(r.meta)));
+    li.append(el("p", { class: "snippet" }, r.snippet));
+    list.append(li);
+  }
+  section.append(list);
+  return section;
+}
+
+function renderResults(q, body) {
+  const out = $("results");
+  out.replaceChildren();
+  const all = [...(body.proponents || []), ...(body.opponents || [])];
+  const scale = Math.max(0, ...all.map((r) => Math.abs(r.score)));
+  if (body.proponents) out.append(renderList("Proponents — helped the model say this", body.proponents, scale, q));
+  if (body.opponents) out.append(renderList("Opponents — worked against it", body.opponents, scale, q));
+  const t = body.timings;
+  const how = body.cached ? "from the cache" :
+    `queue ${t.queue_ms.toFixed(0)} ms, featurize ${t.featurize_ms.toFixed(0)} ms, scan ${t.scan_ms.toFixed(0)} ms`;
+  setStatus($("status"), `${all.length} results for a ${body.query_tokens}-token query in ${t.total_ms.toFixed(0)} ms (${how}).`);
+}
+
+async function runQuery(q, push) {
+  const gen = ++generation;
+  if (push) history.pushState(null, "", urlFor(q));
+  $("submit").disabled = true;
+  setStatus($("status"), "Scoring the query against every training example…");
+  try {
+    const body = await api("/v1/attributions", { method: "POST", body: JSON.stringify(requestBody(q)) },
+      $("status"), gen);
+    if (gen !== generation) return;
+    current = { query: q, body };
+    renderResults(q, body);
+  } catch (e) {
+    if (gen !== generation || e.message === "superseded") return;
+    $("results").replaceChildren();
+    setStatus($("status"), e.message, "error");
+  } finally {
+    if (gen === generation) $("submit").disabled = false;
+  }
+}
+
+function renderTokens(target, tokens) {
+  target.replaceChildren();
+  const scale = Math.max(1e-30, ...tokens.map((t) => Math.abs(t.contribution)));
+  for (const t of tokens) {
+    const span = el("span", { class: "tok" + (t.target ? "" : " context") }, t.text);
+    const a = Math.min(1, Math.abs(t.contribution) / scale);
+    const rgb = t.contribution >= 0 ? "var(--pos)" : "var(--neg)";
+    span.style.backgroundColor = `rgba(${rgb}, ${(0.08 + 0.72 * a).toFixed(3)})`;
+    if (a > 0.6) span.style.color = "#fff";
+    span.title = `${t.contribution >= 0 ? "+" : ""}${t.contribution.toPrecision(3)}` +
+      (t.target ? "" : " (context, not a loss target)");
+    span.dataset.contribution = String(t.contribution);
+    target.append(span);
+  }
+}
+
+async function openDetail(q, exampleId, score) {
+  const dialog = $("detail");
+  const status = $("detail-status");
+  $("detail-title").textContent = `Training example ${exampleId}`;
+  $("detail-meta").replaceChildren();
+  $("detail-tokens").replaceChildren();
+  $("query-tokens").replaceChildren();
+  if (!dialog.open) dialog.showModal();
+  setStatus(status, "Re-running this example to split its score over tokens…");
+  const gen = generation;
+  try {
+    const body = { prompt: q.prompt, example_id: exampleId };
+    if (q.completion) body.completion = q.completion;
+    const [ex, expl] = await Promise.all([
+      api(`/v1/examples/${exampleId}`, { method: "GET" }, status, gen),
+      api("/v1/explanations", { method: "POST", body: JSON.stringify(body) }, status, gen),
+    ]);
+    const meta = $("detail-meta");
+    const rows = [["score", `${expl.score >= 0 ? "+" : ""}${expl.score.toPrecision(5)}` +
+      ` (index: ${expl.index_score.toPrecision(5)})`], ["tokens", String(ex.n_tokens)]];
+    for (const [k, v] of Object.entries(ex.meta || {})) rows.push([k, String(v)]);
+    for (const [k, v] of rows) { meta.append(el("dt", {}, k)); meta.append(el("dd", {}, v)); }
+    renderTokens($("detail-tokens"), expl.example_tokens);
+    renderTokens($("query-tokens"), expl.query_tokens);
+    setStatus(status, expl.example_truncated ?
+      "The example is longer than the index's token limit; only the indexed part is shown." : "");
+  } catch (e) {
+    if (e.message !== "superseded") setStatus(status, e.message, "error");
+  }
+}
+
+function closeDetail() {
+  const dialog = $("detail");
+  if (dialog.open) dialog.close();
+}
+
+async function loadSummary() {
+  try {
+    const s = await api("/v1/index", { method: "GET" }, $("index-summary"), generation);
+    const model = s.model.spec || s.model.path || "model";
+    $("index-summary").textContent = `${s.n_examples.toLocaleString()} training examples · ${model} · ` +
+      `${s.n_layers} layers · c=${s.rank_c}, r=${s.curvature_rank_r} · ${s.bytes_per_example.toLocaleString()} B/example ` +
+      `(${s.dense_ratio}× less than dense) · ${s.scoring_path} scan`;
+  } catch (e) {
+    setStatus($("index-summary"), e.message, "error");
+  }
+}
+
+function fromUrl() {
+  const q = queryFromUrl();
+  if (!q) { closeDetail(); return; }
+  fillForm(q);
+  const same = current && JSON.stringify(requestBody(current.query)) === JSON.stringify(requestBody(q));
+  const detail = () => (q.example !== null && !Number.isNaN(q.example) ? openDetail(q, q.example) : closeDetail());
+  if (same) detail();
+  else runQuery(q, false).then(detail);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("query-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const q = readForm();
+    if (!q.prompt.trim()) { setStatus($("status"), "Type a prompt first.", "error"); return; }
+    runQuery(q, true);
+  });
+  $("prompt").addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) $("query-form").requestSubmit();
+  });
+  $("api-key").addEventListener("change", (ev) => sessionStorage.setItem("lorif-api-key", ev.target.value));
+  const leaveDetail = () => {
+    if (current) history.pushState(null, "", urlFor(current.query));
+    closeDetail();
+  };
+  $("detail-close").addEventListener("click", leaveDetail);
+  $("detail").addEventListener("cancel", (ev) => { ev.preventDefault(); leaveDetail(); });
+  window.addEventListener("popstate", fromUrl);
+  loadSummary();
+  fromUrl();
+});
