@@ -285,6 +285,19 @@ class Index:
         prompt, completion = g["prompt"].asstr()[i], g["completion"].asstr()[i]
         return Example(completion=completion, prompt=prompt, meta=json.loads(g["meta"].asstr()[i]))
 
+    def examples_at(self, ids: list[int]) -> list[Example]:
+        """Several examples with one read per field (ids in any order, repeats allowed)."""
+        if not ids:
+            return []
+        uniq = sorted(set(int(i) for i in ids))
+        if uniq[0] < 0 or uniq[-1] >= len(self):
+            raise IndexError(f"example ids must be in [0, {len(self)})")
+        g = self.file["examples"]
+        fields = {f: g[f].asstr()[uniq] for f in ("prompt", "completion", "meta")}
+        at = {i: Example(completion=c, prompt=p, meta=json.loads(m)) for i, p, c, m in
+              zip(uniq, fields["prompt"], fields["completion"], fields["meta"])}
+        return [at[int(i)] for i in ids]
+
     def examples(self) -> Iterator[Example]:
         for i in range(len(self)):
             yield self.example(i)

@@ -48,17 +48,27 @@ def precondition(grads: dict[str, torch.Tensor], pre: dict[str, LayerPreconditio
 
 def score_rows(layout: FactorLayout, rows: torch.Tensor, p: dict[str, torch.Tensor]
                ) -> torch.Tensor:
-    """rows (B, width) float32 -> scores (Q, B), summed over layers. One GEMM per layer."""
-    total = None
-    for i, t in enumerate(layout.layers):
-        left, right = layout.unpack(rows, i)  # (B, c, d1), (B, c, d2)
-        pq = p[t.name]  # (Q, d1, d2)
-        nq, b, c = pq.shape[0], rows.shape[0], layout.rank
-        pr = (pq.reshape(nq * t.d1, t.d2) @ right.reshape(b * c, t.d2).T)  # (Q*d1, B*c)
-        s = (pr.reshape(nq, t.d1, b, c) * left.permute(2, 0, 1)).sum(dim=(1, 3))  # (Q, B)
-        total = s if total is None else total + s
-    assert total is not None
-    return total
+    """rows (B, width) float32 -> scores (Q, B), summed over layers.
+
+    Per layer one GEMM, R (B*c, d2) @ [P_1^T .. P_Q^T] (d2, Q*d1), then the product with L
+    summed over c and d1. Rows go in sub-blocks sized so the (rows, c, Q, d1) intermediate
+    stays cache-resident (measured 1.6x faster for 32 queries than whole 4096-row blocks).
+    """
+    nq, c = next(iter(p.values())).shape[0], layout.rank
+    pt = {t.name: p[t.name].permute(2, 0, 1).reshape(t.d2, nq * t.d1) for t in layout.layers}
+    widest = max(t.d1 for t in layout.layers)
+    sub = max(256, (1 << 19) // (c * nq * widest))
+    out = torch.empty(nq, rows.shape[0], device=rows.device)
+    for start in range(0, rows.shape[0], sub):
+        part = rows[start : start + sub]
+        nb = part.shape[0]
+        total = torch.zeros(nb, nq, device=rows.device)
+        for i, t in enumerate(layout.layers):
+            left, right = layout.unpack(part, i)  # (b, c, d1), (b, c, d2)
+            pr = right.reshape(nb * c, t.d2) @ pt[t.name]  # (b*c, Q*d1)
+            total += (pr.reshape(nb, c, nq, t.d1) * left.reshape(nb, c, 1, t.d1)).sum(dim=(1, 3))
+        out[:, start : start + nb] = total.T
+    return out
 
 
 class RunningTopK:
@@ -87,14 +97,16 @@ class RunningTopK:
 class LowRankQueries:
     """P_q ~= A_q B_q^T per layer, truncated to rank ``rank`` by SVD (method.md section 4).
 
-    left[name] (Q, d1, rank) = U S and right[name] (Q, d2, rank) = V; ``residual`` (Q,) is
-    ||P - A B^T||_F / ||P||_F over all layers, the part of the query the fast path drops.
+    left[name] (d1, Q*rank) and right[name] (d2, Q*rank) hold [A_1 .. A_Q] = U S and
+    [B_1 .. B_Q] = V side by side; ``residual`` (Q,) is ||P - A B^T||_F / ||P||_F over all
+    layers, the part of each query the fast path drops.
     """
 
     left: dict[str, torch.Tensor]
     right: dict[str, torch.Tensor]
     residual: np.ndarray
-    rank: int
+    n_queries: int
+    rank: int  # requested; a layer with min(d1, d2) < rank keeps min(d1, d2)
 
     @classmethod
     def factor(cls, p: dict[str, torch.Tensor], rank: int) -> "LowRankQueries":
@@ -102,12 +114,13 @@ class LowRankQueries:
         for name, pq in p.items():
             u, s, vh = torch.linalg.svd(pq, full_matrices=False)  # (Q,d1,m) (Q,m) (Q,m,d2)
             r = min(rank, s.shape[1])
-            left[name] = u[:, :, :r] * s[:, None, :r]
-            right[name] = vh[:, :r, :].transpose(1, 2)
+            left[name] = (u[:, :, :r] * s[:, None, :r]).permute(1, 0, 2).reshape(pq.shape[1], -1)
+            right[name] = vh[:, :r, :].permute(2, 0, 1).reshape(pq.shape[2], -1)
             kept = kept + (s[:, :r] ** 2).sum(1).double()
             total = total + (s ** 2).sum(1).double()
         resid = torch.sqrt(torch.clamp(1 - kept / torch.clamp(total, min=1e-300), min=0))
-        return cls(left, right, resid.cpu().numpy(), rank)
+        n_queries = next(iter(p.values())).shape[0]
+        return cls(left, right, resid.cpu().numpy(), n_queries, rank)
 
 
 def score_rows_lowrank(layout: FactorLayout, rows: torch.Tensor, lr: LowRankQueries
@@ -116,18 +129,23 @@ def score_rows_lowrank(layout: FactorLayout, rows: torch.Tensor, lr: LowRankQuer
 
     Costs 2 c rank (d1 + d2) multiply-adds per example, query and layer instead of c d1 d2.
     """
-    total = None
-    for i, t in enumerate(layout.layers):
-        left, right = layout.unpack(rows, i)  # (B, c, d1), (B, c, d2)
-        a, b = lr.left[t.name], lr.right[t.name]  # (Q, d1, k), (Q, d2, k)
-        nq, k = a.shape[0], a.shape[2]
-        nb, c = rows.shape[0], layout.rank
-        la = left.reshape(nb * c, t.d1) @ a.permute(1, 0, 2).reshape(t.d1, nq * k)
-        rb = right.reshape(nb * c, t.d2) @ b.permute(1, 0, 2).reshape(t.d2, nq * k)
-        s = (la * rb).reshape(nb, c, nq, k).sum(dim=(1, 3)).T  # (Q, B)
-        total = s if total is None else total + s
-    assert total is not None
-    return total
+    nq, c = lr.n_queries, layout.rank
+    sub = max(256, (1 << 17) // (nq * lr.rank))  # keeps the (rows, Q*k) products cache-resident
+    out = torch.empty(rows.shape[0], nq, device=rows.device)
+    for start in range(0, rows.shape[0], sub):
+        part = rows[start : start + sub]
+        nb = part.shape[0]
+        total = torch.zeros(nb, nq, device=rows.device)
+        for i, t in enumerate(layout.layers):
+            left, right = layout.unpack(part, i)  # (b, c, d1), (b, c, d2)
+            la = left.reshape(nb * c, t.d1) @ lr.left[t.name]  # (b*c, Q*k)
+            la.mul_(right.reshape(nb * c, t.d2) @ lr.right[t.name])
+            if la.shape[1] == nq and c == 1:
+                total += la
+            else:
+                total += la.reshape(nb, c, nq, -1).sum(dim=(1, 3))
+        out[start : start + nb] = total
+    return out.T
 
 
 @dataclass
@@ -171,14 +189,17 @@ def score_store(store: FactorStore, p: dict[str, torch.Tensor], k: int = 10,
 
 def _rescore(store: FactorStore, p: dict[str, torch.Tensor], cand: RunningTopK, k: int,
              device: torch.device | str) -> RunningTopK:
-    """Exact scores of each query's candidates; the top-k of those."""
+    """Exact scores of each query's own candidates (one batched product per layer); top-k."""
     ids = torch.cat([cand.top_i, cand.bot_i], dim=1)  # (Q, 2m)
-    union = torch.unique(ids)  # sorted
-    rows = decode(store.take(union.cpu().numpy()), store.dtype, device)
-    exact = score_rows(store.layout, rows, p)  # (Q, U)
-    pos = torch.searchsorted(union, ids)
-    s = torch.gather(exact, 1, pos)
-    out = RunningTopK(ids.shape[0], k, device)
+    union, inverse = torch.unique(ids, return_inverse=True)  # sorted ids; ids = union[inverse]
+    rows = decode(store.take(union.cpu().numpy()), store.dtype, device)[inverse]  # (Q, 2m, W)
+    nq, m2, c = ids.shape[0], ids.shape[1], store.layout.rank
+    s = torch.zeros(nq, m2, device=rows.device)
+    for i, t in enumerate(store.layout.layers):
+        left, right = store.layout.unpack(rows.reshape(nq * m2, -1), i)
+        pr = right.reshape(nq, m2 * c, t.d2) @ p[t.name].transpose(1, 2)  # (Q, 2m*c, d1)
+        s += (pr * left.reshape(nq, m2 * c, t.d1)).reshape(nq, m2, c * t.d1).sum(dim=2)
+    out = RunningTopK(nq, k, device)
     m = cand.top_i.shape[1]
     out.top_s, out.top_i = out._merge(s[:, :0], ids[:, :0], s[:, :m], ids[:, :m], largest=True)
     out.bot_s, out.bot_i = out._merge(s[:, :0], ids[:, :0], s[:, m:], ids[:, m:], largest=False)

@@ -1,10 +1,14 @@
 """Block streaming: a reader thread fills a ring of reused host buffers while the caller computes.
 
 The reader thread copies raw rows (storage dtype) from the store into one of ``depth`` buffers
-(page faults and disk reads happen there, off the compute thread; numpy releases the GIL for the
-copy). The consumer turns a filled buffer into float32 rows on the target device and hands the
-buffer back. On CUDA the buffers are pinned and the host-to-device copy runs on its own stream,
-so transfers overlap the GEMMs of the previous block; on CPU the same code path decodes in place.
+(page faults and disk reads happen there, off the compute thread; numpy and torch release the
+GIL for the copies). On CPU the reader thread also decodes the block into a reused float32
+buffer, so decoding overlaps the previous block's GEMMs and no block allocates fresh memory.
+On CUDA the raw buffers are pinned and the host-to-device copy runs on its own stream, so
+transfers overlap the GEMMs of the previous block; the device decodes.
+
+Yielded rows live in a reused buffer: they are valid until the next block is requested (copy
+them to keep them).
 """
 
 from __future__ import annotations
@@ -37,9 +41,12 @@ class BlockReader:
         self.block_rows = max(1, min(block_rows, len(store)))
         cuda = self.device.type == "cuda"
         shape = (self.block_rows, store.layout.width)
-        self.buffers = [torch.empty(shape, dtype=_HOST_DTYPE[store.dtype], pin_memory=cuda)
-                        for _ in range(depth)]
-        self.views = [b.numpy().view(NUMPY_STORAGE[store.dtype]) for b in self.buffers]
+        # CUDA: raw pinned buffers, decoded on the device. CPU: float32 buffers the reader
+        # thread decodes straight into from the store (one pass over the bytes).
+        self.buffers = [torch.empty(shape, dtype=_HOST_DTYPE[store.dtype] if cuda
+                                    else torch.float32, pin_memory=cuda) for _ in range(depth)]
+        self.views = [b.numpy().view(NUMPY_STORAGE[store.dtype]) if cuda else b.numpy()
+                      for b in self.buffers]
         self.copy_stream = torch.cuda.Stream(self.device) if cuda else None
 
     def __iter__(self) -> Iterator[tuple[int, torch.Tensor]]:
@@ -51,17 +58,25 @@ class BlockReader:
         thread = threading.Thread(target=self._read, args=(free, ready, stop),
                                   name="lorif-block-reader", daemon=True)
         thread.start()
+        held = None  # CPU: the slot the consumer is reading, freed when it asks for more
         try:
             while True:
                 item = ready.get()
+                if held is not None:
+                    free.put(held)
+                    held = None
                 if item is _DONE:
                     return
                 if isinstance(item, BaseException):
                     raise item
                 start, n, slot = item
-                rows = self._to_device(self.buffers[slot][:n])
-                free.put(slot)
-                yield start, rows
+                if self.copy_stream is None:
+                    held = slot
+                    yield start, self.buffers[slot][:n]
+                else:
+                    rows = self._to_device(self.buffers[slot][:n])
+                    free.put(slot)
+                    yield start, rows
         finally:
             stop.set()
             free.put(-1)  # wake the reader if it waits for a buffer
@@ -75,16 +90,19 @@ class BlockReader:
                     return
                 stop_row = min(start + self.block_rows, len(self.store))
                 n = stop_row - start
-                np.copyto(self.views[slot][:n], self.store.read(start, stop_row))
+                raw = self.store.read(start, stop_row)
+                if self.copy_stream is None:
+                    _decode_into(self.views[slot][:n], raw, self.store.dtype)
+                else:
+                    np.copyto(self.views[slot][:n], raw)
                 ready.put((start, n, slot))
             ready.put(_DONE)
         except BaseException as e:  # noqa: BLE001 - re-raised on the consumer's thread
             ready.put(e)
 
     def _to_device(self, host: torch.Tensor) -> torch.Tensor:
-        """Host block in the storage dtype -> float32 on the device; the buffer is free after."""
-        if self.copy_stream is None:  # copy out: the buffer is refilled as soon as we return
-            return _as_float(host, self.store.dtype, copy=True)
+        """CUDA: pinned host block -> float32 on the device; the buffer is free after."""
+        assert self.copy_stream is not None
         compute = torch.cuda.current_stream(self.device)
         with torch.cuda.stream(self.copy_stream):
             raw = host.to(self.device, non_blocking=True)
@@ -96,10 +114,19 @@ class BlockReader:
         return _as_float(raw, self.store.dtype)
 
 
-def _as_float(raw: torch.Tensor, dtype: str, copy: bool = False) -> torch.Tensor:
-    if dtype == "bf16":
-        raw = raw.view(torch.bfloat16)
-    return raw.to(torch.float32, copy=copy)
+def _as_float(raw: torch.Tensor, dtype: str) -> torch.Tensor:
+    return (raw.view(torch.bfloat16) if dtype == "bf16" else raw).float()
+
+
+def _decode_into(out: np.ndarray, raw: np.ndarray, dtype: str) -> None:
+    """raw rows (storage dtype) -> float32 ``out`` in place. Plain numpy on purpose: one
+    thread and no OpenMP pool, so it does not fight the scorer's GEMM threads for the cores."""
+    if dtype == "bf16":  # bf16 = the high 16 bits of an fp32
+        bits = out.view(np.uint32)
+        np.copyto(bits, raw, casting="unsafe")
+        np.left_shift(bits, 16, out=bits)
+    else:
+        np.copyto(out, raw, casting="unsafe")
 
 
 def iter_blocks(store: FactorStore, block_rows: int, device: torch.device | str = "cpu",

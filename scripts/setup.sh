@@ -17,3 +17,16 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     "$VENV/bin/python" -m pip install -q -e ".[dev]"
     touch "$stamp"
 fi
+# Headless Chromium for the browser tests (Debian's package; Playwright drives it, it never
+# downloads a browser). Skipped where it is present or where there is no apt-get; set
+# LORIF_NO_CHROMIUM=1 to skip.
+if [ -z "${LORIF_NO_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1 \
+        && command -v apt-get >/dev/null 2>&1; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo -n"
+    echo "installing Debian's chromium for the browser tests ..."
+    { $SUDO apt-get install -y -q chromium >/dev/null 2>&1 \
+      || { $SUDO apt-get update -q >/dev/null 2>&1 \
+           && $SUDO apt-get install -y -q chromium >/dev/null 2>&1; }; } \
+      || echo "warning: could not install chromium; browser tests will be skipped" >&2
+fi

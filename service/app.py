@@ -22,7 +22,7 @@ from indexer.tasks import CausalLMTask
 from indexer.query import QueryEngine
 
 from . import errors
-from .cache import LRUCache, RedisCache, ResultCache, query_key
+from .cache import ExampleCache, LRUCache, RedisCache, ResultCache, query_key
 from .errors import ApiError
 from .metrics import Metrics
 from .protocol import (Approximation, AttributionRequest, AttributionResponse, ExampleResponse,
@@ -51,6 +51,7 @@ class State:
             if settings.redis_url else LRUCache(settings.cache_size))
         self.options = ScoringOptions(settings.query_rank, settings.candidates)
         self.engine: QueryEngine | None = None
+        self.examples = ExampleCache(lambda ids: self.engine.index.examples_at(ids))
         self.batcher: MicroBatcher | None = None
         self.ready = False
 
@@ -133,13 +134,11 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return state.engine
 
     def rows(ids, scores, k: int) -> list[Result]:
-        out = []
-        for rank, (i, s) in enumerate(zip(ids[:k], scores[:k]), 1):
-            ex = engine().index.example(int(i))
-            out.append(Result(rank=rank, example_id=int(i), score=float(s),
-                              snippet=snippet(ex.text, settings.snippet_chars),
-                              meta=ex.meta))
-        return out
+        ids = [int(i) for i in ids[:k]]
+        examples = state.examples.get_many(ids)
+        return [Result(rank=rank, example_id=i, score=float(s),
+                       snippet=snippet(ex.text, settings.snippet_chars), meta=ex.meta)
+                for rank, (i, s, ex) in enumerate(zip(ids, scores[:k], examples), 1)]
 
     def checked_query(prompt: str, completion: str | None) -> tuple[Example, int]:
         q = (Example(prompt=prompt, completion=completion) if completion
@@ -178,20 +177,20 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 raise ApiError(504, "Deadline exceeded", "the query was not scored within "
                                f"{settings.request_timeout_s} s") from None
             await state.cache.put(key, scored)
-        total = (time.perf_counter() - t0) * 1000
+        both = req.direction == "both"
+        proponents = (rows(scored.proponent_ids, scored.proponent_scores, req.k)
+                      if both or req.direction == "proponents" else None)
+        opponents = (rows(scored.opponent_ids, scored.opponent_scores, req.k)
+                     if both or req.direction == "opponents" else None)
         timings = Timings(queue_ms=0.0 if cached else scored.queue_s * 1000,
                           featurize_ms=0.0 if cached else scored.featurize_s * 1000,
-                          scan_ms=0.0 if cached else scored.scan_s * 1000, total_ms=total)
-        both = req.direction == "both"
+                          scan_ms=0.0 if cached else scored.scan_s * 1000,
+                          total_ms=(time.perf_counter() - t0) * 1000)
         return AttributionResponse(
             index_fingerprint=engine().index.fingerprint, query_tokens=n_tokens,
             scoring=Approximation(path=state.options.path, query_rank=state.options.query_rank,
                                   residual=scored.residual),
-            proponents=rows(scored.proponent_ids, scored.proponent_scores, req.k)
-            if both or req.direction == "proponents" else None,
-            opponents=rows(scored.opponent_ids, scored.opponent_scores, req.k)
-            if both or req.direction == "opponents" else None,
-            cached=cached, timings=timings)
+            proponents=proponents, opponents=opponents, cached=cached, timings=timings)
 
     @app.post("/v1/explanations", response_model=ExplanationResponse)
     async def explanations(req: ExplanationRequest) -> ExplanationResponse:

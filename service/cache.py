@@ -127,3 +127,24 @@ class RedisCache:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+class ExampleCache:
+    """Recently shown training examples (text + metadata), so a cached answer costs no HDF5
+    read; ``load(ids)`` fetches the missing ones in one batched read."""
+
+    def __init__(self, load, size: int = 8192):
+        self.load, self.size = load, size
+        self.data: OrderedDict[int, Example] = OrderedDict()
+
+    def get_many(self, ids: list[int]) -> list[Example]:
+        missing = [i for i in dict.fromkeys(ids) if i not in self.data]
+        for i, ex in zip(missing, self.load(missing) if missing else []):
+            self.data[i] = ex
+        out = []
+        for i in ids:
+            self.data.move_to_end(i)
+            out.append(self.data[i])
+        while len(self.data) > self.size:
+            self.data.popitem(last=False)
+        return out

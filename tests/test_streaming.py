@@ -39,10 +39,13 @@ def test_reader_yields_every_row_once_in_order(dtype, block_rows):
     assert sum(n for _, n in seen) == 101
 
 
-def test_reader_blocks_stay_valid_after_the_buffer_is_reused():
+def test_reader_reuses_its_buffers_and_copies_survive():
     store = random_store(50, "fp32")
-    blocks = [rows for _, rows in iter_blocks(store, 5, depth=2)]  # 10 blocks through 2 buffers
+    blocks = [rows.clone() for _, rows in iter_blocks(store, 5, depth=2)]  # 10 blocks, 2 buffers
     assert torch.equal(torch.cat(blocks), decode(store.read(0, 50), "fp32"))
+    reader = BlockReader(store, 5, depth=2)
+    pointers = {rows.data_ptr() for _, rows in reader}
+    assert len(pointers) <= 2  # no block allocates: the ring is reused
 
 
 def test_reader_stops_its_thread_on_early_exit_and_reraises_read_errors():
