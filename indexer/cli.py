@@ -171,16 +171,6 @@ def query(index: str = typer.Argument(..., help="Index file."),
                        f"{snippet(row['text'], 100)}" + (f"  [{meta}]" if meta else ""))
 
 
-@app.command("demo")
-def demo(workdir: str = typer.Option(".lorif-demo", help="Where the corpus and index go."),
-         k: int = typer.Option(5, "-k", help="Results to print."),
-         quick: bool = typer.Option(False, "--quick", help="Every 15th speech (~2,000).")) -> None:
-    """Index Shakespeare's speeches with the demo model (once) and show attributions."""
-    from .demo import run_demo
-
-    run_demo(workdir, k, quick)
-
-
 data_app = typer.Typer(no_args_is_help=True, help="Built-in corpora.")
 app.add_typer(data_app, name="data")
 

@@ -7,7 +7,8 @@
   dequantises the GGUF (~30 s on 2 cores) and saves an fp32 HF copy in the cache, which later
   loads in seconds.
 
-Cache: ``$LORIF_CACHE`` or ``~/.cache/lorif``.
+Cache: ``$LORIF_CACHE`` or ``~/.cache/lorif``. Local models: ``$LORIF_MODELS`` or the checkout's
+``models/`` (an installed, non-editable package has no checkout: containers set it).
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ from pathlib import Path
 from .errors import ModelLoadError
 
 REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
+
+
+def models_dir() -> Path:
+    """Where the project's own models live: ``$LORIF_MODELS``, else the checkout's models/."""
+    return Path(os.environ.get("LORIF_MODELS") or REPO_MODELS)
 
 
 def cache_dir() -> Path:
@@ -86,7 +92,7 @@ def resolve(spec: str) -> tuple[str, Path, Path | None]:
     if name is None:
         raise KeyError(spec)
     if name in LOCAL:
-        path = REPO_MODELS / LOCAL[name]
+        path = models_dir() / LOCAL[name]
         if not (path / "config.json").exists():
             raise ModelLoadError(f"{name}: {path} is missing (run scripts/"
                                  "train_shakespeare_model.py to recreate it)")

@@ -13,8 +13,19 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     "$VENV/bin/python" -m pip install -q --upgrade pip
     # torch first and pinned: this is the CPU wheel on the project's machines; an unpinned torch
     # would pull a multi-GB CUDA build. Set LORIF_TORCH to override (e.g. a CUDA wheel).
-    "$VENV/bin/python" -m pip install -q "${LORIF_TORCH:-torch==2.13.0}"
-    "$VENV/bin/python" -m pip install -q -e ".[dev]"
+    # LORIF_TORCH_INDEX: a wheel index for torch (the Dockerfile's CPU image uses PyTorch's).
+    "$VENV/bin/python" -m pip install -q ${LORIF_TORCH_INDEX:+--index-url "$LORIF_TORCH_INDEX"} \
+        "${LORIF_TORCH:-torch==2.13.0}"
+    # The project itself: editable with the dev extra here and in CI; LORIF_EDITABLE=0 and
+    # LORIF_EXTRAS="" give the runtime install of the container image (same pyproject deps).
+    extras=${LORIF_EXTRAS-dev}
+    target="."
+    [ -z "$extras" ] || target=".[$extras]"
+    if [ "${LORIF_EDITABLE:-1}" = "1" ]; then
+        "$VENV/bin/python" -m pip install -q -e "$target"
+    else
+        "$VENV/bin/python" -m pip install -q --no-cache-dir "$target"
+    fi
     touch "$stamp"
 fi
 # Headless Chromium for the browser tests (Debian's package; Playwright drives it, it never

@@ -58,5 +58,30 @@ def _serve_command():
 app.command("serve")(_serve_command())
 
 
+@app.command("demo")
+def demo(workdir: str = typer.Option(".lorif-demo", help="Where the corpus and index go."),
+         k: int = typer.Option(5, "-k", help="Results to print per query."),
+         quick: bool = typer.Option(False, "--quick", help="Every 15th speech (~2,000)."),
+         serve: bool = typer.Option(True, "--serve/--no-serve",
+                                    help="Then serve the API and the page."),
+         host: str = typer.Option("127.0.0.1", help="Bind address when serving."),
+         port: int = typer.Option(8000, help="Port when serving.")) -> None:
+    """Index Shakespeare's speeches with the demo model (once), print attributions for three
+    queries, then serve the API and the browse page (in-process cache)."""
+    from indexer.demo import ensure_demo_index, run_demo
+
+    run_demo(workdir, k, quick)
+    if serve:
+        import uvicorn
+
+        from .app import create_app
+
+        index = ensure_demo_index(workdir, quick)
+        typer.echo(f"\nserving the page and the API at http://{host}:{port}/  "
+                   f"(API docs at /docs; Ctrl+C stops)")
+        uvicorn.run(create_app(ServiceSettings(index=str(index), host=host, port=port)),
+                    host=host, port=port, workers=1, log_level="warning")
+
+
 def main() -> None:
     indexer_main()

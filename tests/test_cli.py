@@ -12,7 +12,7 @@ import h5py
 import pytest
 
 from indexer.build import build_index
-from indexer.cli import main
+from service.cli import main
 from indexer.config import BuildConfig
 
 from .conftest import write_jsonl

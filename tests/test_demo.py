@@ -11,8 +11,8 @@ from .test_cli import run_cli
 
 
 def test_quick_demo_end_to_end(monkeypatch, capsys, tmp_path):
-    code, out, err = run_cli(monkeypatch, capsys, "demo", "--quick", "--workdir", str(tmp_path),
-                             "-k", "3")
+    code, out, err = run_cli(monkeypatch, capsys, "demo", "--quick", "--no-serve",
+                             "--workdir", str(tmp_path), "-k", "3")
     assert code == 0, err[-2000:]
     with Index(tmp_path / "shakespeare-quick.h5") as index:
         n = len(index)
@@ -23,6 +23,6 @@ def test_quick_demo_end_to_end(monkeypatch, capsys, tmp_path):
     ranks = re.findall(r"^\s+(\d)\.\s+[+-]\d", out, re.M)
     assert ranks == ["1", "2", "3"] * len(DEMO_QUERIES)
     # a second run reuses the index and answers the same
-    code2, out2, _ = run_cli(monkeypatch, capsys, "demo", "--quick", "--workdir", str(tmp_path),
-                             "-k", "3")
+    code2, out2, _ = run_cli(monkeypatch, capsys, "demo", "--quick", "--no-serve",
+                             "--workdir", str(tmp_path), "-k", "3")
     assert code2 == 0 and out2.split("query:", 1)[1] == out.split("query:", 1)[1]
