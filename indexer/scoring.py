@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .capture import TrackedLayer
 from .index_file import Curvature
 from .store import FactorLayout, FactorStore, decode
 from .streaming import iter_blocks
@@ -57,17 +58,26 @@ def score_rows(layout: FactorLayout, rows: torch.Tensor, p: dict[str, torch.Tens
     nq, c = next(iter(p.values())).shape[0], layout.rank
     pt = {t.name: p[t.name].permute(2, 0, 1).reshape(t.d2, nq * t.d1) for t in layout.layers}
     widest = max(t.d1 for t in layout.layers)
-    sub = max(256, (1 << 19) // (c * nq * widest))
+
+    def layer(t: TrackedLayer, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+        nb = left.shape[0]
+        pr = right.reshape(nb * c, t.d2) @ pt[t.name]  # (b*c, Q*d1)
+        return (pr.reshape(nb, c, nq, t.d1) * left.reshape(nb, c, 1, t.d1)).sum(dim=(1, 3))
+
+    return _sum_layers(layout, rows, nq, max(256, (1 << 19) // (c * nq * widest)), layer)
+
+
+def _sum_layers(layout: FactorLayout, rows: torch.Tensor, nq: int, sub: int, layer
+                ) -> torch.Tensor:
+    """(Q, B) = sum over layers of ``layer(t, L^T (b, c, d1), R^T (b, c, d2)) -> (b, Q)``,
+    computed ``sub`` rows at a time."""
     out = torch.empty(nq, rows.shape[0], device=rows.device)
     for start in range(0, rows.shape[0], sub):
         part = rows[start : start + sub]
-        nb = part.shape[0]
-        total = torch.zeros(nb, nq, device=rows.device)
+        total = torch.zeros(part.shape[0], nq, device=rows.device)
         for i, t in enumerate(layout.layers):
-            left, right = layout.unpack(part, i)  # (b, c, d1), (b, c, d2)
-            pr = right.reshape(nb * c, t.d2) @ pt[t.name]  # (b*c, Q*d1)
-            total += (pr.reshape(nb, c, nq, t.d1) * left.reshape(nb, c, 1, t.d1)).sum(dim=(1, 3))
-        out[:, start : start + nb] = total.T
+            total += layer(t, *layout.unpack(part, i))
+        out[:, start : start + part.shape[0]] = total.T
     return out
 
 
@@ -130,22 +140,15 @@ def score_rows_lowrank(layout: FactorLayout, rows: torch.Tensor, lr: LowRankQuer
     Costs 2 c rank (d1 + d2) multiply-adds per example, query and layer instead of c d1 d2.
     """
     nq, c = lr.n_queries, layout.rank
-    sub = max(256, (1 << 17) // (nq * lr.rank))  # keeps the (rows, Q*k) products cache-resident
-    out = torch.empty(rows.shape[0], nq, device=rows.device)
-    for start in range(0, rows.shape[0], sub):
-        part = rows[start : start + sub]
-        nb = part.shape[0]
-        total = torch.zeros(nb, nq, device=rows.device)
-        for i, t in enumerate(layout.layers):
-            left, right = layout.unpack(part, i)  # (b, c, d1), (b, c, d2)
-            la = left.reshape(nb * c, t.d1) @ lr.left[t.name]  # (b*c, Q*k)
-            la.mul_(right.reshape(nb * c, t.d2) @ lr.right[t.name])
-            if la.shape[1] == nq and c == 1:
-                total += la
-            else:
-                total += la.reshape(nb, c, nq, -1).sum(dim=(1, 3))
-        out[start : start + nb] = total
-    return out.T
+
+    def layer(t: TrackedLayer, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+        nb = left.shape[0]
+        la = left.reshape(nb * c, t.d1) @ lr.left[t.name]  # (b*c, Q*k)
+        la.mul_(right.reshape(nb * c, t.d2) @ lr.right[t.name])
+        return la if la.shape[1] == nq and c == 1 else la.reshape(nb, c, nq, -1).sum(dim=(1, 3))
+
+    # sub-blocks keep the (rows, Q*k) products cache-resident
+    return _sum_layers(layout, rows, nq, max(256, (1 << 17) // (nq * lr.rank)), layer)
 
 
 @dataclass
