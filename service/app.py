@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from indexer.data import Example, snippet
-from indexer.errors import DataError
+from indexer.errors import ConfigError, DataError
 from indexer.explain import explain
 from indexer.tasks import CausalLMTask
 from indexer.query import QueryEngine
@@ -207,6 +207,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         except asyncio.TimeoutError:
             raise ApiError(504, "Deadline exceeded", "the explanation was not computed within "
                            f"{settings.request_timeout_s} s") from None
+        except (ConfigError, DataError) as e:
+            raise ApiError(422, "Cannot explain this pair", str(e)) from None
         tokens = lambda ts: [TokenScore(text=t.text, contribution=t.contribution,  # noqa: E731
                                         target=t.target) for t in ts]
         return ExplanationResponse(

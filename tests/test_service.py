@@ -200,3 +200,31 @@ def test_lorif_serve_process(small_index):
     # uvicorn shuts down gracefully, then re-raises the signal (exit status -SIGTERM)
     assert code in (0, -signal.SIGTERM)
     assert "Application shutdown complete" in proc.stdout.read().decode()
+
+
+def test_explanations_endpoint(client):
+    body = client.post("/v1/attributions", json={"prompt": "the king and the queen.", "k": 2}
+                       ).json()
+    top = body["proponents"][0]
+    e = client.post("/v1/explanations", json={"prompt": "the king and the queen.",
+                                              "example_id": top["example_id"]})
+    assert e.status_code == 200, e.text
+    e = e.json()
+    assert e["index_score"] == pytest.approx(top["score"], rel=1e-5)
+    for side in ("query_tokens", "example_tokens"):
+        assert sum(t["contribution"] for t in e[side]) == pytest.approx(e["score"], rel=1e-4)
+    assert e["meta"] == top["meta"] and e["compute_ms"] > 0
+    bad = client.post("/v1/explanations", json={"prompt": "the king.", "example_id": 10**6})
+    assert bad.status_code == 404 and bad.headers["content-type"] == "application/problem+json"
+    bad = client.post("/v1/explanations", json={"prompt": "x", "example_id": -1})
+    assert bad.status_code == 422
+
+
+def test_page_is_served_with_a_content_security_policy(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "<form id=\"query-form\"" in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    for asset in ("/static/app.js", "/static/style.css"):
+        r = client.get(asset)
+        assert r.status_code == 200 and r.headers["x-content-type-options"] == "nosniff"
+    assert "http" not in page.text.replace("http-equiv", "")  # nothing from another origin

@@ -1,0 +1,140 @@
+"""LDS (linear datamodeling score, method.md section 5) and the baselines scored in our harness.
+
+Ground truth: M random 50 % subsets S_m of the training set; the model is retrained on each
+with several seeds and the per-query test losses are averaged over seeds -> losses (M, Q).
+A method's scores tau (Q, N) predict, for query q and subset m, g_m(q) = sum_{i in S_m} tau(q,i).
+Positive tau = the example lowers the query's loss, so the LDS of query q is the Spearman
+correlation over m between g_m(q) and -loss_m(q). Reported: the mean over queries and a
+bootstrap 95 % CI (queries resampled).
+
+Baselines (same model, same data, same projections where they apply):
+- LoGRA-dense: the full projected G~ per example and layer, exact (G^T G + lam I)^-1 per layer
+  with lam = 0.1 trace(G^T G) / D.
+- gradient dot: sum over layers of <G~_q, G~_i> (no preconditioner).
+- TRAK-style: one checkpoint, the gradient of all parameters projected to k dims by a Gaussian
+  JL matrix, phi_q (Phi^T Phi + lam I)^-1 phi_i (lam as above; no ensembling, no Q reweighting).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra, rb = _ranks(a), _ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    den = np.sqrt((ra**2).sum() * (rb**2).sum())
+    return float((ra * rb).sum() / den) if den > 0 else 0.0
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Average ranks (ties share their mean rank)."""
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(len(x), dtype=float)
+    _, inv, counts = np.unique(x, return_inverse=True, return_counts=True)
+    sums = np.bincount(inv, weights=ranks)
+    return sums[inv] / counts[inv]
+
+
+@dataclass
+class LDS:
+    per_query: np.ndarray  # (Q,)
+    mean: float
+    ci_low: float
+    ci_high: float
+
+    def __str__(self) -> str:
+        return f"{self.mean:.3f} [{self.ci_low:.3f}, {self.ci_high:.3f}]"
+
+
+def lds(scores: np.ndarray, subsets: np.ndarray, losses: np.ndarray, n_boot: int = 2000,
+        seed: int = 0) -> LDS:
+    """scores (Q, N), subsets (M, N) bool, losses (M, Q) -> LDS with a bootstrap 95 % CI."""
+    predicted = subsets.astype(np.float64) @ scores.T.astype(np.float64)  # (M, Q)
+    per_query = np.array([spearman(predicted[:, q], -losses[:, q])
+                          for q in range(scores.shape[0])])
+    rng = np.random.default_rng(seed)
+    boots = per_query[rng.integers(0, len(per_query), (n_boot, len(per_query)))].mean(axis=1)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return LDS(per_query, float(per_query.mean()), float(lo), float(hi))
+
+
+def random_subsets(m: int, n: int, frac: float = 0.5, seed: int = 0) -> np.ndarray:
+    """(M, N) bool, each row exactly round(frac * N) examples."""
+    rng = np.random.default_rng(seed)
+    k = int(round(frac * n))
+    out = np.zeros((m, n), dtype=bool)
+    for row in out:
+        row[rng.choice(n, k, replace=False)] = True
+    return out
+
+
+def damping(gram: torch.Tensor, factor: float = 0.1) -> float:
+    """lam = factor * trace(G^T G) / D."""
+    return float(factor * torch.trace(gram) / gram.shape[0])
+
+
+def logra_dense_scores(train: dict[str, torch.Tensor], query: dict[str, torch.Tensor],
+                       factor: float = 0.1) -> np.ndarray:
+    """train[name] (N, d1, d2), query[name] (Q, d1, d2) projected gradients -> scores (Q, N)."""
+    total = None
+    for name, g in train.items():
+        G = g.reshape(g.shape[0], -1).double()
+        Gq = query[name].reshape(query[name].shape[0], -1).double()
+        gram = G.T @ G
+        H = gram + damping(gram, factor) * torch.eye(gram.shape[0], dtype=gram.dtype)
+        s = Gq @ torch.linalg.solve(H, G.T)
+        total = s if total is None else total + s
+    return total.numpy()
+
+
+def grad_dot_scores(train: dict[str, torch.Tensor], query: dict[str, torch.Tensor]
+                    ) -> np.ndarray:
+    total = None
+    for name, g in train.items():
+        s = query[name].reshape(query[name].shape[0], -1).double() @ \
+            g.reshape(g.shape[0], -1).double().T
+        total = s if total is None else total + s
+    return total.numpy()
+
+
+def trak_scores(phi_train: torch.Tensor, phi_query: torch.Tensor, factor: float = 0.1
+                ) -> np.ndarray:
+    """phi (N, k) and (Q, k) JL-projected full gradients -> scores (Q, N)."""
+    P, Pq = phi_train.double(), phi_query.double()
+    gram = P.T @ P
+    H = gram + damping(gram, factor) * torch.eye(gram.shape[0], dtype=gram.dtype)
+    return (Pq @ torch.linalg.solve(H, P.T)).numpy()
+
+
+def full_gradients(model: torch.nn.Module, loss_fn, batches) -> torch.Tensor:
+    """Per-example gradients of all parameters, flattened: (N, P). ``loss_fn(params, batch)``
+    returns per-example losses (B,); ``batches`` yields batches in example order."""
+    from torch.func import functional_call, grad, vmap
+
+    params = {k: v.detach() for k, v in model.named_parameters()}
+
+    def one(p, *example):
+        batch = tuple(x.unsqueeze(0) for x in example)
+        return loss_fn(lambda *a: functional_call(model, p, a), *batch).sum()
+
+    out = []
+    for batch in batches:
+        g = vmap(grad(one), in_dims=(None, *([0] * len(batch))))(params, *batch)
+        out.append(torch.cat([g[k].reshape(batch[0].shape[0], -1) for k in params], dim=1))
+    return torch.cat(out)
+
+
+def jl_project(g: torch.Tensor, k: int, seed: int = 0, block: int = 4096) -> torch.Tensor:
+    """(N, P) -> (N, k) with a Gaussian N(0, 1/k) matrix generated in column blocks."""
+    gen = torch.Generator().manual_seed(seed)
+    out = torch.zeros(g.shape[0], k, dtype=torch.float64)
+    for start in range(0, g.shape[1], block):
+        stop = min(start + block, g.shape[1])
+        proj = torch.randn(stop - start, k, generator=gen, dtype=torch.float64) / k**0.5
+        out += g[:, start:stop].double() @ proj
+    return out

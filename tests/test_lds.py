@@ -1,0 +1,53 @@
+"""The LDS harness: Spearman with ties, perfect and reversed predictors, and the CI smoke run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.lds.harness import lds, random_subsets, spearman
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_spearman_matches_scipy_with_ties():
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        a, b = rng.integers(0, 6, 40).astype(float), rng.normal(size=40)
+        assert spearman(a, b) == pytest.approx(stats.spearmanr(a, b).statistic, abs=1e-12)
+
+
+def test_lds_of_exact_and_reversed_linear_datamodels():
+    rng = np.random.default_rng(1)
+    subsets = random_subsets(60, 200, seed=2)
+    assert (subsets.sum(axis=1) == 100).all()
+    tau = rng.normal(size=(5, 200))  # the true per-example effects on 5 queries
+    losses = -(subsets @ tau.T)  # helping examples lower the loss
+    good = lds(tau, subsets, losses)
+    assert good.mean == pytest.approx(1.0) and good.ci_low == pytest.approx(1.0)
+    assert lds(-tau, subsets, losses).mean == pytest.approx(-1.0)
+    noisy = lds(tau + rng.normal(scale=3.0, size=tau.shape), subsets, losses)
+    assert -1 < noisy.ci_low <= noisy.mean <= noisy.ci_high < 1
+
+
+def test_digits_smoke_run(tmp_path):
+    """The CI smoke version of setting A: a tiny ground truth, LoRIF and LoGRA-dense, gradient
+    dot; every method yields a finite LDS with a CI."""
+    out = tmp_path / "smoke.json"
+    run = subprocess.run([sys.executable, "-m", "benchmarks.lds.digits", "evaluate", "--smoke",
+                          "--json", str(out)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    rows = json.loads(out.read_text())
+    assert {r["method"] for r in rows} == {"LoRIF", "LoGRA-dense", "grad-dot"}
+    for r in rows:
+        assert np.isfinite(r["lds"]) and r["ci"][0] <= r["lds"] <= r["ci"][1]
+    lorif = [r for r in rows if r["method"] == "LoRIF"][0]
+    dense = [r for r in rows if r["method"] == "LoGRA-dense"][0]
+    assert dense["bytes_per_example"] >= 8 * lorif["bytes_per_example"]
