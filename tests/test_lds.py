@@ -51,3 +51,24 @@ def test_digits_smoke_run(tmp_path):
     lorif = [r for r in rows if r["method"] == "LoRIF"][0]
     dense = [r for r in rows if r["method"] == "LoGRA-dense"][0]
     assert dense["bytes_per_example"] >= 8 * lorif["bytes_per_example"]
+
+
+def test_committed_ground_truth_is_reproducible():
+    """The committed digits ground truth: its shape, and one retrain reproduces its losses."""
+    import torch
+
+    from benchmarks.lds import digits
+
+    subsets, mean_losses, config = digits.read_ground_truth(digits.GROUND_TRUTH)
+    assert subsets.shape == (100, digits.N_TRAIN) and (subsets.sum(1) == digits.N_TRAIN // 2).all()
+    assert mean_losses.shape == (100, digits.N_QUERY) and config["seeds"] == 3
+    raw = np.load(digits.GROUND_TRUTH)["losses"]  # (M, seeds, Q)
+    x, y, xq, yq = digits.load()
+    idx = torch.from_numpy(np.flatnonzero(subsets[7]))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        again = digits.query_losses(digits.train(x[idx], y[idx], seed=2), xq, yq)
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_allclose(again, raw[7, 2], rtol=1e-3, atol=1e-5)

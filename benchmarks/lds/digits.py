@@ -168,6 +168,9 @@ def evaluate(gt: Path, smoke: bool) -> list[dict]:
             time.perf_counter() - t)
         if f == 1:
             add("grad-dot", f"f={f}", grad_dot_scores(g_train, g_query), numbers, 0.0)
+            for factor in ([] if smoke else [0.01, 1.0]):  # damping sensitivity, not the headline
+                add("LoGRA-dense", f"f={f} lam x{factor:g}",
+                    logra_dense_scores(g_train, g_query, factor), numbers, 0.0)
     if not smoke:
         from .harness import full_gradients
 
