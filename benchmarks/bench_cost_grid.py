@@ -1,0 +1,162 @@
+"""Cost grid: LoRIF over (f, c, r) against LoGRA-dense at the same projections (same D).
+
+Same model (the demo's shakespeare-llama, 28 layers), same speeches, one run. For each
+configuration: bytes per example, build time (featurize + store + curvature), and the scan
+time of 1 and of 32 batched preconditioned queries over all N rows (query featurization is
+the same for both methods and excluded). LoGRA-dense stores every example's projected G~
+(D = d1*d2 numbers per layer, bf16), inverts G^T G + lam I exactly per layer (lam = 0.1 tr/D)
+and scores with one GEMV/GEMM per layer over the dense rows.
+
+    python benchmarks/bench_cost_grid.py [--n 500,2000] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from indexer.build import build_index
+from indexer.config import BuildConfig
+from indexer.data import Example
+from indexer.featurize import Featurizer
+from indexer.index_file import Index
+from indexer.models import load_causal_lm
+from indexer.query import QueryEngine
+from indexer.scoring import score_store
+from indexer.store import decode, encode
+from indexer.tasks import CausalLMTask
+
+BATCH = 32
+
+
+def speeches(n: int, offset: int = 0) -> list[Example]:
+    from indexer.corpora.shakespeare import load_speeches
+
+    records = load_speeches()
+    return [Example(completion=r["text"], meta={"speaker": r["speaker"]})
+            for r in records[offset::15][:n]]
+
+
+def timed(fn, repeat: int = 2) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def lorif(model, task, train, queries, f, c, r, tmp: Path) -> dict:
+    feat = Featurizer.create(model, task, proj_factor=f, seed=0)
+    cfg = BuildConfig(model="shakespeare-llama", data="memory", output=str(tmp / "l.h5"),
+                      proj_factor=f, rank=c, curvature_rank=r, batch_size=16, overwrite=True,
+                      max_tokens=task.max_tokens)
+    t = time.perf_counter()
+    build_index(cfg, featurizer=feat, examples=train, progress=False,
+                model_info={"name": "shakespeare-llama"}, task_info={"kind": "lm"})
+    build_s = time.perf_counter() - t
+    with Index(cfg.output) as index:
+        engine = QueryEngine.attach(index, model, task)
+        p = engine.preconditioned(queries)
+        store = index.store()
+        one = {k: v[:1] for k, v in p.items()}
+        q1 = timed(lambda: score_store(store, one, k=10, keep_scores=False))
+        q32 = timed(lambda: score_store(store, p, k=10, keep_scores=False))
+        per = index.bytes_per_example()[0]
+    return {"bytes": per, "build_s": build_s, "query1_s": q1, "query32_s": q32}
+
+
+def logra_dense(model, task, train, queries, f, tmp: Path) -> dict:
+    feat = Featurizer.create(model, task, proj_factor=f, seed=0)
+    names = [t.name for t in feat.layers]
+    dims = [t.d1 * t.d2 for t in feat.layers]
+    width = sum(dims)
+    path = tmp / "dense.bin"
+    t = time.perf_counter()
+    rows = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint16, shape=(len(train), width))
+    grams = {n: torch.zeros(d, d, dtype=torch.float64) for n, d in zip(names, dims)}
+    for s in range(0, len(train), 16):
+        g = feat.gradients(train[s : s + 16])
+        flat = torch.cat([g[n].reshape(g[n].shape[0], -1) for n in names], dim=1)
+        rows[s : s + flat.shape[0]] = encode(flat, "bf16")
+        for n in names:
+            gn = g[n].reshape(g[n].shape[0], -1).double()
+            grams[n] += gn.T @ gn
+    rows.flush()
+    inverses = {}
+    for n, gram in grams.items():  # exact damped inverse per layer
+        lam = 0.1 * torch.trace(gram) / gram.shape[0]
+        inverses[n] = torch.linalg.inv(gram + lam * torch.eye(gram.shape[0],
+                                                              dtype=gram.dtype)).float()
+    build_s = time.perf_counter() - t
+    gq = feat.gradients(queries)
+    pq = torch.cat([gq[n].reshape(len(queries), -1) @ inverses[n] for n in names], dim=1)
+    data = np.load(path, mmap_mode="r")
+
+    def scan(p: torch.Tensor, block: int = 1024) -> None:
+        for s in range(0, data.shape[0], block):
+            x = decode(np.asarray(data[s : s + block]), "bf16")
+            scores = x @ p.T  # (B, Q): all layers at once, the per-layer sums add up
+            torch.topk(scores, min(10, scores.shape[0]), dim=0)
+
+    q1 = timed(lambda: scan(pq[:1]))
+    q32 = timed(lambda: scan(pq))
+    return {"bytes": 2 * width, "build_s": build_s, "query1_s": q1, "query32_s": q32}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", default="500,2000")
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    loaded = load_causal_lm("shakespeare-llama", "cpu")
+    task = CausalLMTask(loaded.tokenizer, args.max_tokens)
+    queries = speeches(BATCH, offset=7)
+    ns = [int(x) for x in args.n.split(",")]
+    grid = {ns[-1]: [(8, 1, 256), (8, 4, 256), (16, 1, 128), (16, 4, 128)]}
+    for n in ns[:-1]:
+        grid[n] = [(8, 1, 256)]
+    out = []
+    print(f"model shakespeare-llama (28 layers), {torch.get_num_threads()} threads; scan = "
+          f"preconditioned queries against all N rows, best of 2")
+    print(f"{'N':>6} {'method':12} {'config':16} {'B/example':>10} {'build s':>8} "
+          f"{'1 query s':>10} {'32 queries s':>13}")
+    for n in sorted(grid):
+        train = speeches(n)
+        dense_done: dict[int, dict] = {}
+        for f, c, r in grid[n]:
+            with tempfile.TemporaryDirectory() as tmp:
+                res = lorif(loaded.model, task, train, queries, f, c, r, Path(tmp))
+                if f not in dense_done:
+                    dense_done[f] = logra_dense(loaded.model, task, train, queries, f, Path(tmp))
+            rows = [("LoRIF", f"f={f} c={c} r={r}", res)]
+            if (f, c, r) == next(g for g in grid[n] if g[0] == f):
+                rows.append(("LoGRA-dense", f"f={f}", dense_done[f]))
+            for method, cfg, m in rows:
+                print(f"{n:6d} {method:12} {cfg:16} {m['bytes']:10d} {m['build_s']:8.1f} "
+                      f"{m['query1_s']:10.3f} {m['query32_s']:13.3f}", flush=True)
+                out.append({"n": n, "method": method, "config": cfg, **m})
+    print("\nratios LoGRA-dense / LoRIF at the same f (c=1):")
+    for item in out:
+        if item["method"] != "LoGRA-dense":
+            continue
+        f = item["config"].split("=")[1]
+        mine = [o for o in out if o["n"] == item["n"] and o["method"] == "LoRIF"
+                and o["config"].startswith(f"f={f} c=1")][0]
+        print(f"  N={item['n']} f={f}: storage {item['bytes'] / mine['bytes']:.1f}x, build "
+              f"{item['build_s'] / mine['build_s']:.2f}x, 1 query "
+              f"{item['query1_s'] / mine['query1_s']:.2f}x, 32 queries "
+              f"{item['query32_s'] / mine['query32_s']:.2f}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

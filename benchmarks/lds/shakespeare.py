@@ -1,0 +1,212 @@
+"""LDS setting B: a small Llama-architecture LM on a Shakespeare subset.
+
+    python -m benchmarks.lds.shakespeare ground-truth   # retrain M subsets x S seeds (committed)
+    python -m benchmarks.lds.shakespeare evaluate       # score every method against it
+
+Data: N = 1,000 training speeches (80-400 characters, the corpus' train split, every k-th) and
+Q = 50 held-out speeches (val split) as queries. Tokenizer: byte-level BPE (1,024) fitted on
+the N training speeches. Model: Llama, hidden 64, 2 layers, 4 heads, tied embeddings; AdamW,
+batch 32, 4 epochs over the (sub)set. Query loss = summed next-token loss of the speech.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .harness import (full_gradients, grad_dot_scores, jl_project, lds, logra_dense_scores,
+                      random_subsets, trak_scores)
+
+HERE = Path(__file__).resolve().parent
+GROUND_TRUTH = HERE / "data" / "shakespeare_ground_truth.npz"
+N_TRAIN, N_QUERY, MAX_TOKENS = 1000, 50, 96
+EPOCHS, BATCH, LR = 4, 32, 3e-3
+
+
+def load() -> tuple[list[str], list[str]]:
+    from indexer.corpora.shakespeare import load_speeches
+    from indexer.corpora.splits import split_of
+
+    speeches = load_speeches()
+    ok = [(i, r["text"]) for i, r in enumerate(speeches) if 80 <= len(r["text"]) <= 400]
+    train = [t for i, t in ok if split_of(i) == "train"]
+    val = [t for i, t in ok if split_of(i) != "train"]
+    return train[:: len(train) // N_TRAIN][:N_TRAIN], val[:: len(val) // N_QUERY][:N_QUERY]
+
+
+def task_for(train_texts: list[str]):
+    from indexer.tasks import CausalLMTask
+    from indexer.toy import train_tokenizer
+
+    return CausalLMTask(train_tokenizer(train_texts, vocab_size=1024), MAX_TOKENS)
+
+
+def make_model(vocab: int, seed: int) -> torch.nn.Module:
+    from indexer.toy import tiny_lm
+
+    return tiny_lm("llama", vocab, hidden=64, layers=2, heads=4, seed=seed, tie_embeddings=True)
+
+
+def train(task, texts: list[str], seed: int, epochs: int = EPOCHS) -> torch.nn.Module:
+    """AdamW over shuffled minibatches; deterministic given (texts, seed)."""
+    from indexer.data import Example
+
+    model = make_model(len(task.tokenizer), seed).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.01)
+    gen = torch.Generator().manual_seed(seed)
+    examples = [Example(completion=t) for t in texts]
+    for _ in range(epochs):
+        order = torch.randperm(len(examples), generator=gen).tolist()
+        for s in range(0, len(order), BATCH):
+            batch = task.collate([examples[i] for i in order[s : s + BATCH]])
+            losses = task.loss(model, batch)
+            n_tokens = (batch["loss_mask"][:, 1:] & batch["attention_mask"][:, 1:].bool()).sum()
+            opt.zero_grad()
+            (losses.sum() / n_tokens).backward()
+            opt.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def query_losses(model, task, texts: list[str]) -> np.ndarray:
+    from indexer.data import Example
+
+    return task.loss(model, task.collate([Example(completion=t) for t in texts])).numpy()
+
+
+def make_ground_truth(m: int, seeds: int, out: Path) -> None:
+    train_texts, query_texts = load()
+    task = task_for(train_texts)
+    subsets = random_subsets(m, len(train_texts), seed=1)
+    losses = np.zeros((m, seeds, len(query_texts)), dtype=np.float32)
+    t = time.perf_counter()
+    for i, s in enumerate(subsets):
+        texts = [train_texts[j] for j in np.flatnonzero(s)]
+        for seed in range(seeds):
+            losses[i, seed] = query_losses(train(task, texts, seed), task, query_texts)
+        if (i + 1) % 5 == 0:
+            print(f"  {i + 1}/{m} subsets, {time.perf_counter() - t:.0f} s", flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    config = {"setting": "shakespeare-llama-tiny", "n_train": len(train_texts),
+              "n_query": len(query_texts), "m": m, "seeds": seeds, "epochs": EPOCHS,
+              "batch": BATCH, "lr": LR, "max_tokens": MAX_TOKENS, "subset_seed": 1,
+              "retrain_seconds": round(time.perf_counter() - t, 1)}
+    np.savez_compressed(out, subsets=np.packbits(subsets, axis=1), n_train=len(train_texts),
+                        losses=losses, config=json.dumps(config))
+    print(f"ground truth: {out} ({m} subsets x {seeds} seeds, {config['retrain_seconds']} s)")
+
+
+def evaluate(gt: Path, json_out: Path | None) -> list[dict]:
+    from indexer.build import build_index
+    from indexer.config import BuildConfig
+    from indexer.data import Example
+    from indexer.featurize import Featurizer
+    from indexer.index_file import Index
+    from indexer.query import QueryEngine
+
+    from .digits import read_ground_truth
+
+    subsets, losses, config = read_ground_truth(gt)
+    train_texts, query_texts = load()
+    task = task_for(train_texts)
+    model = train(task, train_texts, seed=0)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    train_ex = [Example(completion=t) for t in train_texts]
+    query_ex = [Example(completion=t) for t in query_texts]
+    rows = []
+
+    def add(method, setting, scores, nbytes, seconds):
+        r = lds(scores, subsets, losses)
+        rows.append({"method": method, "config": setting, "bytes_per_example": int(nbytes),
+                     "lds": r.mean, "ci": [r.ci_low, r.ci_high], "seconds": round(seconds, 2)})
+        print(f"  {method:12s} {setting:18s} {int(nbytes):8d} B/example  LDS {r}  "
+              f"({seconds:.1f} s)", flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for f, c, r in [(4, 1, 256), (4, 4, 256), (4, 8, 256), (4, 1, 64), (8, 1, 128),
+                        (8, 4, 128), (2, 1, 256)]:
+            feat = Featurizer.create(model, task, proj_factor=f, seed=0)
+            cfg = BuildConfig(model="shakespeare-tiny", data="memory", proj_factor=f, rank=c,
+                              curvature_rank=r, seed=0, batch_size=32, overwrite=True,
+                              output=str(Path(tmp) / f"f{f}c{c}r{r}.h5"),
+                              max_tokens=MAX_TOKENS)
+            t = time.perf_counter()
+            build_index(cfg, featurizer=feat, examples=train_ex, progress=False,
+                        model_info={"name": "shakespeare-tiny"}, task_info={"kind": "lm"})
+            build_s = time.perf_counter() - t
+            with Index(cfg.output) as index:
+                scores = QueryEngine.attach(index, model, task).score(
+                    query_ex, k=1, keep_scores=True).scores
+                add("LoRIF", f"f={f} c={c} r={r}", scores, index.bytes_per_example()[0],
+                    build_s)
+    for f in (4, 8):
+        t = time.perf_counter()
+        feat = Featurizer.create(model, task, proj_factor=f, seed=0)
+        g_train = _stack(feat, train_ex)
+        g_query = _stack(feat, query_ex)
+        numbers = sum(g[0].numel() for g in g_train.values())
+        add("LoGRA-dense", f"f={f}", logra_dense_scores(g_train, g_query), 2 * numbers,
+            time.perf_counter() - t)
+        if f == 4:
+            add("grad-dot", f"f={f}", grad_dot_scores(g_train, g_query), 2 * numbers, 0.0)
+            for factor in (0.01, 1.0):
+                add("LoGRA-dense", f"f={f} lam x{factor:g}",
+                    logra_dense_scores(g_train, g_query, factor), 2 * numbers, 0.0)
+    t = time.perf_counter()
+    full, full_q = _full(model, task, train_ex), _full(model, task, query_ex)
+    for k in (1024, 4096):
+        add("TRAK-style", f"k={k}", trak_scores(jl_project(full, k), jl_project(full_q, k)),
+            2 * k, time.perf_counter() - t)
+    print(f"ground truth: {config['m']} subsets x {config['seeds']} seeds, "
+          f"{len(query_texts)} queries")
+    if json_out:
+        json_out.write_text(json.dumps(rows, indent=2))
+    return rows
+
+
+def _stack(feat, examples, batch: int = 32) -> dict[str, torch.Tensor]:
+    parts: dict[str, list] = {}
+    for s in range(0, len(examples), batch):
+        for name, g in feat.gradients(examples[s : s + batch]).items():
+            parts.setdefault(name, []).append(g)
+    return {n: torch.cat(v) for n, v in parts.items()}
+
+
+def _full(model, task, examples) -> torch.Tensor:
+    """Per-example gradients of all parameters (one backward per example), (N, P)."""
+    params = [p for p in model.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    out = []
+    for ex in examples:
+        loss = task.loss(model, task.collate([ex])).sum()
+        grads = torch.autograd.grad(loss, params)
+        out.append(torch.cat([g.reshape(-1) for g in grads]))
+    for p in params:
+        p.requires_grad_(False)
+    return torch.stack(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("command", choices=["ground-truth", "evaluate"])
+    ap.add_argument("--m", type=int, default=100)
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--ground-truth", type=Path, default=GROUND_TRUTH)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    if args.command == "ground-truth":
+        make_ground_truth(args.m, args.seeds, args.ground_truth)
+    else:
+        evaluate(args.ground_truth, args.json)
+
+
+if __name__ == "__main__":
+    main()
