@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .harness import (full_gradients, grad_dot_scores, jl_project, lds, logra_dense_scores,
+from .harness import (grad_dot_scores, jl_project, lds, logra_dense_scores,
                       random_subsets, trak_scores)
 
 HERE = Path(__file__).resolve().parent
