@@ -22,7 +22,7 @@ import torch
 from .data import Example
 from .errors import ConfigError, DataError
 from .query import QueryEngine
-from .scoring import LayerPreconditioner, score_rows
+from .scoring import score_rows
 from .store import decode
 from .tasks import CausalLMTask
 
@@ -42,15 +42,6 @@ class Explanation:
     query_tokens: list[TokenContribution]
     example_tokens: list[TokenContribution]
     example_truncated: bool  # the example is longer than the index's max_tokens
-
-
-def _apply64(pre: LayerPreconditioner, g: torch.Tensor) -> torch.Tensor:
-    """(V S^2 V^T + lam I)^-1 applied in float64 to g (d1, d2)."""
-    flat = g.reshape(-1)
-    v, coef = pre.V.double(), pre.coef.double()
-    if v.shape[1]:
-        flat = flat - v @ ((flat @ v) * coef)
-    return (flat / pre.lam).reshape(g.shape)
 
 
 def _tokens(task: CausalLMTask, example: Example, values: torch.Tensor
@@ -83,10 +74,10 @@ def explain(engine: QueryEngine, query: Example, example_id: int) -> Explanation
         ai, bi = (t.double() for t in i_terms[name])  # (Ti, d1), (Ti, d2)
         g_i = ai.T @ bi
         u = torch.linalg.svd(g_i, full_matrices=False)[0][:, :c]  # (d1, c)
-        pq = _apply64(pre, aq.T @ bq)
+        pq = pre.apply((aq.T @ bq)[None])[0]
         p_q[name] = pq.float()[None]
         s_i = ((ai @ u) @ (u.T @ pq) * bi).sum(dim=1)  # (Ti,)
-        s_q = ((aq @ _apply64(pre, u @ (u.T @ g_i))) * bq).sum(dim=1)  # (Tq,)
+        s_q = ((aq @ pre.apply((u @ (u.T @ g_i))[None])[0]) * bq).sum(dim=1)  # (Tq,)
         per_example = s_i if per_example is None else per_example + s_i
         per_query = s_q if per_query is None else per_query + s_q
     assert per_example is not None and per_query is not None

@@ -35,10 +35,11 @@ class LayerPreconditioner:
         return cls(torch.as_tensor(c.V, dtype=torch.float32).to(device), coef.to(device), c.lam)
 
     def apply(self, g: torch.Tensor) -> torch.Tensor:
-        """g (Q, d1, d2) -> P (Q, d1, d2)."""
+        """g (Q, d1, d2) -> P (Q, d1, d2), computed in g's dtype (float64 for explanations)."""
         flat = g.reshape(g.shape[0], -1)
         if self.V.shape[1]:
-            flat = flat - ((flat @ self.V) * self.coef) @ self.V.T
+            v, coef = self.V.to(g.dtype), self.coef.to(g.dtype)
+            flat = flat - ((flat @ v) * coef) @ v.T
         return (flat / self.lam).reshape(g.shape)
 
 
