@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .harness import (grad_dot_scores, jl_project, lds, logra_dense_scores, random_subsets,
-                      trak_scores)
+from .harness import (Report, grad_dot_scores, jl_project, logra_dense_scores, random_subsets,
+                      read_ground_truth, save_ground_truth, stacked_gradients, trak_scores)
 
 HERE = Path(__file__).resolve().parent
 GROUND_TRUTH = HERE / "data" / "digits_ground_truth.npz"
@@ -77,20 +77,12 @@ def make_ground_truth(m: int, seeds: int, out: Path, steps: int = STEPS) -> None
             losses[i, seed] = query_losses(train(x[idx], y[idx], seed, steps), xq, yq)
         if (i + 1) % 10 == 0:
             print(f"  {i + 1}/{m} subsets, {time.perf_counter() - t:.0f} s", flush=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
     config = {"setting": "digits-mlp", "n_train": N_TRAIN, "n_query": N_QUERY, "m": m,
               "seeds": seeds, "steps": steps, "lr": LR, "l2": L2, "subset_seed": 1,
               "retrain_seconds": round(time.perf_counter() - t, 1)}
-    np.savez_compressed(out, subsets=np.packbits(subsets, axis=1), n_train=len(y),
-                        losses=losses, config=json.dumps(config))
+    save_ground_truth(out, subsets, losses, config)
     print(f"ground truth: {out} ({m} subsets x {seeds} seeds, "
           f"{config['retrain_seconds']} s)")
-
-
-def read_ground_truth(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
-    z = np.load(path)
-    subsets = np.unpackbits(z["subsets"], axis=1, count=int(z["n_train"])).astype(bool)
-    return subsets, z["losses"].mean(axis=1), json.loads(str(z["config"]))
 
 
 def lorif_scores(model, x, y, xq, yq, f: int, c: int, r: int, tmp: Path) -> tuple[np.ndarray,
@@ -132,11 +124,7 @@ def projected(model, x, y, f: int, seed: int = 0) -> tuple[dict, int]:
 
     feat = Featurizer.create(model, ClassificationTask(), proj_factor=f, seed=seed)
     ex = [Example(completion="", inputs=x[i], meta={"label": int(y[i])}) for i in range(len(y))]
-    grads: dict[str, list] = {}
-    for s in range(0, len(ex), 250):
-        for name, g in feat.gradients(ex[s : s + 250]).items():
-            grads.setdefault(name, []).append(g)
-    out = {n: torch.cat(v) for n, v in grads.items()}
+    out = stacked_gradients(feat, ex, 250)
     return out, sum(g[0].numel() for g in out.values())
 
 
@@ -144,33 +132,26 @@ def evaluate(gt: Path, smoke: bool) -> list[dict]:
     subsets, losses, config = read_ground_truth(gt)
     x, y, xq, yq = load()
     model = train(x, y, seed=0)
-    rows = []
-
-    def add(method: str, setting: str, scores: np.ndarray, numbers: int, seconds: float):
-        result = lds(scores, subsets, losses)
-        rows.append({"method": method, "config": setting, "bytes_per_example": 2 * numbers,
-                     "lds": result.mean, "ci": [result.ci_low, result.ci_high],
-                     "seconds": round(seconds, 2)})
-        print(f"  {method:12s} {setting:18s} {2 * numbers:8d} B/example  LDS {result}  "
-              f"({seconds:.1f} s)", flush=True)
+    report = Report(subsets, losses)
+    add = report.add
 
     grid = [(1, 1, 64)] if smoke else [(1, 1, 256), (1, 2, 256), (1, 4, 256), (1, 1, 64),
                                        (2, 1, 256), (2, 4, 256), (4, 1, 128)]
     with tempfile.TemporaryDirectory() as tmp:
         for f, c, r in grid:
             scores, per_example, build_s = lorif_scores(model, x, y, xq, yq, f, c, r, Path(tmp))
-            add("LoRIF", f"f={f} c={c} r={r}", scores, per_example // 2, build_s)
+            add("LoRIF", f"f={f} c={c} r={r}", scores, per_example, build_s)
     for f in [1] if smoke else [1, 2, 4]:
         t = time.perf_counter()
         g_train, numbers = projected(model, x, y, f)
         g_query, _ = projected(model, xq, yq, f)
-        add("LoGRA-dense", f"f={f}", logra_dense_scores(g_train, g_query), numbers,
+        add("LoGRA-dense", f"f={f}", logra_dense_scores(g_train, g_query), 2 * numbers,
             time.perf_counter() - t)
         if f == 1:
-            add("grad-dot", f"f={f}", grad_dot_scores(g_train, g_query), numbers, 0.0)
+            add("grad-dot", f"f={f}", grad_dot_scores(g_train, g_query), 2 * numbers, 0.0)
             for factor in ([] if smoke else [0.01, 1.0]):  # damping sensitivity, not the headline
                 add("LoGRA-dense", f"f={f} lam x{factor:g}",
-                    logra_dense_scores(g_train, g_query, factor), numbers, 0.0)
+                    logra_dense_scores(g_train, g_query, factor), 2 * numbers, 0.0)
     if not smoke:
         from .harness import full_gradients
 
@@ -183,10 +164,10 @@ def evaluate(gt: Path, smoke: bool) -> list[dict]:
         full_q = full_gradients(model, loss_fn, [(xq, yq)])
         for k in (512, 2048):
             add("TRAK-style", f"k={k}", trak_scores(jl_project(full, k), jl_project(full_q, k)),
-                k, time.perf_counter() - t)
+                2 * k, time.perf_counter() - t)
     print(f"ground truth: {config['m']} subsets x {config['seeds']} seeds, "
           f"{len(yq)} queries")
-    return rows
+    return report.rows
 
 
 def main() -> None:

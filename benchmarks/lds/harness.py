@@ -17,7 +17,9 @@ Baselines (same model, same data, same projections where they apply):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -71,6 +73,47 @@ def random_subsets(m: int, n: int, frac: float = 0.5, seed: int = 0) -> np.ndarr
     for row in out:
         row[rng.choice(n, k, replace=False)] = True
     return out
+
+
+def save_ground_truth(out: Path, subsets: np.ndarray, losses: np.ndarray, config: dict) -> None:
+    """subsets (M, N) bool (bit-packed), losses (M, seeds, Q) float32, config as JSON."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, subsets=np.packbits(subsets, axis=1), n_train=subsets.shape[1],
+                        losses=losses, config=json.dumps(config))
+
+
+def read_ground_truth(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
+    """-> subsets (M, N) bool, losses averaged over seeds (M, Q), config."""
+    z = np.load(path)
+    subsets = np.unpackbits(z["subsets"], axis=1, count=int(z["n_train"])).astype(bool)
+    return subsets, z["losses"].mean(axis=1), json.loads(str(z["config"]))
+
+
+@dataclass
+class Report:
+    """Scores methods against one ground truth; prints a line and keeps a row per method."""
+
+    subsets: np.ndarray
+    losses: np.ndarray
+    rows: list[dict] = field(default_factory=list)
+
+    def add(self, method: str, config: str, scores: np.ndarray, nbytes: int,
+            seconds: float) -> None:
+        r = lds(scores, self.subsets, self.losses)
+        self.rows.append({"method": method, "config": config, "bytes_per_example": int(nbytes),
+                          "lds": r.mean, "ci": [r.ci_low, r.ci_high],
+                          "seconds": round(seconds, 2)})
+        print(f"  {method:12s} {config:18s} {int(nbytes):8d} B/example  LDS {r}  "
+              f"({seconds:.1f} s)", flush=True)
+
+
+def stacked_gradients(featurizer, examples: list, batch: int) -> dict[str, torch.Tensor]:
+    """Projected G~ of every example (the same projections LoRIF uses): name -> (N, d1, d2)."""
+    parts: dict[str, list] = {}
+    for s in range(0, len(examples), batch):
+        for name, g in featurizer.gradients(examples[s : s + batch]).items():
+            parts.setdefault(name, []).append(g)
+    return {n: torch.cat(v) for n, v in parts.items()}
 
 
 def damping(gram: torch.Tensor, factor: float = 0.1) -> float:

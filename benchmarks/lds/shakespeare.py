@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .harness import (grad_dot_scores, jl_project, lds, logra_dense_scores,
-                      random_subsets, trak_scores)
+from .harness import (Report, grad_dot_scores, jl_project, logra_dense_scores, random_subsets,
+                      read_ground_truth, save_ground_truth, stacked_gradients, trak_scores)
 
 HERE = Path(__file__).resolve().parent
 GROUND_TRUTH = HERE / "data" / "shakespeare_ground_truth.npz"
@@ -92,13 +92,11 @@ def make_ground_truth(m: int, seeds: int, out: Path) -> None:
             losses[i, seed] = query_losses(train(task, texts, seed), task, query_texts)
         if (i + 1) % 5 == 0:
             print(f"  {i + 1}/{m} subsets, {time.perf_counter() - t:.0f} s", flush=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
     config = {"setting": "shakespeare-llama-tiny", "n_train": len(train_texts),
               "n_query": len(query_texts), "m": m, "seeds": seeds, "epochs": EPOCHS,
               "batch": BATCH, "lr": LR, "max_tokens": MAX_TOKENS, "subset_seed": 1,
               "retrain_seconds": round(time.perf_counter() - t, 1)}
-    np.savez_compressed(out, subsets=np.packbits(subsets, axis=1), n_train=len(train_texts),
-                        losses=losses, config=json.dumps(config))
+    save_ground_truth(out, subsets, losses, config)
     print(f"ground truth: {out} ({m} subsets x {seeds} seeds, {config['retrain_seconds']} s)")
 
 
@@ -110,8 +108,6 @@ def evaluate(gt: Path, json_out: Path | None) -> list[dict]:
     from indexer.index_file import Index
     from indexer.query import QueryEngine
 
-    from .digits import read_ground_truth
-
     subsets, losses, config = read_ground_truth(gt)
     train_texts, query_texts = load()
     task = task_for(train_texts)
@@ -120,14 +116,8 @@ def evaluate(gt: Path, json_out: Path | None) -> list[dict]:
         p.requires_grad_(False)
     train_ex = [Example(completion=t) for t in train_texts]
     query_ex = [Example(completion=t) for t in query_texts]
-    rows = []
-
-    def add(method, setting, scores, nbytes, seconds):
-        r = lds(scores, subsets, losses)
-        rows.append({"method": method, "config": setting, "bytes_per_example": int(nbytes),
-                     "lds": r.mean, "ci": [r.ci_low, r.ci_high], "seconds": round(seconds, 2)})
-        print(f"  {method:12s} {setting:18s} {int(nbytes):8d} B/example  LDS {r}  "
-              f"({seconds:.1f} s)", flush=True)
+    report = Report(subsets, losses)
+    add = report.add
 
     with tempfile.TemporaryDirectory() as tmp:
         for f, c, r in [(4, 1, 256), (4, 4, 256), (4, 8, 256), (4, 1, 64), (8, 1, 128),
@@ -149,8 +139,8 @@ def evaluate(gt: Path, json_out: Path | None) -> list[dict]:
     for f in (4, 8):
         t = time.perf_counter()
         feat = Featurizer.create(model, task, proj_factor=f, seed=0)
-        g_train = _stack(feat, train_ex)
-        g_query = _stack(feat, query_ex)
+        g_train = stacked_gradients(feat, train_ex, 32)
+        g_query = stacked_gradients(feat, query_ex, 32)
         numbers = sum(g[0].numel() for g in g_train.values())
         add("LoGRA-dense", f"f={f}", logra_dense_scores(g_train, g_query), 2 * numbers,
             time.perf_counter() - t)
@@ -167,16 +157,8 @@ def evaluate(gt: Path, json_out: Path | None) -> list[dict]:
     print(f"ground truth: {config['m']} subsets x {config['seeds']} seeds, "
           f"{len(query_texts)} queries")
     if json_out:
-        json_out.write_text(json.dumps(rows, indent=2))
-    return rows
-
-
-def _stack(feat, examples, batch: int = 32) -> dict[str, torch.Tensor]:
-    parts: dict[str, list] = {}
-    for s in range(0, len(examples), batch):
-        for name, g in feat.gradients(examples[s : s + batch]).items():
-            parts.setdefault(name, []).append(g)
-    return {n: torch.cat(v) for n, v in parts.items()}
+        json_out.write_text(json.dumps(report.rows, indent=2))
+    return report.rows
 
 
 def _full(model, task, examples) -> torch.Tensor:
