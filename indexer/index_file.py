@@ -279,11 +279,7 @@ class Index:
                          self.file[f"projections/{t.name}/out"][()]) for t in self.layout.layers}
 
     def example(self, i: int) -> Example:
-        if not 0 <= i < len(self):
-            raise IndexError(f"example id {i} out of range [0, {len(self)})")
-        g = self.file["examples"]
-        prompt, completion = g["prompt"].asstr()[i], g["completion"].asstr()[i]
-        return Example(completion=completion, prompt=prompt, meta=json.loads(g["meta"].asstr()[i]))
+        return self.examples_at([i])[0]
 
     def examples_at(self, ids: list[int]) -> list[Example]:
         """Several examples with one read per field (ids in any order, repeats allowed)."""
@@ -291,7 +287,7 @@ class Index:
             return []
         uniq = sorted(set(int(i) for i in ids))
         if uniq[0] < 0 or uniq[-1] >= len(self):
-            raise IndexError(f"example ids must be in [0, {len(self)})")
+            raise IndexError(f"example ids must be in [0, {len(self)}), got {uniq[0]}..{uniq[-1]}")
         g = self.file["examples"]
         fields = {f: g[f].asstr()[uniq] for f in ("prompt", "completion", "meta")}
         at = {i: Example(completion=c, prompt=p, meta=json.loads(m)) for i, p, c, m in

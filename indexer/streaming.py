@@ -29,8 +29,9 @@ _DONE = object()
 class BlockReader:
     """Iterate ``(start, rows float32 (B, width) on device)`` over consecutive blocks of a store.
 
-    ``depth`` host buffers of ``block_rows x width`` storage elements are allocated once and
-    reused; at most ``depth - 1`` blocks are read ahead of the one being scored.
+    ``depth`` host buffers of ``block_rows x width`` (float32 on CPU, the storage dtype and
+    pinned on CUDA) are allocated once and reused; at most ``depth - 1`` blocks are read ahead
+    of the one being scored.
     """
 
     def __init__(self, store: FactorStore, block_rows: int,
