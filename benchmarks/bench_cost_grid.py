@@ -7,7 +7,11 @@ the same for both methods and excluded). LoGRA-dense stores every example's proj
 (D = d1*d2 numbers per layer, bf16), inverts G^T G + lam I exactly per layer (lam = 0.1 tr/D)
 and scores with one GEMV/GEMM per layer over the dense rows.
 
-    python benchmarks/bench_cost_grid.py [--n 500,2000] [--json out.json]
+    python benchmarks/bench_cost_grid.py [--n 500,2000] [--tile 10] [--json out.json]
+
+``--tile T`` also times both scans at the largest N and f = 8 over the rows repeated T times
+(N*T rows, written to disk and read through the page cache), to see the ratio at scale
+without featurizing N*T speeches.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from indexer.index_file import Index
 from indexer.models import load_causal_lm
 from indexer.query import QueryEngine
 from indexer.scoring import score_store
-from indexer.store import decode, encode
+from indexer.store import MmapFactorStore, decode, encode
 from indexer.tasks import CausalLMTask
 
 BATCH = 32
@@ -52,7 +56,7 @@ def timed(fn, repeat: int = 2) -> float:
     return best
 
 
-def lorif(model, task, train, queries, f, c, r, tmp: Path) -> dict:
+def lorif(model, task, train, queries, f, c, r, tmp: Path, tile: int = 1) -> dict:
     feat = Featurizer.create(model, task, proj_factor=f, seed=0)
     cfg = BuildConfig(model="shakespeare-llama", data="memory", output=str(tmp / "l.h5"),
                       proj_factor=f, rank=c, curvature_rank=r, batch_size=16, overwrite=True,
@@ -69,10 +73,23 @@ def lorif(model, task, train, queries, f, c, r, tmp: Path) -> dict:
         q1 = timed(lambda: score_store(store, one, k=10, keep_scores=False))
         q32 = timed(lambda: score_store(store, p, k=10, keep_scores=False))
         per = index.bytes_per_example()[0]
-    return {"bytes": per, "build_s": build_s, "query1_s": q1, "query32_s": q32}
+        out = {"bytes": per, "build_s": build_s, "query1_s": q1, "query32_s": q32}
+        if tile > 1:  # the same rows repeated: a raw factor file of N * tile rows
+            raw = np.ascontiguousarray(store.read(0, len(store)))
+            path = tmp / "tiled.bin"
+            with path.open("wb") as fh:
+                for _ in range(tile):
+                    fh.write(raw.tobytes())
+            big = MmapFactorStore(store.layout, str(path), 0, len(store) * tile, store.dtype)
+            out["tiled"] = {"n": len(big),
+                            "query1_s": timed(lambda: score_store(big, one, k=10,
+                                                                  keep_scores=False)),
+                            "query32_s": timed(lambda: score_store(big, p, k=10,
+                                                                   keep_scores=False))}
+    return out
 
 
-def logra_dense(model, task, train, queries, f, tmp: Path) -> dict:
+def logra_dense(model, task, train, queries, f, tmp: Path, tile: int = 1) -> dict:
     feat = Featurizer.create(model, task, proj_factor=f, seed=0)
     names = [t.name for t in feat.layers]
     dims = [t.d1 * t.d2 for t in feat.layers]
@@ -107,13 +124,25 @@ def logra_dense(model, task, train, queries, f, tmp: Path) -> dict:
 
     q1 = timed(lambda: scan(pq[:1]))
     q32 = timed(lambda: scan(pq))
-    return {"bytes": 2 * width, "build_s": build_s, "query1_s": q1, "query32_s": q32}
+    out = {"bytes": 2 * width, "build_s": build_s, "query1_s": q1, "query32_s": q32}
+    if tile > 1:
+        big = np.lib.format.open_memmap(tmp / "dense-tiled.npy", mode="w+", dtype=np.uint16,
+                                        shape=(data.shape[0] * tile, width))
+        for i in range(tile):
+            big[i * data.shape[0] : (i + 1) * data.shape[0]] = data
+        big.flush()
+        data = np.load(tmp / "dense-tiled.npy", mmap_mode="r")
+        out["tiled"] = {"n": data.shape[0], "query1_s": timed(lambda: scan(pq[:1])),
+                        "query32_s": timed(lambda: scan(pq))}
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", default="500,2000")
     ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--tile", type=int, default=1,
+                    help="Also time the f=8 scans over the largest N's rows repeated this often.")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     loaded = load_causal_lm("shakespeare-llama", "cpu")
@@ -132,10 +161,12 @@ def main() -> None:
         train = speeches(n)
         dense_done: dict[int, dict] = {}
         for f, c, r in grid[n]:
+            tile = args.tile if (n == ns[-1] and (f, c) == (8, 1)) else 1
             with tempfile.TemporaryDirectory() as tmp:
-                res = lorif(loaded.model, task, train, queries, f, c, r, Path(tmp))
+                res = lorif(loaded.model, task, train, queries, f, c, r, Path(tmp), tile)
                 if f not in dense_done:
-                    dense_done[f] = logra_dense(loaded.model, task, train, queries, f, Path(tmp))
+                    dense_done[f] = logra_dense(loaded.model, task, train, queries, f, Path(tmp),
+                                                tile)
             rows = [("LoRIF", f"f={f} c={c} r={r}", res)]
             if (f, c, r) == next(g for g in grid[n] if g[0] == f):
                 rows.append(("LoGRA-dense", f"f={f}", dense_done[f]))
@@ -154,6 +185,18 @@ def main() -> None:
               f"{item['build_s'] / mine['build_s']:.2f}x, 1 query "
               f"{item['query1_s'] / mine['query1_s']:.2f}x, 32 queries "
               f"{item['query32_s'] / mine['query32_s']:.2f}x")
+    tiled = [o for o in out if "tiled" in o]
+    if tiled:
+        print(f"\nrows repeated {args.tile}x (same D, f=8; scans only):")
+        for o in tiled:
+            t = o["tiled"]
+            print(f"  N={t['n']:7d} {o['method']:12} {o['config']:16} "
+                  f"{o['bytes'] * t['n'] / 1e9:6.2f} GB  1 query {t['query1_s']:7.3f} s  "
+                  f"32 queries {t['query32_s']:7.3f} s")
+        dense, mine = (next(o["tiled"] for o in tiled if o["method"] == m)
+                       for m in ("LoGRA-dense", "LoRIF"))
+        print(f"  ratio LoGRA-dense / LoRIF: 1 query {dense['query1_s'] / mine['query1_s']:.2f}x, "
+              f"32 queries {dense['query32_s'] / mine['query32_s']:.2f}x")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
 

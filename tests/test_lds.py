@@ -36,6 +36,35 @@ def test_lds_of_exact_and_reversed_linear_datamodels():
     assert -1 < noisy.ci_low <= noisy.mean <= noisy.ci_high < 1
 
 
+def test_logra_dense_kernel_form_equals_parameter_form():
+    """N < D takes the N x N kernel (Woodbury) path; it must give the D x D solve's scores."""
+    import torch
+
+    from benchmarks.lds import harness
+
+    gen = torch.Generator().manual_seed(0)
+    train = {"a": torch.randn(30, 6, 8, generator=gen), "b": torch.randn(30, 3, 3, generator=gen)}
+    query = {"a": torch.randn(4, 6, 8, generator=gen), "b": torch.randn(4, 3, 3, generator=gen)}
+    kernel = harness.logra_dense_scores(train, query)  # "a": D = 48 > N = 30
+    wide = {n: torch.cat([g, torch.zeros(60, *g.shape[1:])]) for n, g in train.items()}
+    param = harness.logra_dense_scores(wide, query)[:, :30]  # N = 90 >= D: the D x D solve
+    np.testing.assert_allclose(kernel, param, rtol=1e-9, atol=1e-12)
+    assert np.abs(kernel).max() > 1e-3
+
+
+def test_seed_agreement_of_identical_and_independent_seeds(tmp_path):
+    from benchmarks.lds.harness import save_ground_truth, seed_agreement
+
+    rng = np.random.default_rng(3)
+    subsets = random_subsets(20, 50, seed=4)
+    base = rng.normal(size=(20, 1, 6)).astype(np.float32)
+    save_ground_truth(tmp_path / "same.npz", subsets, np.repeat(base, 4, axis=1), {})
+    assert seed_agreement(tmp_path / "same.npz") == pytest.approx(1.0)
+    noise = rng.normal(size=(20, 4, 6)).astype(np.float32)
+    save_ground_truth(tmp_path / "noise.npz", subsets, noise, {})
+    assert abs(seed_agreement(tmp_path / "noise.npz")) < 0.3
+
+
 def test_digits_smoke_run(tmp_path):
     """The CI smoke version of setting A: a tiny ground truth, LoRIF and LoGRA-dense, gradient
     dot; every method yields a finite LDS with a CI."""

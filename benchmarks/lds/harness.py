@@ -89,6 +89,17 @@ def read_ground_truth(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
     return subsets, z["losses"].mean(axis=1), json.loads(str(z["config"]))
 
 
+def seed_agreement(path: Path) -> float:
+    """Mean per-query Spearman between the subset losses of two disjoint halves of the seeds:
+    how well the ground truth agrees with itself (a ceiling for any method's LDS)."""
+    raw = np.load(path)["losses"]  # (M, seeds, Q)
+    half = raw.shape[1] // 2
+    if half == 0:
+        raise ValueError("seed agreement needs at least two seeds per subset")
+    a, b = raw[:, :half].mean(axis=1), raw[:, half : 2 * half].mean(axis=1)
+    return float(np.mean([spearman(a[:, q], b[:, q]) for q in range(raw.shape[2])]))
+
+
 @dataclass
 class Report:
     """Scores methods against one ground truth; prints a line and keeps a row per method."""
@@ -96,14 +107,18 @@ class Report:
     subsets: np.ndarray
     losses: np.ndarray
     rows: list[dict] = field(default_factory=list)
+    failures: list[dict] = field(default_factory=list)
 
-    def add(self, method: str, config: str, scores: np.ndarray, nbytes: int,
+    def add(self, method: str, config: str, scores: np.ndarray, nbytes: int | None,
             seconds: float) -> None:
+        """``nbytes`` None: the method stores nothing per example (it recomputes gradients)."""
         r = lds(scores, self.subsets, self.losses)
-        self.rows.append({"method": method, "config": config, "bytes_per_example": int(nbytes),
+        self.rows.append({"method": method, "config": config,
+                          "bytes_per_example": None if nbytes is None else int(nbytes),
                           "lds": r.mean, "ci": [r.ci_low, r.ci_high],
                           "seconds": round(seconds, 2)})
-        print(f"  {method:12s} {config:18s} {int(nbytes):8d} B/example  LDS {r}  "
+        stored = "     none" if nbytes is None else f"{int(nbytes):9d}"
+        print(f"  {method:12s} {config:18s} {stored} B/example  LDS {r}  "
               f"({seconds:.1f} s)", flush=True)
 
 
@@ -128,9 +143,15 @@ def logra_dense_scores(train: dict[str, torch.Tensor], query: dict[str, torch.Te
     for name, g in train.items():
         G = g.reshape(g.shape[0], -1).double()
         Gq = query[name].reshape(query[name].shape[0], -1).double()
-        gram = G.T @ G
-        H = gram + damping(gram, factor) * torch.eye(gram.shape[0], dtype=gram.dtype)
-        s = Gq @ torch.linalg.solve(H, G.T)
+        n, d = G.shape
+        if d <= n:
+            gram = G.T @ G
+            H = gram + damping(gram, factor) * torch.eye(d, dtype=gram.dtype)
+            s = Gq @ torch.linalg.solve(H, G.T)
+        else:  # same scores through the N x N kernel: (G^T G + lam I)^-1 G^T = G^T (G G^T + lam I)^-1
+            kernel = G @ G.T
+            lam = factor * float(torch.trace(kernel)) / d  # trace(G G^T) = trace(G^T G)
+            s = torch.linalg.solve(kernel + lam * torch.eye(n, dtype=G.dtype), G @ Gq.T).T
         total = s if total is None else total + s
     return total.numpy()
 

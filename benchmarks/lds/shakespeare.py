@@ -100,6 +100,27 @@ def make_ground_truth(m: int, seeds: int, out: Path) -> None:
     print(f"ground truth: {out} ({m} subsets x {seeds} seeds, {config['retrain_seconds']} s)")
 
 
+def add_seeds(gt: Path, extra: int) -> None:
+    """Retrain the committed subsets with ``extra`` more seeds and append their losses."""
+    z = np.load(gt)
+    subsets, _, config = read_ground_truth(gt)
+    old = z["losses"]  # (M, seeds, Q)
+    train_texts, query_texts = load()
+    task = task_for(train_texts)
+    new = np.zeros((old.shape[0], extra, old.shape[2]), dtype=np.float32)
+    t = time.perf_counter()
+    for i, s in enumerate(subsets):
+        texts = [train_texts[j] for j in np.flatnonzero(s)]
+        for k in range(extra):
+            new[i, k] = query_losses(train(task, texts, old.shape[1] + k), task, query_texts)
+        if (i + 1) % 5 == 0:
+            print(f"  {i + 1}/{len(subsets)} subsets, {time.perf_counter() - t:.0f} s", flush=True)
+    config["seeds"] = old.shape[1] + extra
+    config["retrain_seconds"] = round(config["retrain_seconds"] + time.perf_counter() - t, 1)
+    save_ground_truth(gt, subsets, np.concatenate([old, new], axis=1), config)
+    print(f"ground truth: {gt} ({len(subsets)} subsets x {config['seeds']} seeds)")
+
+
 def evaluate(gt: Path, json_out: Path | None) -> list[dict]:
     from indexer.build import build_index
     from indexer.config import BuildConfig
@@ -120,8 +141,10 @@ def evaluate(gt: Path, json_out: Path | None) -> list[dict]:
     add = report.add
 
     with tempfile.TemporaryDirectory() as tmp:
+        # f = 1 rows were added after the first run, to see whether projection (f = 4) or the
+        # curvature explains kronfluence's lead (it uses unprojected gradients).
         for f, c, r in [(4, 1, 256), (4, 4, 256), (4, 8, 256), (4, 1, 64), (8, 1, 128),
-                        (8, 4, 128), (2, 1, 256)]:
+                        (8, 4, 128), (2, 1, 256), (1, 1, 256), (1, 4, 256)]:
             feat = Featurizer.create(model, task, proj_factor=f, seed=0)
             cfg = BuildConfig(model="shakespeare-tiny", data="memory", proj_factor=f, rank=c,
                               curvature_rank=r, seed=0, batch_size=32, overwrite=True,
@@ -136,7 +159,7 @@ def evaluate(gt: Path, json_out: Path | None) -> list[dict]:
                     query_ex, k=1, keep_scores=True).scores
                 add("LoRIF", f"f={f} c={c} r={r}", scores, index.bytes_per_example()[0],
                     build_s)
-    for f in (4, 8):
+    for f in (1, 4, 8):
         t = time.perf_counter()
         feat = Featurizer.create(model, task, proj_factor=f, seed=0)
         g_train = stacked_gradients(feat, train_ex, 32)
@@ -144,8 +167,9 @@ def evaluate(gt: Path, json_out: Path | None) -> list[dict]:
         numbers = sum(g[0].numel() for g in g_train.values())
         add("LoGRA-dense", f"f={f}", logra_dense_scores(g_train, g_query), 2 * numbers,
             time.perf_counter() - t)
-        if f == 4:
+        if f in (1, 4):
             add("grad-dot", f"f={f}", grad_dot_scores(g_train, g_query), 2 * numbers, 0.0)
+        if f == 4:
             for factor in (0.01, 1.0):
                 add("LoGRA-dense", f"f={f} lam x{factor:g}",
                     logra_dense_scores(g_train, g_query, factor), 2 * numbers, 0.0)
@@ -178,14 +202,16 @@ def _full(model, task, examples) -> torch.Tensor:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("command", choices=["ground-truth", "evaluate"])
+    ap.add_argument("command", choices=["ground-truth", "add-seeds", "evaluate"])
     ap.add_argument("--m", type=int, default=100)
-    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--seeds", type=int, default=2, help="seeds per subset (add-seeds: extra)")
     ap.add_argument("--ground-truth", type=Path, default=GROUND_TRUTH)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     if args.command == "ground-truth":
         make_ground_truth(args.m, args.seeds, args.ground_truth)
+    elif args.command == "add-seeds":
+        add_seeds(args.ground_truth, args.seeds)
     else:
         evaluate(args.ground_truth, args.json)
 
