@@ -28,7 +28,7 @@ def plot(rows: list[dict], out: Path, title: str) -> None:
     scored = [r for r in rows if "lds" in r]  # rows of peers that did not run carry "error"
     points = [r for r in scored if r["bytes_per_example"] is not None]
     lines = [r for r in scored if r["bytes_per_example"] is None]
-    fig, ax = plt.subplots(figsize=(7.5, 4.6), dpi=120)
+    fig, ax = plt.subplots(figsize=(7.5, 6.0), dpi=120)
     for method in dict.fromkeys(r["method"] for r in points):
         pts = [r for r in points if r["method"] == method]
         x = [r["bytes_per_example"] for r in pts]
@@ -39,7 +39,7 @@ def plot(rows: list[dict], out: Path, title: str) -> None:
         for r in pts:
             ax.annotate(r["config"], (r["bytes_per_example"], r["lds"]), fontsize=5.5,
                         xytext=(4, 3), textcoords="offset points")
-    for style, r in zip(["--", ":", "-."], lines):
+    for style, r in zip(["--", ":", "-.", (0, (5, 1, 1, 1))], lines):
         color = COLORS.get(r["method"], "black")
         ax.axhline(r["lds"], ls=style, lw=1, color=color,
                    label=f"{r['method']} {r['config']} (no index: recomputes gradients)")
@@ -49,7 +49,7 @@ def plot(rows: list[dict], out: Path, title: str) -> None:
     ax.set_ylabel("LDS (mean Spearman, 95 % CI)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6.5, loc="lower right")
+    ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     fig.tight_layout()
     fig.savefig(out)
 
