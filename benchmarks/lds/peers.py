@@ -150,9 +150,7 @@ def run_digits(gt: Path) -> list[dict]:
 
     subsets, losses, config = read_ground_truth(gt)
     x, y, xq, yq = digits.load()
-    model = digits.train(x, y, seed=0).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model = digits.train(x, y, seed=0).eval()  # requires_grad stays on: dattri's hooks need it
     report = Report(subsets, losses)
     pairs = lambda xs, ys: _Items([(xs[i], ys[i]) for i in range(len(ys))])  # noqa: E731
     train_loader = DataLoader(pairs(x, y), batch_size=250, shuffle=False)
@@ -183,8 +181,6 @@ def run_digits(gt: Path) -> list[dict]:
         xb, yb = batch
         return nn.functional.cross_entropy(m(xb), yb, reduction="sum")
 
-    for p in model.parameters():  # dattri's hooks need gradients to flow to the weights
-        p.requires_grad_(True)
     for proj_dim, damping, label in [(4096, None, "default damping (1e-5 tr/D)"),
                                      (4096, 0.1, "λ = 0.1·tr/D"), (1024, 0.1, "λ = 0.1·tr/D")]:
         (scores, numbers), secs = _timed(dattri_logra, wrapped, layers, loss_of_batch,
