@@ -26,25 +26,28 @@ import numpy as np
 import torch
 
 from indexer.build import build_index
-from indexer.config import BuildConfig
+from indexer.config import BuildConfig, CurvatureConfig
 from indexer.data import Example
-from indexer.featurize import Featurizer
-from indexer.index_file import Index
-from indexer.models import load_causal_lm
+from indexer.engine.scoring import score_store
+from indexer.models.featurizer import Featurizer
+from indexer.models.loading import load_causal_lm
+from indexer.models.tasks import CausalLMTask
 from indexer.query import QueryEngine
-from indexer.scoring import score_store
-from indexer.store import MmapFactorStore, decode, encode
-from indexer.tasks import CausalLMTask
+from indexer.storage.codec import decode_rows, encode_rows
+from indexer.storage.reader import Index
+from indexer.storage.store import MmapFactorStore
 
 BATCH = 32
 
 
 def speeches(n: int, offset: int = 0) -> list[Example]:
-    from indexer.corpora.shakespeare import load_speeches
+    from lorif_demo.corpora.shakespeare import load_speeches
 
     records = load_speeches()
-    return [Example(completion=r["text"], meta={"speaker": r["speaker"]})
-            for r in records[offset::15][:n]]
+    return [
+        Example(completion=r["text"], meta={"speaker": r["speaker"]})
+        for r in records[offset::15][:n]
+    ]
 
 
 def timed(fn, repeat: int = 2) -> float:
@@ -58,12 +61,26 @@ def timed(fn, repeat: int = 2) -> float:
 
 def lorif(model, task, train, queries, f, c, r, tmp: Path, tile: int = 1) -> dict:
     feat = Featurizer.create(model, task, proj_factor=f, seed=0)
-    cfg = BuildConfig(model="shakespeare-llama", data="memory", output=str(tmp / "l.h5"),
-                      proj_factor=f, rank=c, curvature_rank=r, batch_size=16, overwrite=True,
-                      max_tokens=task.max_tokens)
+    cfg = BuildConfig(
+        model="shakespeare-llama",
+        data="memory",
+        output=str(tmp / "l.h5"),
+        proj_factor=f,
+        rank=c,
+        curvature=CurvatureConfig(rank=r),
+        batch_size=16,
+        overwrite=True,
+        max_tokens=task.max_tokens,
+    )
     t = time.perf_counter()
-    build_index(cfg, featurizer=feat, examples=train, progress=False,
-                model_info={"name": "shakespeare-llama"}, task_info={"kind": "lm"})
+    build_index(
+        cfg,
+        featurizer=feat,
+        examples=train,
+        progress=False,
+        model_info={"name": "shakespeare-llama"},
+        task_info={"kind": "lm"},
+    )
     build_s = time.perf_counter() - t
     with Index(cfg.output) as index:
         engine = QueryEngine.attach(index, model, task)
@@ -81,11 +98,11 @@ def lorif(model, task, train, queries, f, c, r, tmp: Path, tile: int = 1) -> dic
                 for _ in range(tile):
                     fh.write(raw.tobytes())
             big = MmapFactorStore(store.layout, str(path), 0, len(store) * tile, store.dtype)
-            out["tiled"] = {"n": len(big),
-                            "query1_s": timed(lambda: score_store(big, one, k=10,
-                                                                  keep_scores=False)),
-                            "query32_s": timed(lambda: score_store(big, p, k=10,
-                                                                   keep_scores=False))}
+            out["tiled"] = {
+                "n": len(big),
+                "query1_s": timed(lambda: score_store(big, one, k=10, keep_scores=False)),
+                "query32_s": timed(lambda: score_store(big, p, k=10, keep_scores=False)),
+            }
     return out
 
 
@@ -97,11 +114,11 @@ def logra_dense(model, task, train, queries, f, tmp: Path, tile: int = 1) -> dic
     path = tmp / "dense.bin"
     t = time.perf_counter()
     rows = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint16, shape=(len(train), width))
-    grams = {n: torch.zeros(d, d, dtype=torch.float64) for n, d in zip(names, dims)}
+    grams = {n: torch.zeros(d, d, dtype=torch.float64) for n, d in zip(names, dims, strict=False)}
     for s in range(0, len(train), 16):
         g = feat.gradients(train[s : s + 16])
         flat = torch.cat([g[n].reshape(g[n].shape[0], -1) for n in names], dim=1)
-        rows[s : s + flat.shape[0]] = encode(flat, "bf16")
+        rows[s : s + flat.shape[0]] = encode_rows(flat, "bf16")
         for n in names:
             gn = g[n].reshape(g[n].shape[0], -1).double()
             grams[n] += gn.T @ gn
@@ -109,8 +126,9 @@ def logra_dense(model, task, train, queries, f, tmp: Path, tile: int = 1) -> dic
     inverses = {}
     for n, gram in grams.items():  # exact damped inverse per layer
         lam = 0.1 * torch.trace(gram) / gram.shape[0]
-        inverses[n] = torch.linalg.inv(gram + lam * torch.eye(gram.shape[0],
-                                                              dtype=gram.dtype)).float()
+        inverses[n] = torch.linalg.inv(
+            gram + lam * torch.eye(gram.shape[0], dtype=gram.dtype)
+        ).float()
     build_s = time.perf_counter() - t
     gq = feat.gradients(queries)
     pq = torch.cat([gq[n].reshape(len(queries), -1) @ inverses[n] for n in names], dim=1)
@@ -118,7 +136,7 @@ def logra_dense(model, task, train, queries, f, tmp: Path, tile: int = 1) -> dic
 
     def scan(p: torch.Tensor, block: int = 1024) -> None:
         for s in range(0, data.shape[0], block):
-            x = decode(np.asarray(data[s : s + block]), "bf16")
+            x = decode_rows(np.asarray(data[s : s + block]), "bf16")
             scores = x @ p.T  # (B, Q): all layers at once, the per-layer sums add up
             torch.topk(scores, min(10, scores.shape[0]), dim=0)
 
@@ -126,14 +144,18 @@ def logra_dense(model, task, train, queries, f, tmp: Path, tile: int = 1) -> dic
     q32 = timed(lambda: scan(pq))
     out = {"bytes": 2 * width, "build_s": build_s, "query1_s": q1, "query32_s": q32}
     if tile > 1:
-        big = np.lib.format.open_memmap(tmp / "dense-tiled.npy", mode="w+", dtype=np.uint16,
-                                        shape=(data.shape[0] * tile, width))
+        big = np.lib.format.open_memmap(
+            tmp / "dense-tiled.npy", mode="w+", dtype=np.uint16, shape=(data.shape[0] * tile, width)
+        )
         for i in range(tile):
             big[i * data.shape[0] : (i + 1) * data.shape[0]] = data
         big.flush()
         data = np.load(tmp / "dense-tiled.npy", mmap_mode="r")
-        out["tiled"] = {"n": data.shape[0], "query1_s": timed(lambda: scan(pq[:1])),
-                        "query32_s": timed(lambda: scan(pq))}
+        out["tiled"] = {
+            "n": data.shape[0],
+            "query1_s": timed(lambda: scan(pq[:1])),
+            "query32_s": timed(lambda: scan(pq)),
+        }
     return out
 
 
@@ -141,8 +163,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", default="500,2000")
     ap.add_argument("--max-tokens", type=int, default=128)
-    ap.add_argument("--tile", type=int, default=1,
-                    help="Also time the f=8 scans over the largest N's rows repeated this often.")
+    ap.add_argument(
+        "--tile",
+        type=int,
+        default=1,
+        help="Also time the f=8 scans over the largest N's rows repeated this often.",
+    )
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     loaded = load_causal_lm("shakespeare-llama", "cpu")
@@ -153,10 +179,14 @@ def main() -> None:
     for n in ns[:-1]:
         grid[n] = [(8, 1, 256)]
     out = []
-    print(f"model shakespeare-llama (28 layers), {torch.get_num_threads()} threads; scan = "
-          f"preconditioned queries against all N rows, best of 2")
-    print(f"{'N':>6} {'method':12} {'config':16} {'B/example':>10} {'build s':>8} "
-          f"{'1 query s':>10} {'32 queries s':>13}")
+    print(
+        f"model shakespeare-llama (28 layers), {torch.get_num_threads()} threads; scan = "
+        f"preconditioned queries against all N rows, best of 2"
+    )
+    print(
+        f"{'N':>6} {'method':12} {'config':16} {'B/example':>10} {'build s':>8} "
+        f"{'1 query s':>10} {'32 queries s':>13}"
+    )
     for n in sorted(grid):
         train = speeches(n)
         dense_done: dict[int, dict] = {}
@@ -165,38 +195,54 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 res = lorif(loaded.model, task, train, queries, f, c, r, Path(tmp), tile)
                 if f not in dense_done:
-                    dense_done[f] = logra_dense(loaded.model, task, train, queries, f, Path(tmp),
-                                                tile)
+                    dense_done[f] = logra_dense(
+                        loaded.model, task, train, queries, f, Path(tmp), tile
+                    )
             rows = [("LoRIF", f"f={f} c={c} r={r}", res)]
             if (f, c, r) == next(g for g in grid[n] if g[0] == f):
                 rows.append(("LoGRA-dense", f"f={f}", dense_done[f]))
             for method, cfg, m in rows:
-                print(f"{n:6d} {method:12} {cfg:16} {m['bytes']:10d} {m['build_s']:8.1f} "
-                      f"{m['query1_s']:10.3f} {m['query32_s']:13.3f}", flush=True)
+                print(
+                    f"{n:6d} {method:12} {cfg:16} {m['bytes']:10d} {m['build_s']:8.1f} "
+                    f"{m['query1_s']:10.3f} {m['query32_s']:13.3f}",
+                    flush=True,
+                )
                 out.append({"n": n, "method": method, "config": cfg, **m})
     print("\nratios LoGRA-dense / LoRIF at the same f (c=1):")
     for item in out:
         if item["method"] != "LoGRA-dense":
             continue
         f = item["config"].split("=")[1]
-        mine = [o for o in out if o["n"] == item["n"] and o["method"] == "LoRIF"
-                and o["config"].startswith(f"f={f} c=1")][0]
-        print(f"  N={item['n']} f={f}: storage {item['bytes'] / mine['bytes']:.1f}x, build "
-              f"{item['build_s'] / mine['build_s']:.2f}x, 1 query "
-              f"{item['query1_s'] / mine['query1_s']:.2f}x, 32 queries "
-              f"{item['query32_s'] / mine['query32_s']:.2f}x")
+        mine = [
+            o
+            for o in out
+            if o["n"] == item["n"]
+            and o["method"] == "LoRIF"
+            and o["config"].startswith(f"f={f} c=1")
+        ][0]
+        print(
+            f"  N={item['n']} f={f}: storage {item['bytes'] / mine['bytes']:.1f}x, build "
+            f"{item['build_s'] / mine['build_s']:.2f}x, 1 query "
+            f"{item['query1_s'] / mine['query1_s']:.2f}x, 32 queries "
+            f"{item['query32_s'] / mine['query32_s']:.2f}x"
+        )
     tiled = [o for o in out if "tiled" in o]
     if tiled:
         print(f"\nrows repeated {args.tile}x (same D, f=8; scans only):")
         for o in tiled:
             t = o["tiled"]
-            print(f"  N={t['n']:7d} {o['method']:12} {o['config']:16} "
-                  f"{o['bytes'] * t['n'] / 1e9:6.2f} GB  1 query {t['query1_s']:7.3f} s  "
-                  f"32 queries {t['query32_s']:7.3f} s")
-        dense, mine = (next(o["tiled"] for o in tiled if o["method"] == m)
-                       for m in ("LoGRA-dense", "LoRIF"))
-        print(f"  ratio LoGRA-dense / LoRIF: 1 query {dense['query1_s'] / mine['query1_s']:.2f}x, "
-              f"32 queries {dense['query32_s'] / mine['query32_s']:.2f}x")
+            print(
+                f"  N={t['n']:7d} {o['method']:12} {o['config']:16} "
+                f"{o['bytes'] * t['n'] / 1e9:6.2f} GB  1 query {t['query1_s']:7.3f} s  "
+                f"32 queries {t['query32_s']:7.3f} s"
+            )
+        dense, mine = (
+            next(o["tiled"] for o in tiled if o["method"] == m) for m in ("LoGRA-dense", "LoRIF")
+        )
+        print(
+            f"  ratio LoGRA-dense / LoRIF: 1 query {dense['query1_s'] / mine['query1_s']:.2f}x, "
+            f"32 queries {dense['query32_s'] / mine['query32_s']:.2f}x"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
 

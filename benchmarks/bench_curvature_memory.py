@@ -17,9 +17,10 @@ import time
 import numpy as np
 import torch
 
-from indexer.capture import TrackedLayer
-from indexer.curvature import CurvatureConfig, compute_curvature, passes
-from indexer.store import FactorLayout, MmapFactorStore
+from indexer.config import CurvatureConfig
+from indexer.engine.curvature import compute_curvature, passes
+from indexer.engine.layout import FactorLayout, TrackedLayer
+from indexer.storage.store import MmapFactorStore
 
 
 def peak_rss() -> int:
@@ -58,23 +59,36 @@ def main() -> None:
         after = peak_rss()
     k = args.r + args.p
     result = {
-        "n": args.n, "D": D, "c": args.c, "r": args.r, "p": args.p, "q": args.q,
-        "passes": passes(cfg), "seconds": round(seconds, 2),
-        "peak_rss_bytes": after, "rss_growth_bytes": after - before,
-        "G_bytes_fp32": args.n * D * 4, "GtG_bytes_fp32": D * D * 4,
-        "working_set_bytes": D * k * 16, "sigma2_top": float(out["layer"]["sigma2"][0]),
+        "n": args.n,
+        "D": D,
+        "c": args.c,
+        "r": args.r,
+        "p": args.p,
+        "q": args.q,
+        "passes": passes(cfg),
+        "seconds": round(seconds, 2),
+        "peak_rss_bytes": after,
+        "rss_growth_bytes": after - before,
+        "G_bytes_fp32": args.n * D * 4,
+        "GtG_bytes_fp32": D * D * 4,
+        "working_set_bytes": D * k * 16,
+        "sigma2_top": float(out["layer"].sigma2[0]),
     }
     if args.json:
         print(json.dumps(result))
         return
     gib = 2**30
-    print(f"N={args.n} D={D} c={args.c} r={args.r} p={args.p} q={args.q} "
-          f"({result['passes']} passes, {seconds:.1f} s)")
+    print(
+        f"N={args.n} D={D} c={args.c} r={args.r} p={args.p} q={args.q} "
+        f"({result['passes']} passes, {seconds:.1f} s)"
+    )
     print(f"  G (N x D, fp32) would need   {result['G_bytes_fp32'] / gib:8.2f} GiB")
     print(f"  G^T G (D x D, fp32) needs     {result['GtG_bytes_fp32'] / gib:8.2f} GiB")
     print(f"  O(D(r+p)) accumulators       {result['working_set_bytes'] / gib:8.3f} GiB")
-    print(f"  peak RSS of this process     {after / gib:8.3f} GiB "
-          f"(growth during curvature {(after - before) / gib:.3f} GiB)")
+    print(
+        f"  peak RSS of this process     {after / gib:8.3f} GiB "
+        f"(growth during curvature {(after - before) / gib:.3f} GiB)"
+    )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,16 @@ import time
 
 import torch
 
-from indexer.factorize import excess_error, factorize_power, factorize_svd
+from indexer.engine.factorize import factorize_power, factorize_svd
+
+
+def excess_error(g: torch.Tensor, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """Per-example ||G - L R^T||_F / ||G - G_c*||_F - 1 (0 = optimal), G_c* the best rank c."""
+    c = left.shape[-1]
+    s = torch.linalg.svdvals(g)
+    best = s[..., c:].square().sum(-1).sqrt()
+    err = (g - left @ right.transpose(-1, -2)).flatten(-2).norm(dim=-1)
+    return err / best.clamp_min(torch.finfo(g.dtype).tiny) - 1
 
 
 def release_schedule(g: torch.Tensor, c: int):
@@ -37,8 +46,11 @@ def main() -> None:
         y = torch.randn(b, t, d2) * torch.exp(-torch.arange(t) / 8.0)[None, :, None]
         g = x.transpose(1, 2) @ y
         for c in (1, 4, 8):
-            for name, fn in (("power c+8, 4 iters", factorize_power), ("svd", factorize_svd),
-                             ("release (8/16 iters)", release_schedule)):
+            for name, fn in (
+                ("power c+8, 4 iters", factorize_power),
+                ("svd", factorize_svd),
+                ("release (8/16 iters)", release_schedule),
+            ):
                 sec, (left, right) = timed(fn, g, c)
                 worst = float(excess_error(g, left, right).max())
                 print(f"{b:4d} x{d1:4d} x{d2:4d} {c:2d}  {name:<22s}{sec * 1e3:9.2f}{worst:14.2e}")

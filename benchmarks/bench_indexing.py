@@ -22,11 +22,11 @@ import numpy as np
 import torch
 
 from indexer.build import build_index
-from indexer.config import BuildConfig
+from indexer.config import BuildConfig, CurvatureConfig
 from indexer.data import load_examples
-from indexer.models import load_causal_lm
-from indexer.tasks import CausalLMTask
-from indexer.toy import save_lm, tiny_lm, train_tokenizer
+from indexer.models.loading import load_causal_lm
+from indexer.models.tasks import CausalLMTask
+from lorif_demo.toy import save_lm, tiny_lm, train_tokenizer
 
 
 def synthetic(n: int, seed: int = 0) -> list[str]:
@@ -74,8 +74,11 @@ def main() -> None:
         if not model_spec:
             texts = [e.text for e in load_examples(data, args.n)]
             tok = train_tokenizer(texts, vocab_size=4096)
-            model_spec = str(save_lm(tiny_lm("llama", len(tok), hidden=256, layers=4, heads=8),
-                                     tok, tmpdir / "model"))
+            model_spec = str(
+                save_lm(
+                    tiny_lm("llama", len(tok), hidden=256, layers=4, heads=8), tok, tmpdir / "model"
+                )
+            )
         loaded = load_causal_lm(model_spec)
         n_params = sum(p.numel() for p in loaded.model.parameters())
         task = CausalLMTask(loaded.tokenizer, args.max_tokens)
@@ -85,10 +88,18 @@ def main() -> None:
         plain_forward_backward(loaded.model, task, examples[: args.batch_size], args.batch_size)
         plain_s = plain_forward_backward(loaded.model, task, examples, args.batch_size)
 
-        cfg = BuildConfig(model=model_spec, data=str(data), output=str(tmpdir / "bench.h5"),
-                          limit=args.n, batch_size=args.batch_size, max_tokens=args.max_tokens,
-                          proj_factor=args.proj_factor, rank=args.rank,
-                          curvature_rank=args.curvature_rank, device="cpu")
+        cfg = BuildConfig(
+            model=model_spec,
+            data=str(data),
+            output=str(tmpdir / "bench.h5"),
+            limit=args.n,
+            batch_size=args.batch_size,
+            max_tokens=args.max_tokens,
+            proj_factor=args.proj_factor,
+            rank=args.rank,
+            curvature=CurvatureConfig(rank=args.curvature_rank),
+            device="cpu",
+        )
         t = time.perf_counter()
         path = build_index(cfg, progress=False)
         build_s = time.perf_counter() - t
@@ -99,34 +110,48 @@ def main() -> None:
 
     n = len(examples)
     result = {
-        "model_params": n_params, "n": n, "tokens": tokens, "batch_size": args.batch_size,
+        "model_params": n_params,
+        "n": n,
+        "tokens": tokens,
+        "batch_size": args.batch_size,
         "threads": torch.get_num_threads(),
-        "plain_seconds": round(plain_s, 2), "build_seconds": round(build_s, 2),
+        "plain_seconds": round(plain_s, 2),
+        "build_seconds": round(build_s, 2),
         "load_seconds": info["load_seconds"],
         "build_seconds_excl_load": round(build_s - info["load_seconds"], 2),
         "featurize_seconds": info["featurize_seconds_this_run"],
         "curvature_seconds": info["curvature_seconds"],
-        "plain_examples_per_s": round(n / plain_s, 1), "build_examples_per_s": round(n / build_s, 1),
-        "plain_tokens_per_s": round(tokens / plain_s), "build_tokens_per_s": round(tokens / build_s),
+        "plain_examples_per_s": round(n / plain_s, 1),
+        "build_examples_per_s": round(n / build_s, 1),
+        "plain_tokens_per_s": round(tokens / plain_s),
+        "build_tokens_per_s": round(tokens / build_s),
         "ratio_build_over_plain": round((build_s - info["load_seconds"]) / plain_s, 2),
         "ratio_featurize_over_plain": round(info["featurize_seconds_this_run"] / plain_s, 2),
     }
     if args.json:
         print(json.dumps(result))
         return
-    print(f"model {n_params / 1e6:.1f}M params, {n} examples, {tokens} tokens, batch "
-          f"{args.batch_size}, {result['threads']} threads, f={args.proj_factor} "
-          f"c={args.rank} r={args.curvature_rank}")
+    print(
+        f"model {n_params / 1e6:.1f}M params, {n} examples, {tokens} tokens, batch "
+        f"{args.batch_size}, {result['threads']} threads, f={args.proj_factor} "
+        f"c={args.rank} r={args.curvature_rank}"
+    )
     print(f"{'':28s}{'seconds':>9s}{'examples/s':>12s}{'tokens/s':>10s}")
-    print(f"{'plain forward+backward':28s}{plain_s:9.2f}{n / plain_s:12.1f}{tokens / plain_s:10.0f}")
+    print(
+        f"{'plain forward+backward':28s}{plain_s:9.2f}{n / plain_s:12.1f}{tokens / plain_s:10.0f}"
+    )
     work = build_s - info["load_seconds"]
-    print(f"{'lorif index build':28s}{work:9.2f}{n / work:12.1f}{tokens / work:10.0f}"
-          "   (excluding the one-time model/data load)")
+    print(
+        f"{'lorif index build':28s}{work:9.2f}{n / work:12.1f}{tokens / work:10.0f}"
+        "   (excluding the one-time model/data load)"
+    )
     print(f"{'  featurize+factorize+store':28s}{info['featurize_seconds_this_run']:9.2f}")
     print(f"{'  curvature':28s}{info['curvature_seconds']:9.2f}")
     print(f"{'  model + data load (once)':28s}{info['load_seconds']:9.2f}")
-    print(f"ratio build / plain = {result['ratio_build_over_plain']:.2f}x "
-          f"(featurize+store alone {result['ratio_featurize_over_plain']:.2f}x; goal <= 2x)")
+    print(
+        f"ratio build / plain = {result['ratio_build_over_plain']:.2f}x "
+        f"(featurize+store alone {result['ratio_featurize_over_plain']:.2f}x; goal <= 2x)"
+    )
 
 
 if __name__ == "__main__":

@@ -34,10 +34,11 @@ import numpy as np
 import torch
 
 from indexer.data import Example
+from indexer.engine.scoring import LowRankQueries, score_store
 from indexer.query import QueryEngine
-from indexer.scoring import LowRankQueries, score_store
-from indexer.store import NUMPY_STORAGE, MmapFactorStore
-from indexer.streaming import BlockReader
+from indexer.storage.codec import NUMPY_STORAGE
+from indexer.storage.store import MmapFactorStore
+from indexer.storage.streaming import BlockReader
 
 BATCH = 32
 
@@ -82,9 +83,9 @@ def best(fn, repeat: int = 2) -> float:
 
 def query_examples(engine: QueryEngine, n: int) -> list[Example]:
     """Speeches that are not in the index (the quick index holds every 15th speech)."""
-    from indexer.corpora.shakespeare import load_speeches
+    from lorif_demo.corpora.shakespeare import load_speeches
 
-    indexed = {e for e in engine.index.file["examples/completion"].asstr()[()]}
+    indexed = set(engine.index.file["examples/completion"].asstr()[()])
     out = []
     for i, r in enumerate(load_speeches()):
         if i % 15 == 7 and r["text"] not in indexed and len(r["text"]) > 80:
@@ -100,29 +101,49 @@ def throughput(engine: QueryEngine, p: dict[str, torch.Tensor], args) -> dict:
         store = tiled_store(engine, args.gb, tmp / "factors.bin")
         nbytes = len(store) * store.layout.width * NUMPY_STORAGE[store.dtype].itemsize
         plain_read_s(tmp / "factors.bin")  # warm the page cache for every contender
-        out = {"rows": len(store), "gb": nbytes / 1e9, "block_rows": args.block_rows,
-               "plain_read_gbps": nbytes / 1e9 / best(lambda: plain_read_s(tmp / "factors.bin")),
-               "reader_gbps": nbytes / 1e9 / best(lambda: reader_only_s(store, args.block_rows))}
+        out = {
+            "rows": len(store),
+            "gb": nbytes / 1e9,
+            "block_rows": args.block_rows,
+            "plain_read_gbps": nbytes / 1e9 / best(lambda: plain_read_s(tmp / "factors.bin")),
+            "reader_gbps": nbytes / 1e9 / best(lambda: reader_only_s(store, args.block_rows)),
+        }
         one = {n: t[:1] for n, t in p.items()}
         for rank in [0, *args.ranks]:
             name = "exact" if rank == 0 else f"lowrank_c{rank}"
-            t1 = best(lambda: scan_s(store, one, rank, args.block_rows))
-            tb = best(lambda: scan_s(store, p, rank, args.block_rows))
-            ts = sum(scan_s(store, {n: t[i : i + 1] for n, t in p.items()}, rank,
-                            args.block_rows) for i in range(BATCH))
-            out[name] = {"one_s": t1, "batched_s": tb, "sequential_s": ts,
-                         "one_gbps": nbytes / 1e9 / t1,
-                         "batched_over_one": tb / t1, "sequential_over_batched": ts / tb}
-            print(f"  {name:12s} 1 query {t1:6.2f} s ({nbytes / 1e9 / t1:5.2f} GB/s) | "
-                  f"{BATCH} batched {tb:6.2f} s = {tb / t1:5.2f}x one | {BATCH} sequential "
-                  f"{ts:6.2f} s = {ts / tb:5.2f}x batched", flush=True)
+            t1 = best(lambda rank=rank: scan_s(store, one, rank, args.block_rows))
+            tb = best(lambda rank=rank: scan_s(store, p, rank, args.block_rows))
+            ts = sum(
+                scan_s(store, {n: t[i : i + 1] for n, t in p.items()}, rank, args.block_rows)
+                for i in range(BATCH)
+            )
+            out[name] = {
+                "one_s": t1,
+                "batched_s": tb,
+                "sequential_s": ts,
+                "one_gbps": nbytes / 1e9 / t1,
+                "batched_over_one": tb / t1,
+                "sequential_over_batched": ts / tb,
+            }
+            print(
+                f"  {name:12s} 1 query {t1:6.2f} s ({nbytes / 1e9 / t1:5.2f} GB/s) | "
+                f"{BATCH} batched {tb:6.2f} s = {tb / t1:5.2f}x one | {BATCH} sequential "
+                f"{ts:6.2f} s = {ts / tb:5.2f}x batched",
+                flush=True,
+            )
         return out
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def deviation(engine: QueryEngine, queries: list[Example], p: dict[str, torch.Tensor],
-              ranks: list[int], candidates: int, ks: tuple[int, ...] = (10, 100)) -> dict:
+def deviation(
+    engine: QueryEngine,
+    queries: list[Example],
+    p: dict[str, torch.Tensor],
+    ranks: list[int],
+    candidates: int,
+    ks: tuple[int, ...] = (10, 100),
+) -> dict:
     """Low-rank vs exact on the real index (full score vectors, own text masked out)."""
     store = engine.index.store()
     exact = score_store(store, p, k=1, keep_scores=True).scores
@@ -134,25 +155,40 @@ def deviation(engine: QueryEngine, queries: list[Example], p: dict[str, torch.Te
         lr = LowRankQueries.factor(p, rank)
         approx = score_store(store, p, k=1, keep_scores=True, query_rank=rank).scores
         approx = np.where(mask, np.nan, approx)
-        rel = np.nanmean([np.linalg.norm(np.nan_to_num(a - e)) / np.linalg.norm(np.nan_to_num(e))
-                          for a, e in zip(approx, exact)])
-        corr = np.mean([np.corrcoef(a[~np.isnan(a)], e[~np.isnan(e)])[0, 1]
-                        for a, e in zip(approx, exact)])
+        rel = np.nanmean(
+            [
+                np.linalg.norm(np.nan_to_num(a - e)) / np.linalg.norm(np.nan_to_num(e))
+                for a, e in zip(approx, exact, strict=False)
+            ]
+        )
+        corr = np.mean(
+            [
+                np.corrcoef(a[~np.isnan(a)], e[~np.isnan(e)])[0, 1]
+                for a, e in zip(approx, exact, strict=False)
+            ]
+        )
         rec = {}
         for k in ks:
             hits = []
             for sign in (1, -1):  # proponents, opponents
-                for a, e in zip(sign * approx, sign * exact):
+                for a, e in zip(sign * approx, sign * exact, strict=False):
                     a, e = np.nan_to_num(a, nan=-np.inf), np.nan_to_num(e, nan=-np.inf)
                     truth = set(np.argsort(-e)[:k])
                     cand = np.argsort(-a)[: candidates * k]  # what the scan keeps ...
                     final = cand[np.argsort(-e[cand])[:k]]  # ... re-scored exactly
                     hits.append(len(truth & set(final)) / k)
             rec[f"recall@{k}"] = float(np.mean(hits))
-        out[f"c{rank}"] = {"scan_rel_err": float(rel), "scan_corr": float(corr),
-                           "residual_mean": float(lr.residual.mean()), **rec}
-        print(f"  c_q={rank}: residual {lr.residual.mean():.3f}, scan corr {corr:.4f}, rel err "
-              f"{rel:.3f}, " + ", ".join(f"{k} {v:.3f}" for k, v in rec.items()), flush=True)
+        out[f"c{rank}"] = {
+            "scan_rel_err": float(rel),
+            "scan_corr": float(corr),
+            "residual_mean": float(lr.residual.mean()),
+            **rec,
+        }
+        print(
+            f"  c_q={rank}: residual {lr.residual.mean():.3f}, scan corr {corr:.4f}, rel err "
+            f"{rel:.3f}, " + ", ".join(f"{k} {v:.3f}" for k, v in rec.items()),
+            flush=True,
+        )
     return out
 
 
@@ -170,8 +206,12 @@ def cached_latency(index: str, redis_url: str | None, n: int = 500) -> dict:
     if redis_url:
         env["LORIF_REDIS_URL"] = redis_url
     lorif = str(Path(sys.executable).with_name("lorif"))
-    proc = subprocess.Popen([lorif, "serve", index, "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [lorif, "serve", index, "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
             for _ in range(600):
@@ -190,8 +230,12 @@ def cached_latency(index: str, redis_url: str | None, n: int = 500) -> dict:
                 lat.append((time.perf_counter() - t) * 1000)
                 assert r["cached"], r
                 server.append(r["timings"]["total_ms"])
-        return {"p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
-                "server_p50_ms": float(np.percentile(server, 50)), "n": n}
+        return {
+            "p50_ms": float(np.percentile(lat, 50)),
+            "p99_ms": float(np.percentile(lat, 99)),
+            "server_p50_ms": float(np.percentile(server, 50)),
+            "n": n,
+        }
     finally:
         proc.terminate()
         proc.wait(30)
@@ -202,9 +246,20 @@ def latency(index: str) -> dict:
     binary = shutil.which("redis-server")
     if binary:
         port = free_port()
-        redis = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1",
-                                  "--save", "", "--appendonly", "no"],
-                                 stdout=subprocess.DEVNULL)
+        redis = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
         try:
             time.sleep(0.5)
             out["redis"] = cached_latency(index, f"redis://127.0.0.1:{port}/0")
@@ -212,8 +267,11 @@ def latency(index: str) -> dict:
             redis.terminate()
             redis.wait(10)
     for name, r in out.items():
-        print(f"  cached via {name:5s}: p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms "
-              f"(server-side p50 {r['server_p50_ms']:.2f} ms; {r['n']} requests)", flush=True)
+        print(
+            f"  cached via {name:5s}: p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms "
+            f"(server-side p50 {r['server_p50_ms']:.2f} ms; {r['n']} requests)",
+            flush=True,
+        )
     return out
 
 
@@ -230,14 +288,17 @@ def main() -> None:
     args.ranks = [int(r) for r in args.ranks.split(",") if r]
 
     if args.index is None:
-        from indexer.demo import ensure_demo_index
+        from lorif_demo.demo import ensure_demo_index
 
         args.index = str(ensure_demo_index(".lorif-demo", quick=True))
     engine = QueryEngine.open(args.index, device="auto")
     device = engine.featurizer.device
-    print(f"index {args.index}: {len(engine.index)} rows x "
-          f"{engine.index.bytes_per_example()[0]} B; device {device}; "
-          f"torch threads {torch.get_num_threads()}", flush=True)
+    print(
+        f"index {args.index}: {len(engine.index)} rows x "
+        f"{engine.index.bytes_per_example()[0]} B; device {device}; "
+        f"torch threads {torch.get_num_threads()}",
+        flush=True,
+    )
     queries = query_examples(engine, BATCH)
     p = engine.preconditioned(queries)
     figures: dict = {"device": str(device), "index": args.index}
@@ -245,11 +306,17 @@ def main() -> None:
     print(f"scan (rows tiled to ~{args.gb:g} GB, page cache warm):", flush=True)
     figures["scan"] = throughput(engine, p, args)
     s = figures["scan"]
-    print(f"  plain sequential read {s['plain_read_gbps']:.2f} GB/s | block reader alone "
-          f"{s['reader_gbps']:.2f} GB/s | exact 1-query scan {s['exact']['one_gbps']:.2f} GB/s "
-          f"= {s['exact']['one_gbps'] / s['plain_read_gbps']:.2f}x plain read", flush=True)
-    print(f"low-rank deviation ({len(queries)} queries, {len(engine.index)} rows, candidates "
-          f"{args.candidates} x k):", flush=True)
+    print(
+        f"  plain sequential read {s['plain_read_gbps']:.2f} GB/s | block reader alone "
+        f"{s['reader_gbps']:.2f} GB/s | exact 1-query scan {s['exact']['one_gbps']:.2f} GB/s "
+        f"= {s['exact']['one_gbps'] / s['plain_read_gbps']:.2f}x plain read",
+        flush=True,
+    )
+    print(
+        f"low-rank deviation ({len(queries)} queries, {len(engine.index)} rows, candidates "
+        f"{args.candidates} x k):",
+        flush=True,
+    )
     figures["deviation"] = deviation(engine, queries, p, args.ranks, args.candidates)
     engine.close()
     if not args.skip_latency:

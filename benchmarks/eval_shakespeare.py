@@ -35,8 +35,14 @@ def main() -> None:
     index = engine.index
     n = len(index)
     metas = [json.loads(m) for m in index.file["examples/meta"].asstr()[()]]
-    texts = [p + c for p, c in zip(index.file["examples/prompt"].asstr()[()],
-                                   index.file["examples/completion"].asstr()[()])]
+    texts = [
+        p + c
+        for p, c in zip(
+            index.file["examples/prompt"].asstr()[()],
+            index.file["examples/completion"].asstr()[()],
+            strict=False,
+        )
+    ]
     plays = [m["play"] for m in metas]
     rng = np.random.default_rng(args.seed)
     train_ids = [i for i, m in enumerate(metas) if m.get("split", "train") == "train"]
@@ -55,40 +61,57 @@ def main() -> None:
     t = time.perf_counter()
     top = top_ids(self_q, 10)
     r1 = float(np.mean(top[:, 0] == self_q))
-    r10 = float(np.mean([q in row for q, row in zip(self_q, top)]))
-    r1_text = float(np.mean([texts[row[0]] == texts[q] for q, row in zip(self_q, top)]))
-    r10_text = float(np.mean([any(texts[j] == texts[q] for j in row) for q, row in
-                              zip(self_q, top)]))
-    misses = [int(q) for q, row in zip(self_q, top) if q not in row]
+    r10 = float(np.mean([q in row for q, row in zip(self_q, top, strict=False)]))
+    r1_text = float(
+        np.mean([texts[row[0]] == texts[q] for q, row in zip(self_q, top, strict=False)])
+    )
+    r10_text = float(
+        np.mean(
+            [any(texts[j] == texts[q] for j in row) for q, row in zip(self_q, top, strict=False)]
+        )
+    )
+    misses = [int(q) for q, row in zip(self_q, top, strict=False) if q not in row]
 
     top_v = top_ids(val_q, 11)
     counts = Counter(plays)
     same, chance = [], []
-    for q, row in zip(val_q, top_v):
+    for q, row in zip(val_q, top_v, strict=False):
         row = [j for j in row if j != q][:10]
         same.append(np.mean([plays[j] == plays[q] for j in row]))
         chance.append((counts[plays[q]] - 1) / (n - 1))
     seconds = time.perf_counter() - t
     result = {
-        "index": args.index, "n": n, "queries": int(len(self_q)),
-        "self_recall_at_1": r1, "self_recall_at_10": r10,
-        "self_recall_at_1_text": r1_text, "self_recall_at_10_text": r10_text,
+        "index": args.index,
+        "n": n,
+        "queries": int(len(self_q)),
+        "self_recall_at_1": r1,
+        "self_recall_at_10": r10,
+        "self_recall_at_1_text": r1_text,
+        "self_recall_at_10_text": r10_text,
         "self_miss_lengths": sorted(len(texts[q]) for q in misses),
-        "heldout_queries": int(len(val_q)), "same_play_top10": float(np.mean(same)),
-        "same_play_chance": float(np.mean(chance)), "seconds": round(seconds, 1),
+        "heldout_queries": int(len(val_q)),
+        "same_play_top10": float(np.mean(same)),
+        "same_play_chance": float(np.mean(chance)),
+        "seconds": round(seconds, 1),
     }
     engine.close()
     if args.json:
         print(json.dumps(result))
         return
     print(f"index {args.index}: N={n}")
-    print(f"self-retrieval ({len(self_q)} training speeches): recall@1 {r1:.3f}  "
-          f"recall@10 {r10:.3f}   (identical text counted: {r1_text:.3f} / {r10_text:.3f})")
-    print(f"  misses@10: {len(misses)}, their lengths in characters: "
-          f"{result['self_miss_lengths'][:20]}")
-    print(f"topical coherence ({len(val_q)} held-out speeches): same play in top-10 "
-          f"{result['same_play_top10']:.3f} vs chance {result['same_play_chance']:.3f} "
-          f"({result['same_play_top10'] / result['same_play_chance']:.1f}x)")
+    print(
+        f"self-retrieval ({len(self_q)} training speeches): recall@1 {r1:.3f}  "
+        f"recall@10 {r10:.3f}   (identical text counted: {r1_text:.3f} / {r10_text:.3f})"
+    )
+    print(
+        f"  misses@10: {len(misses)}, their lengths in characters: "
+        f"{result['self_miss_lengths'][:20]}"
+    )
+    print(
+        f"topical coherence ({len(val_q)} held-out speeches): same play in top-10 "
+        f"{result['same_play_top10']:.3f} vs chance {result['same_play_chance']:.3f} "
+        f"({result['same_play_top10'] / result['same_play_chance']:.1f}x)"
+    )
     print(f"({seconds:.1f} s for {2 * len(self_q)} queries)")
 
 

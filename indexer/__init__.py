@@ -1,8 +1,87 @@
-"""LoRIF indexer: turn (model, training examples) into a low-rank influence index.
+"""LoRIF indexer: turn (model, training examples) into a low-rank influence index, and query it.
 
-Pipeline (one small module per stage):
-    data -> featurize (capture + projection) -> factorize -> index writer -> curvature -> scoring
+Data flow (one folder per stage, see docs/architecture.md):
+    data -> models (featurizer: capture + projection) -> engine (factorize, curvature, scoring)
+         -> storage (index file: writer, reader, streamed factor stores)
+orchestrated by ``build.py`` (build an index) and ``query.py`` (score queries against one).
+
+The public API is importable from here (lazily, so ``import indexer.config`` stays cheap):
+``BuildConfig``, ``CurvatureConfig``, ``build_index``, ``Index``, ``QueryEngine``, ``Example``,
+``load_examples``, ``query_example``, ``Featurizer``, ``Task``, ``CausalLMTask``,
+``ClassificationTask``, ``ScoreResult``, ``top_rows`` and the errors.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
-FORMAT_VERSION = 1
+
+_PUBLIC = {
+    "BuildConfig": "config",
+    "CurvatureConfig": "config",
+    "PRESETS": "config",
+    "build_index": "build",
+    "Index": "storage.reader",
+    "FORMAT_VERSION": "storage.format",
+    "QueryEngine": "query",
+    "Explanation": "query",
+    "top_rows": "query",
+    "Example": "data",
+    "load_examples": "data",
+    "query_example": "data",
+    "Featurizer": "models.featurizer",
+    "Task": "models.tasks",
+    "CausalLMTask": "models.tasks",
+    "ClassificationTask": "models.tasks",
+    "ScoreResult": "engine.scoring",
+    "LorifError": "errors",
+    "ConfigError": "errors",
+    "DataError": "errors",
+    "IndexFormatError": "errors",
+    "ModelLoadError": "errors",
+}
+__all__ = [
+    "__version__",
+    "BuildConfig",
+    "CurvatureConfig",
+    "PRESETS",
+    "build_index",
+    "Index",
+    "FORMAT_VERSION",
+    "QueryEngine",
+    "Explanation",
+    "top_rows",
+    "Example",
+    "load_examples",
+    "query_example",
+    "Featurizer",
+    "Task",
+    "CausalLMTask",
+    "ClassificationTask",
+    "ScoreResult",
+    "LorifError",
+    "ConfigError",
+    "DataError",
+    "IndexFormatError",
+    "ModelLoadError",
+]
+
+if TYPE_CHECKING:
+    from .build import build_index
+    from .config import PRESETS, BuildConfig, CurvatureConfig
+    from .data import Example, load_examples, query_example
+    from .engine.scoring import ScoreResult
+    from .errors import ConfigError, DataError, IndexFormatError, LorifError, ModelLoadError
+    from .models.featurizer import Featurizer
+    from .models.tasks import CausalLMTask, ClassificationTask, Task
+    from .query import Explanation, QueryEngine, top_rows
+    from .storage.format import FORMAT_VERSION
+    from .storage.reader import Index
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,9 @@
-"""Build an index: featurize every example, factorize, store, then compute the curvature basis."""
+"""Build an index: featurize every example, factorize, store, then compute the curvature basis.
+
+data -> models (featurizer) -> engine (factorize) -> storage (writer: partial file, done mask)
+-> engine (curvature, streamed over the written rows) -> storage (publish: basis, fingerprint,
+atomic rename).
+"""
 
 from __future__ import annotations
 
@@ -8,34 +13,133 @@ import datetime as dt
 import fcntl
 import platform
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import h5py
 import numpy as np
+import numpy.typing as npt
 import torch
 from tqdm.auto import tqdm
 
-from . import __version__, FORMAT_VERSION
+from . import __version__
 from .config import BuildConfig
-from .curvature import CurvatureConfig, compute_curvature, passes
 from .data import Example, load_examples
+from .engine.curvature import LayerCurvature, compute_curvature, passes
+from .engine.factorize import factorize
+from .engine.layout import FactorLayout
 from .errors import ConfigError, IndexFormatError, ResumeMismatchError
-from .factorize import factorize
-from .featurize import Featurizer, resolve_device
-from .index_file import IndexWriter, partial_path
-from .model_registry import canonical
-from .models import load_causal_lm, model_fingerprint
-from .store import MemoryFactorStore, encode
-from .tasks import CausalLMTask
+from .models.featurizer import Featurizer
+from .models.loading import load_causal_lm, model_fingerprint, resolve_device
+from .models.registry import canonical
+from .models.tasks import CausalLMTask
+from .storage.codec import encode_rows
+from .storage.format import FORMAT_VERSION, partial_path
+from .storage.store import MemoryFactorStore
+from .storage.writer import IndexWriter
 
 
 def software_versions() -> dict[str, str]:
     import transformers
 
-    return {"lorif": __version__, "torch": torch.__version__, "numpy": np.__version__,
-            "h5py": h5py.version.version, "hdf5": h5py.version.hdf5_version,
-            "transformers": transformers.__version__, "python": platform.python_version()}
+    return {
+        "lorif": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "h5py": h5py.version.version,
+        "hdf5": h5py.version.hdf5_version,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def build_index(
+    cfg: BuildConfig,
+    *,
+    featurizer: Featurizer | None = None,
+    examples: list[Example] | None = None,
+    model_info: dict[str, Any] | None = None,
+    task_info: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Build (or resume) the index described by ``cfg``; returns the published path.
+
+    For language models everything comes from ``cfg``. Any other torch model: pass a
+    ``featurizer`` (with its task) and the ``examples``; ``model_info`` is recorded as given.
+    """
+    cfg.validate()
+    if featurizer is None and not cfg.model:
+        raise ConfigError("--model is required")
+    if examples is None and not cfg.data:
+        raise ConfigError("--data is required")
+    out = _check_output(cfg)
+    with _build_lock(out):
+        started = time.perf_counter()
+        if examples is None:
+            examples = load_examples(cfg.data, cfg.limit)
+        if featurizer is None:
+            featurizer, model_info, task_info = _language_model(cfg)
+        _check_rank(cfg, featurizer)
+        lengths = np.array([featurizer.task.length(ex) for ex in examples], dtype=np.int64)
+        manifest = make_manifest(cfg, featurizer, len(examples), model_info or {}, task_info or {})
+        writer = _resume_or_create(cfg, manifest, examples, lengths, featurizer)
+        info = {"load_seconds": round(time.perf_counter() - started, 3)}
+        info.update(_featurize(cfg, writer, featurizer, examples, lengths, progress))
+        t1 = time.perf_counter()
+        curvature = _curvature(cfg, writer, featurizer.device, progress)
+        manifest["curvature"] = {
+            "rank": cfg.curvature.rank,
+            "oversample": cfg.curvature.oversample,
+            "power_iters": cfg.curvature.power_iters,
+            "damping": cfg.curvature.damping,
+            "damping_abs": cfg.curvature.damping_abs,
+            "lambda": {n: c.lam for n, c in curvature.items()},
+        }
+        manifest["build_info"] = {
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            **info,
+            "curvature_seconds": round(time.perf_counter() - t1, 3),
+            "total_seconds_this_run": round(time.perf_counter() - started, 3),
+            "total_tokens": int(lengths.sum()),
+            "device": str(featurizer.device),
+            "output": str(out),
+        }
+        writer.publish(manifest, curvature)
+        return out
+
+
+def make_manifest(
+    cfg: BuildConfig,
+    featurizer: Featurizer,
+    n: int,
+    model_info: dict[str, Any],
+    task_info: dict[str, Any],
+) -> dict[str, Any]:
+    sums = featurizer.checksums()
+    layout = FactorLayout(tuple(featurizer.layers), cfg.rank)
+    layers = [
+        dict(
+            dataclasses.asdict(t),
+            proj_in_sha256=sums[t.name][0],
+            proj_out_sha256=sums[t.name][1],
+            offset=offset,
+        )
+        for t, offset in zip(layout.layers, layout.offsets, strict=True)
+    ]
+    return {
+        "format_version": FORMAT_VERSION,
+        "n_examples": n,
+        "rank": cfg.rank,
+        "storage_dtype": cfg.dtype,
+        "row_width": layout.width,
+        "layers": layers,
+        "projection": {"generator": "splitmix64-rademacher-v1", "seed": cfg.seed},
+        "model": model_info,
+        "task": task_info,
+        "build_config": cfg.content_dict(),
+        "software": software_versions(),
+    }
 
 
 def _check_output(cfg: BuildConfig) -> Path:
@@ -62,8 +166,54 @@ def _build_lock(out: Path) -> Iterator[None]:
             lock.unlink(missing_ok=True)
 
 
-def _resume_or_create(cfg: BuildConfig, manifest: dict[str, Any], examples: list[Example],
-                      n_tokens: np.ndarray, featurizer: Featurizer) -> IndexWriter:
+def _language_model(cfg: BuildConfig) -> tuple[Featurizer, dict[str, Any], dict[str, Any]]:
+    """The featurizer of a causal LM named by ``cfg.model``, and what the manifest records."""
+    device = resolve_device(cfg.device)
+    loaded = load_causal_lm(cfg.model, device)
+    task = CausalLMTask(loaded.tokenizer, cfg.max_tokens, cfg.chat_template)
+    featurizer = Featurizer.create(
+        loaded.model,
+        task,
+        layer_globs=cfg.layer_globs,
+        proj_factor=cfg.proj_factor,
+        d1=cfg.d1,
+        d2=cfg.d2,
+        seed=cfg.seed,
+        device=device,
+    )
+    model_info = {
+        "spec": cfg.model,
+        "path": cfg.model if canonical(cfg.model) else str(Path(cfg.model).resolve()),
+        "directory": loaded.directory,
+        "gguf_file": loaded.gguf_file,
+        "class": type(loaded.model).__name__,
+        "fingerprint": model_fingerprint(loaded.model),
+    }
+    task_info = {
+        "kind": "causal_lm",
+        "max_tokens": cfg.max_tokens,
+        "chat_template": cfg.chat_template,
+    }
+    return featurizer, model_info, task_info
+
+
+def _check_rank(cfg: BuildConfig, featurizer: Featurizer) -> None:
+    too_big = [t for t in featurizer.layers if cfg.rank > min(t.d1, t.d2)]
+    if too_big:
+        t = too_big[0]
+        raise ConfigError(
+            f"rank c={cfg.rank} exceeds min(d1, d2)={min(t.d1, t.d2)} of layer "
+            f"{t.name} ({len(too_big)} layer(s) affected)"
+        )
+
+
+def _resume_or_create(
+    cfg: BuildConfig,
+    manifest: dict[str, Any],
+    examples: list[Example],
+    n_tokens: npt.NDArray[np.int64],
+    featurizer: Featurizer,
+) -> IndexWriter:
     out = Path(cfg.output)
     if partial_path(out).exists() and cfg.overwrite:
         partial_path(out).unlink()
@@ -71,138 +221,78 @@ def _resume_or_create(cfg: BuildConfig, manifest: dict[str, Any], examples: list
         try:
             writer, old = IndexWriter.resume(out)
         except IndexFormatError as e:
-            raise ResumeMismatchError(f"cannot resume: {e}; pass --overwrite to start over"
-                                      ) from None
+            raise ResumeMismatchError(
+                f"cannot resume: {e}; pass --overwrite to start over"
+            ) from None
         old_cfg = old["build_config"]
         diff = sorted(k for k, v in cfg.content_dict().items() if old_cfg.get(k) != v)
-        for key in ("n_examples", "model", "layers", "software"):
-            if old.get(key) != manifest[key]:
-                diff.append(key)
+        diff += [
+            key
+            for key in ("n_examples", "model", "layers", "software")
+            if old.get(key) != manifest[key]
+        ]
         if diff:
             raise ResumeMismatchError(
                 f"{partial_path(out)} is a partial build with different settings "
-                f"({', '.join(diff)}); rerun with the same settings or pass --overwrite")
+                f"({', '.join(diff)}); rerun with the same settings or pass --overwrite"
+            )
         return writer
     stored = featurizer.projections
     size_mb = sum(a.nbytes + b.nbytes for a, b in stored.values()) / 2**20
-    return IndexWriter.create(out, manifest, examples, n_tokens,
-                              stored if size_mb <= cfg.store_projections_mb else None)
+    return IndexWriter.create(
+        out, manifest, examples, n_tokens, stored if size_mb <= cfg.store_projections_mb else None
+    )
 
 
-def make_manifest(cfg: BuildConfig, featurizer: Featurizer, n: int, model_info: dict[str, Any],
-                  task_info: dict[str, Any]) -> dict[str, Any]:
-    sums = featurizer.checksums()
-    layers = [dict(dataclasses.asdict(t), proj_in_sha256=sums[t.name][0],
-                   proj_out_sha256=sums[t.name][1]) for t in featurizer.layers]
-    offset = 0
-    for d in layers:
-        d["offset"] = offset
-        offset += cfg.rank * (d["d1"] + d["d2"])
-    return {
-        "format_version": FORMAT_VERSION,
-        "n_examples": n,
-        "rank": cfg.rank,
-        "storage_dtype": cfg.dtype,
-        "row_width": offset,
-        "layers": layers,
-        "projection": {"generator": "splitmix64-rademacher-v1", "seed": cfg.seed},
-        "model": model_info,
-        "task": task_info,
-        "build_config": cfg.content_dict(),
-        "software": software_versions(),
-    }
-
-
-def build_index(cfg: BuildConfig, *, featurizer: Featurizer | None = None,
-                examples: list[Example] | None = None, model_info: dict[str, Any] | None = None,
-                task_info: dict[str, Any] | None = None, progress: bool = True) -> Path:
-    """Build (or resume) the index described by ``cfg``; returns the published path.
-
-    For language models everything comes from ``cfg``. Any other torch model: pass a
-    ``featurizer`` (with its task) and the ``examples``; ``model_info`` is recorded as given.
-    """
-    cfg.validate()
-    if featurizer is None and not cfg.model:
-        raise ConfigError("--model is required")
-    if examples is None and not cfg.data:
-        raise ConfigError("--data is required")
-    out = _check_output(cfg)
-    with _build_lock(out):
-        return _build(cfg, out, featurizer, examples, model_info, task_info, progress)
-
-
-def _build(cfg: BuildConfig, out: Path, featurizer: Featurizer | None,
-           examples: list[Example] | None, model_info: dict[str, Any] | None,
-           task_info: dict[str, Any] | None, progress: bool) -> Path:
-    started = time.perf_counter()
-    if examples is None:
-        examples = load_examples(cfg.data, cfg.limit)
-    if featurizer is None:
-        device = resolve_device(cfg.device)
-        loaded = load_causal_lm(cfg.model, device)
-        task = CausalLMTask(loaded.tokenizer, cfg.max_tokens, cfg.chat_template)
-        featurizer = Featurizer.create(loaded.model, task, layer_globs=cfg.layer_globs,
-                                       proj_factor=cfg.proj_factor, d1=cfg.d1, d2=cfg.d2,
-                                       seed=cfg.seed, device=device)
-        model_info = {"spec": cfg.model,
-                      "path": cfg.model if canonical(cfg.model) else str(Path(cfg.model).resolve()),
-                      "directory": loaded.directory,
-                      "gguf_file": loaded.gguf_file, "class": type(loaded.model).__name__,
-                      "fingerprint": model_fingerprint(loaded.model)}
-        task_info = {"kind": "causal_lm", "max_tokens": cfg.max_tokens,
-                     "chat_template": cfg.chat_template}
-    load_s = time.perf_counter() - started
-    too_big = [t.name for t in featurizer.layers if cfg.rank > min(t.d1, t.d2)]
-    if too_big:
-        t = next(t for t in featurizer.layers if t.name == too_big[0])
-        raise ConfigError(f"rank c={cfg.rank} exceeds min(d1, d2)={min(t.d1, t.d2)} of layer "
-                          f"{t.name} ({len(too_big)} layer(s) affected)")
-    lengths = np.array([featurizer.task.length(ex) for ex in examples], dtype=np.int64)
-    manifest = make_manifest(cfg, featurizer, len(examples), model_info or {}, task_info or {})
-    writer = _resume_or_create(cfg, manifest, examples, lengths, featurizer)
-
+def _featurize(
+    cfg: BuildConfig,
+    writer: IndexWriter,
+    featurizer: Featurizer,
+    examples: list[Example],
+    lengths: npt.NDArray[np.int64],
+    progress: bool,
+) -> dict[str, Any]:
+    """Compute, factorize and write every pending row; returns build_info figures."""
     # Batches of similar length (less padding); fixed composition so a resume recomputes
     # exactly the batches an interrupted run would have.
     order = np.argsort(lengths, kind="stable")
     batches = [order[s : s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
     pending = writer.pending()
     todo = [b for b in batches if pending[b].any()]
-    layout = writer.layout
-    bar = tqdm(total=len(examples), initial=len(examples) - int(pending.sum()), unit="ex",
-               desc="featurize", disable=not progress, dynamic_ncols=True, mininterval=0.5)
+    bar = tqdm(
+        total=len(examples),
+        initial=len(examples) - int(pending.sum()),
+        unit="ex",
+        desc="featurize",
+        disable=not progress,
+        dynamic_ncols=True,
+        mininterval=0.5,
+    )
     tokens, t0 = 0, time.perf_counter()
     for rows in todo:
         grads = featurizer.gradients([examples[i] for i in rows])
         factors = {name: factorize(g, cfg.rank, cfg.factor_method) for name, g in grads.items()}
-        writer.write_rows(rows, encode(layout.pack(factors), cfg.dtype))
+        writer.write_rows(rows, encode_rows(writer.layout.pack(factors), cfg.dtype))
         tokens += int(lengths[rows].sum())
         bar.update(len(rows))
         bar.set_postfix(tok_s=f"{tokens / max(time.perf_counter() - t0, 1e-9):.0f}")
     bar.close()
-    featurize_s = time.perf_counter() - t0
-
-    ccfg = CurvatureConfig(rank=cfg.curvature_rank, oversample=cfg.oversample,
-                           power_iters=cfg.power_iters, damping=cfg.damping,
-                           damping_abs=cfg.damping_abs, seed=cfg.seed)
-    store = MemoryFactorStore(layout, writer.factors, cfg.dtype)
-    t1 = time.perf_counter()
-    with tqdm(total=len(examples) * passes(ccfg), unit="row", desc="curvature",
-              disable=not progress, dynamic_ncols=True, mininterval=0.5) as cbar:
-        curvature = compute_curvature(store, ccfg, featurizer.device, progress=cbar.update)
-    manifest["curvature"] = {"rank": cfg.curvature_rank, "oversample": cfg.oversample,
-                             "power_iters": cfg.power_iters, "damping": cfg.damping,
-                             "damping_abs": cfg.damping_abs,
-                             "lambda": {n: c["lambda"] for n, c in curvature.items()}}
-    manifest["build_info"] = {
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "load_seconds": round(load_s, 3),
-        "featurize_seconds_this_run": round(featurize_s, 3),
-        "curvature_seconds": round(time.perf_counter() - t1, 3),
-        "total_seconds_this_run": round(time.perf_counter() - started, 3),
+    return {
+        "featurize_seconds_this_run": round(time.perf_counter() - t0, 3),
         "resumed_rows": int(len(examples) - sum(len(b) for b in todo)),
-        "total_tokens": int(lengths.sum()),
-        "device": str(featurizer.device),
-        "output": str(out),
     }
-    writer.publish(manifest, curvature)
-    return out
+
+
+def _curvature(
+    cfg: BuildConfig, writer: IndexWriter, device: torch.device, progress: bool
+) -> dict[str, LayerCurvature]:
+    store = MemoryFactorStore(writer.layout, writer.factors, cfg.dtype)
+    with tqdm(
+        total=len(store) * passes(cfg.curvature),
+        unit="row",
+        desc="curvature",
+        disable=not progress,
+        dynamic_ncols=True,
+        mininterval=0.5,
+    ) as bar:
+        return compute_curvature(store, cfg.curvature, device, seed=cfg.seed, progress=bar.update)

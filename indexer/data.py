@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .errors import DataError
 
@@ -29,6 +30,18 @@ class Example:
         return self.prompt + self.completion
 
 
+def query_example(prompt: str, completion: str | None = None) -> Example:
+    """A query as the CLI and the API take it: without a completion every token of ``prompt``
+    counts in the loss; with one, only the completion's tokens do. Blank text is refused."""
+    if completion is None:
+        if not prompt.strip():
+            raise DataError("the query is empty")
+        return Example(completion=prompt)
+    if not completion.strip():
+        raise DataError("the completion is empty (omit it to score the whole prompt)")
+    return Example(completion=completion, prompt=prompt)
+
+
 def snippet(text: str, width: int) -> str:
     """Whitespace-collapsed text, cut to ``width`` characters with an ellipsis."""
     flat = " ".join(text.split())
@@ -50,8 +63,10 @@ def example_from_record(record: dict[str, Any], where: str) -> Example:
         if not isinstance(prompt, str) or not isinstance(completion, str):
             raise DataError(f"{where}: fields 'prompt' and 'completion' must be strings")
         return Example(completion=completion, prompt=prompt, meta=rest)
-    raise DataError(f"{where}: needs a 'text' field or 'prompt' + 'completion' fields "
-                    f"(found: {', '.join(sorted(record)) or 'none'})")
+    raise DataError(
+        f"{where}: needs a 'text' field or 'prompt' + 'completion' fields "
+        f"(found: {', '.join(sorted(record)) or 'none'})"
+    )
 
 
 def _jsonl_records(path: Path) -> Iterable[tuple[str, dict[str, Any]]]:

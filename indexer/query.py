@@ -1,4 +1,9 @@
-"""Query an index with the model it was built from (the ground truth the service reproduces)."""
+"""Query an index with the model it was built from: the reference scorer the service wraps.
+
+A query is featurized by the code that built the index (same projections, checked by
+checksum), preconditioned once per layer, and scored against every stored row by streaming the
+factor store; ``explain`` splits one (query, example) score over both texts' tokens.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,32 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .capture import TrackedLayer
 from .data import Example
-from .errors import DataError, IndexFormatError
-from .featurize import Featurizer, resolve_device
-from .index_file import Index
-from .models import load_causal_lm, model_fingerprint
-from .scoring import LayerPreconditioner, ScoreResult, precondition, score_store
-from .tasks import CausalLMTask, Task
+from .engine.explain import split_score
+from .engine.scoring import LayerPreconditioner, ScoreResult, precondition, score_rows, score_store
+from .errors import ConfigError, DataError, IndexFormatError
+from .models.featurizer import Featurizer
+from .models.loading import load_causal_lm, model_fingerprint, resolve_device
+from .models.tasks import CausalLMTask, Task
+from .storage.reader import Index
+from .storage.store import MmapFactorStore
+
+
+@dataclass
+class TokenContribution:
+    text: str  # the token as the tokenizer decodes it alone
+    contribution: float
+    target: bool  # this token is a prediction target counted in the loss
+
+
+@dataclass
+class Explanation:
+    example_id: int
+    score: float  # = sum of either list of contributions
+    index_score: float  # the scan's score of this pair (stored factors)
+    query_tokens: list[TokenContribution]
+    example_tokens: list[TokenContribution]
+    example_truncated: bool  # the example is longer than the index's max_tokens
 
 
 @dataclass
@@ -22,25 +45,33 @@ class QueryEngine:
     index: Index
     featurizer: Featurizer
     preconditioners: dict[str, LayerPreconditioner]
+    store: MmapFactorStore
 
     @classmethod
-    def attach(cls, index: Index, model: torch.nn.Module, task: Task,
-               device: torch.device | str = "cpu") -> "QueryEngine":
+    def attach(
+        cls, index: Index, model: torch.nn.Module, task: Task, device: torch.device | str = "cpu"
+    ) -> QueryEngine:
         """Bind an open index to an in-memory model (projections verified by checksum)."""
         dev = device if isinstance(device, torch.device) else resolve_device(device)
         m = index.manifest
-        layers = [TrackedLayer(d["name"], d["in_dim"], d["out_dim"], d["d1"], d["d2"])
-                  for d in m["layers"]]
-        featurizer = Featurizer.from_layers(model, task, layers, seed=m["projection"]["seed"],
-                                            device=dev, projections=index.stored_projections())
-        featurizer.verify_checksums({d["name"]: (d["proj_in_sha256"], d["proj_out_sha256"])
-                                     for d in m["layers"]})
+        featurizer = Featurizer.from_layers(
+            model,
+            task,
+            list(index.layout.layers),
+            seed=m["projection"]["seed"],
+            device=dev,
+            projections=index.stored_projections(),
+        )
+        featurizer.verify_checksums(
+            {d["name"]: (d["proj_in_sha256"], d["proj_out_sha256"]) for d in m["layers"]}
+        )
         pre = {n: LayerPreconditioner.from_curvature(c, dev) for n, c in index.curvature().items()}
-        return cls(index, featurizer, pre)
+        return cls(index, featurizer, pre, index.store())
 
     @classmethod
-    def open(cls, path: str, model: str | None = None, device: str = "auto",
-             check_model: bool = True) -> "QueryEngine":
+    def open(
+        cls, path: str, model: str | None = None, device: str = "auto", check_model: bool = True
+    ) -> QueryEngine:
         """Open an LM index and load its model (or ``model``, which must have the same weights)."""
         index = Index(path)
         try:
@@ -50,14 +81,20 @@ class QueryEngine:
             dev = resolve_device(device)
             loaded = load_causal_lm(model or m["model"].get("path") or m["model"]["spec"], dev)
             if check_model and model_fingerprint(loaded.model) != m["model"].get("fingerprint"):
-                raise IndexFormatError("the model's weights differ from those the index was "
-                                       "built with")
-            task = CausalLMTask(loaded.tokenizer, m["task"]["max_tokens"],
-                                m["task"]["chat_template"])
+                raise IndexFormatError(
+                    "the model's weights differ from those the index was built with"
+                )
+            task = CausalLMTask(
+                loaded.tokenizer, m["task"]["max_tokens"], m["task"]["chat_template"]
+            )
             return cls.attach(index, loaded.model, task, dev)
         except Exception:
             index.close()
             raise
+
+    @property
+    def device(self) -> torch.device:
+        return self.featurizer.device
 
     def query_tokens(self, query: Example) -> int:
         """Token count of an LM query; raises DataError when no token counts in its loss."""
@@ -66,8 +103,9 @@ class QueryEngine:
             return task.length(query)
         ids, mask = task.encode(query)
         if sum(mask[1:]) == 0:
-            raise DataError("the query has no tokens whose loss counts (empty completion, "
-                            "or a one-token text)")
+            raise DataError(
+                "the query has no tokens whose loss counts (empty completion, or a one-token text)"
+            )
         return len(ids)
 
     def query_gradients(self, queries: list[Example]) -> dict[str, torch.Tensor]:
@@ -79,19 +117,96 @@ class QueryEngine:
         """P_q (Q, d1, d2) per layer: the query gradients through the Woodbury inverse."""
         return precondition(self.query_gradients(queries), self.preconditioners)
 
-    def score(self, queries: list[Example], k: int = 10, keep_scores: bool = True,
-              block_rows: int = 4096, query_rank: int = 0, candidates: int = 4) -> ScoreResult:
-        """Top-k both ways for each query; ``query_rank`` > 0 takes the low-rank fast path."""
-        p = self.preconditioned(queries)
-        return score_store(self.index.store(), p, k=k, block_rows=block_rows,
-                           keep_scores=keep_scores, device=self.featurizer.device,
-                           query_rank=query_rank, candidates=candidates)
+    def scan(
+        self,
+        p: dict[str, torch.Tensor],
+        k: int = 10,
+        keep_scores: bool = False,
+        block_rows: int = 4096,
+        query_rank: int = 0,
+        candidates: int = 4,
+    ) -> ScoreResult:
+        """Stream the factor store once for preconditioned queries ``p`` (see score_store)."""
+        return score_store(
+            self.store,
+            p,
+            k=k,
+            block_rows=block_rows,
+            keep_scores=keep_scores,
+            device=self.device,
+            query_rank=query_rank,
+            candidates=candidates,
+        )
+
+    def score(
+        self,
+        queries: list[Example],
+        k: int = 10,
+        keep_scores: bool = True,
+        block_rows: int = 4096,
+        query_rank: int = 0,
+        candidates: int = 4,
+    ) -> ScoreResult:
+        """Top-k both ways for each query and, with ``keep_scores``, the full (Q, N) matrix of
+        scores; ``query_rank`` > 0 takes the low-rank fast path."""
+        return self.scan(
+            self.preconditioned(queries),
+            k=k,
+            keep_scores=keep_scores,
+            block_rows=block_rows,
+            query_rank=query_rank,
+            candidates=candidates,
+        )
+
+    def explain(self, query: Example, example_id: int) -> Explanation:
+        """Split the score of training example ``example_id`` for ``query`` over both texts'
+        tokens (exact; see indexer.engine.explain)."""
+        task = self.featurizer.task
+        if not isinstance(task, CausalLMTask):
+            raise ConfigError("token explanations need a language-model index")
+        if not 0 <= example_id < len(self.index):
+            raise DataError(f"example_id must be in [0, {len(self.index)})")
+        self.query_tokens(query)  # raises DataError for a query without loss tokens
+        example = self.index.example(example_id)
+        split = split_score(
+            self.featurizer.position_terms(query),
+            self.featurizer.position_terms(example),
+            self.preconditioners,
+            self.index.layout.rank,
+        )
+        row = self.store.rows(np.array([example_id]), self.device)
+        index_score = float(score_rows(self.index.layout, row, split.preconditioned)[0, 0])
+        return Explanation(
+            example_id=example_id,
+            score=split.score,
+            index_score=index_score,
+            query_tokens=_tokens(task, query, split.query.cpu()),
+            example_tokens=_tokens(task, example, split.example.cpu()),
+            example_truncated=task.full_length(example) > task.max_tokens,
+        )
 
     def close(self) -> None:
         self.index.close()
 
 
+def _tokens(task: CausalLMTask, example: Example, values: torch.Tensor) -> list[TokenContribution]:
+    ids, mask = task.encode(example)
+    if len(ids) != values.shape[0]:
+        raise DataError(
+            "token count and captured positions differ (a tracked layer runs more "
+            "than once per forward pass); explanations need one call per layer"
+        )
+    return [
+        TokenContribution(task.tokenizer.decode([i]), float(v), bool(m))
+        for i, v, m in zip(ids, values.tolist(), mask, strict=True)
+    ]
+
+
 def top_rows(result: ScoreResult, q: int, direction: str = "proponents") -> list[tuple[int, float]]:
-    ids, scores = ((result.proponent_ids, result.proponent_scores) if direction == "proponents"
-                   else (result.opponent_ids, result.opponent_scores))
-    return [(int(i), float(s)) for i, s in zip(ids[q], scores[q]) if np.isfinite(s)]
+    """(id, score) of query ``q``'s top-k in one direction, best first."""
+    ids, scores = (
+        (result.proponent_ids, result.proponent_scores)
+        if direction == "proponents"
+        else (result.opponent_ids, result.opponent_scores)
+    )
+    return [(int(i), float(s)) for i, s in zip(ids[q], scores[q], strict=True) if np.isfinite(s)]

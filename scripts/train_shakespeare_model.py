@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from indexer.corpora.shakespeare import load_speeches
-from indexer.corpora.splits import split_of
-from indexer.lm_training import TrainConfig, train
+from lorif_demo.corpora.shakespeare import load_speeches
+from lorif_demo.corpora.splits import split_of
+from lorif_demo.lm_training import TrainConfig, train
 
 
 def main() -> None:

@@ -27,25 +27,41 @@ def query_key(fingerprint: str, options: ScoringOptions, example: Example, k: in
     return f"lorif:v{CACHE_FORMAT}:{fingerprint}:{opts}:k{k}:{text}"
 
 
-def encode(s: Scored) -> bytes:
+def serialize(s: Scored) -> bytes:
     """Compact value: magic, version, k, residual (NaN = exact), then ids (int32) and scores
     (float32) both ways: 12 + 16 k bytes."""
     k = len(s.proponent_ids)
     residual = float("nan") if s.residual is None else s.residual
     head = _MAGIC + struct.pack("<BIf", CACHE_FORMAT, k, residual)
-    return head + b"".join(np.ascontiguousarray(a, dtype=d).tobytes() for a, d in (
-        (s.proponent_ids, "<i4"), (s.proponent_scores, "<f4"),
-        (s.opponent_ids, "<i4"), (s.opponent_scores, "<f4")))
+    return head + b"".join(
+        np.ascontiguousarray(a, dtype=d).tobytes()
+        for a, d in (
+            (s.proponent_ids, "<i4"),
+            (s.proponent_scores, "<f4"),
+            (s.opponent_ids, "<i4"),
+            (s.opponent_scores, "<f4"),
+        )
+    )
 
 
-def decode(raw: bytes) -> Scored | None:
+def deserialize(raw: bytes) -> Scored | None:
+    """The Scored value of ``serialize``, or None for bytes of another format."""
     if raw[:3] != _MAGIC or raw[3] != CACHE_FORMAT:
         return None
     k, residual = struct.unpack("<If", raw[4:12])
-    parts = [np.frombuffer(raw, dtype=d, count=k, offset=12 + 4 * k * i)
-             for i, d in enumerate(("<i4", "<f4", "<i4", "<f4"))]
-    return Scored(parts[0].astype(np.int64), parts[1], parts[2].astype(np.int64), parts[3], 0, 0,
-                  residual=None if np.isnan(residual) else residual)
+    parts = [
+        np.frombuffer(raw, dtype=d, count=k, offset=12 + 4 * k * i)
+        for i, d in enumerate(("<i4", "<f4", "<i4", "<f4"))
+    ]
+    return Scored(
+        parts[0].astype(np.int64),
+        parts[1],
+        parts[2].astype(np.int64),
+        parts[3],
+        0,
+        0,
+        residual=None if np.isnan(residual) else residual,
+    )
 
 
 class ResultCache(Protocol):
@@ -59,7 +75,8 @@ class ResultCache(Protocol):
 
 class LRUCache:
     def __init__(self, size: int):
-        self.size, self.data = size, OrderedDict()
+        self.size = size
+        self.data: OrderedDict[str, Scored] = OrderedDict()
         self.healthy = True
 
     async def get(self, key: str) -> Scored | None:
@@ -79,13 +96,20 @@ class RedisCache:
     """Redis with per-call timeouts; after ``failures`` consecutive errors the breaker opens and
     Redis is skipped for ``reset_s`` seconds, then one call tries again (half-open)."""
 
-    def __init__(self, url: str, ttl_s: int, timeout_s: float = 0.05, failures: int = 3,
-                 reset_s: float = 5.0, on_error=None):
+    def __init__(
+        self,
+        url: str,
+        ttl_s: int,
+        timeout_s: float = 0.05,
+        failures: int = 3,
+        reset_s: float = 5.0,
+        on_error=None,
+    ):
         import redis.asyncio as aioredis
 
-        self.client = aioredis.Redis.from_url(url, socket_timeout=timeout_s,
-                                              socket_connect_timeout=timeout_s,
-                                              retry_on_timeout=False)
+        self.client = aioredis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry_on_timeout=False
+        )
         self.ttl_s, self.failures, self.reset_s = ttl_s, failures, reset_s
         self.on_error = on_error
         self._errors, self._open_until = 0, 0.0
@@ -113,14 +137,14 @@ class RedisCache:
             self._failed()
             return None
         self._errors = 0
-        return decode(raw) if raw else None
+        return deserialize(raw) if isinstance(raw, bytes) else None
 
     async def put(self, key: str, value: Scored) -> None:
         if self._skip():
             return
         try:
-            await self.client.set(key, encode(value), ex=self.ttl_s)
-        except Exception:  # noqa: BLE001
+            await self.client.set(key, serialize(value), ex=self.ttl_s)
+        except Exception:  # noqa: BLE001 - as in get
             self._failed()
             return
         self._errors = 0
@@ -139,7 +163,7 @@ class ExampleCache:
 
     def get_many(self, ids: list[int]) -> list[Example]:
         missing = [i for i in dict.fromkeys(ids) if i not in self.data]
-        for i, ex in zip(missing, self.load(missing) if missing else []):
+        for i, ex in zip(missing, self.load(missing) if missing else [], strict=False):
             self.data[i] = ex
         out = []
         for i in ids:

@@ -16,10 +16,17 @@ class ApiError(Exception):
         self.status, self.title, self.detail, self.headers = status, title, detail, headers
 
 
-def problem(status: int, title: str, detail: str, instance: str = "",
-            headers: dict | None = None, **extra) -> JSONResponse:
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail,
-            "instance": instance, **extra}
+def problem(
+    status: int, title: str, detail: str, instance: str = "", headers: dict | None = None, **extra
+) -> JSONResponse:
+    body = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+        **extra,
+    }
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
@@ -33,10 +40,16 @@ def install(app: FastAPI) -> None:
         errors = [{"loc": list(e.get("loc", [])), "msg": e.get("msg", "")} for e in exc.errors()]
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         where = ".".join(str(x) for x in first["loc"] if x != "body") or "body"
-        return problem(422, "Invalid request", f"{where}: {first['msg']}", request.url.path,
-                       errors=errors)
+        return problem(
+            422, "Invalid request", f"{where}: {first['msg']}", request.url.path, errors=errors
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
-        return problem(exc.status_code, str(exc.detail), str(exc.detail), request.url.path,
-                       getattr(exc, "headers", None))
+        return problem(
+            exc.status_code,
+            str(exc.detail),
+            str(exc.detail),
+            request.url.path,
+            getattr(exc, "headers", None),
+        )

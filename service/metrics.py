@@ -9,14 +9,19 @@ class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         self.queue_depth = Gauge("lorif_queue_depth", "Queries waiting to be scored", registry=r)
-        self.batch_size = Histogram("lorif_batch_size", "Queries per scan", registry=r,
-                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+        self.batch_size = Histogram(
+            "lorif_batch_size",
+            "Queries per scan",
+            registry=r,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+        )
         self.scans = Counter("lorif_scans", "Scans of the factor store", registry=r)
         self.bytes_scanned = Counter("lorif_bytes_scanned", "Factor bytes read", registry=r)
         self.scan_seconds = Histogram("lorif_scan_seconds", "Seconds per scan", registry=r)
         self.cache = Counter("lorif_cache", "Cache lookups", ["result"], registry=r)
-        self.responses = Counter("lorif_responses", "HTTP responses", ["route", "status"],
-                                 registry=r)
+        self.responses = Counter(
+            "lorif_responses", "HTTP responses", ["route", "status"], registry=r
+        )
 
     def on_scan(self, n_queries: int, n_bytes: int, seconds: float) -> None:
         self.scans.inc()

@@ -12,10 +12,14 @@ Direction = Literal["proponents", "opponents", "both"]
 class AttributionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(..., min_length=1, description="Query text. Without a completion, "
-                                                       "all its tokens count in the loss.")
-    completion: str | None = Field(None, min_length=1,
-                                   description="If given, only these tokens count.")
+    prompt: str = Field(
+        ...,
+        min_length=1,
+        description="Query text. Without a completion, all its tokens count in the loss.",
+    )
+    completion: str | None = Field(
+        None, min_length=1, description="If given, only these tokens count."
+    )
     k: int = Field(20, ge=1, le=1000, description="Results per direction.")
     direction: Direction = "proponents"
 
@@ -37,8 +41,10 @@ class TokenScore(BaseModel):
 class ExplanationResponse(BaseModel):
     index_fingerprint: str
     example_id: int
-    score: float = Field(description="Sum of either list of contributions (the pair's score "
-                                     "from the recomputed example gradient).")
+    score: float = Field(
+        description="Sum of either list of contributions (the pair's score "
+        "from the recomputed example gradient)."
+    )
     index_score: float = Field(description="The scan's score of this pair (stored factors).")
     query_tokens: list[TokenScore]
     example_tokens: list[TokenScore]
@@ -65,9 +71,12 @@ class Timings(BaseModel):
 class Approximation(BaseModel):
     path: Literal["exact", "low-rank"]
     query_rank: int = Field(description="Rank c_q of the query in the scan (0 = exact).")
-    residual: float | None = Field(None, description="||P_q - rank-c_q part||_F / ||P_q||_F: "
-                                   "how much of the query the candidate scan ignored. Returned "
-                                   "scores are exact either way.")
+    residual: float | None = Field(
+        None,
+        description="||P_q - rank-c_q part||_F / ||P_q||_F: "
+        "how much of the query the candidate scan ignored. Returned "
+        "scores are exact either way.",
+    )
 
 
 class AttributionResponse(BaseModel):
@@ -89,16 +98,31 @@ class ExampleResponse(BaseModel):
     n_tokens: int
 
 
+class LayerSummary(BaseModel):
+    name: str
+    in_dim: int
+    out_dim: int
+    d1: int
+    d2: int
+    D: int = Field(description="d1 * d2: the dense projected gradient's size")
+    lambda_: float = Field(alias="lambda", description="The layer's damping")
+
+
 class IndexSummary(BaseModel):
+    """The index's summary (as `lorif index info --json` prints it) and this server's scoring."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
     fingerprint: str
-    model: dict[str, Any]
+    model: dict[str, Any] = Field(description="spec, class and weight fingerprint (no paths)")
     n_examples: int
     n_layers: int
-    layers: list[dict[str, Any]]
+    layers: list[LayerSummary]
     rank_c: int
     curvature_rank_r: int
     storage_dtype: str
-    bytes_per_example: int
+    bytes_per_example: int = Field(description="c * sum(d1 + d2) * bytes per value")
+    stored_bytes_per_example: float = Field(description="the factor dataset's size / N")
     dense_bytes_per_example: int
     dense_ratio: float
     created: str | None

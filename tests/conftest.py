@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import os
-import random
 from pathlib import Path
 
 import pytest
-import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from indexer.build import build_index  # noqa: E402
-from indexer.config import BuildConfig  # noqa: E402
-from indexer.toy import save_lm, tiny_lm, train_tokenizer  # noqa: E402
+from indexer.build import build_index
+from indexer.config import BuildConfig, CurvatureConfig
+from lorif_demo.toy import save_lm, train_tokenizer
 
-WORDS = ("king queen castle sword night moon love death crown blood storm sea ship honour "
-         "grief joy fool wit gold silver horse field war peace heart tongue eye hand").split()
-
-
-def make_corpus(n: int, seed: int = 0) -> list[str]:
-    """Short varied sentences (lengths 3..25 words) over a small vocabulary."""
-    rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 25))) + "."
-            for _ in range(n)]
+from .helpers import make_corpus, make_model, write_jsonl
 
 
 @pytest.fixture(scope="session")
@@ -43,22 +32,11 @@ def arch(request) -> str:
     return request.param
 
 
-def make_model(arch: str, tokenizer, seed: int = 0) -> torch.nn.Module:
-    return tiny_lm(arch, len(tokenizer), hidden=32, layers=2, heads=4, seed=seed)
-
-
 @pytest.fixture(scope="session")
 def model_dirs(tmp_path_factory, tokenizer) -> dict[str, Path]:
     """Saved tiny models (HF directories) per architecture."""
     root = tmp_path_factory.mktemp("models")
     return {a: save_lm(make_model(a, tokenizer), tokenizer, root / a) for a in ("llama", "gpt2")}
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    with path.open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row) + "\n")
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -69,8 +47,14 @@ def data_jsonl(tmp_path_factory, corpus) -> Path:
         if i % 3 == 0:
             words = text.split()
             cut = max(1, len(words) // 2)
-            rows.append({"prompt": " ".join(words[:cut]) + " ", "completion": " ".join(words[cut:]),
-                         "source": "pair", "n": i})
+            rows.append(
+                {
+                    "prompt": " ".join(words[:cut]) + " ",
+                    "completion": " ".join(words[cut:]),
+                    "source": "pair",
+                    "n": i,
+                }
+            )
         else:
             rows.append({"text": text, "source": "text", "n": i})
     return write_jsonl(tmp_path_factory.mktemp("data") / "train.jsonl", rows)
@@ -79,8 +63,15 @@ def data_jsonl(tmp_path_factory, corpus) -> Path:
 @pytest.fixture(scope="session")
 def small_index(model_dirs, data_jsonl, tmp_path_factory):
     out = tmp_path_factory.mktemp("idx") / "small.h5"
-    cfg = BuildConfig(model=str(model_dirs["llama"]), data=str(data_jsonl), output=str(out),
-                      proj_factor=4, rank=2, curvature_rank=16, batch_size=8)
+    cfg = BuildConfig(
+        model=str(model_dirs["llama"]),
+        data=str(data_jsonl),
+        output=str(out),
+        proj_factor=4,
+        rank=2,
+        curvature=CurvatureConfig(rank=16),
+        batch_size=8,
+    )
     build_index(cfg, progress=False)
     return out
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from indexer.capture import Conv1D
+from indexer.engine.capture import Conv1D
 
 
 def autograd_projected(model, task, featurizer, example) -> dict[str, torch.Tensor]:
@@ -27,8 +27,9 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
-def dense_influence(model, task, featurizer, train, queries, lambdas: dict[str, float]
-                    ) -> np.ndarray:
+def dense_influence(
+    model, task, featurizer, train, queries, lambdas: dict[str, float]
+) -> np.ndarray:
     """s(q, i) = sum_layers g_q^T (G^T G + lambda I)^{-1} g_i in float64, (Q, N)."""
     g_train = [autograd_projected(model, task, featurizer, ex) for ex in train]
     g_query = [autograd_projected(model, task, featurizer, ex) for ex in queries]
@@ -39,3 +40,11 @@ def dense_influence(model, task, featurizer, train, queries, lambdas: dict[str, 
         H = G.T @ G + lambdas[name] * np.eye(G.shape[1])
         total += Gq @ np.linalg.solve(H, G.T)
     return total
+
+
+def woodbury_inverse(V: torch.Tensor, sigma2: torch.Tensor, lam: float) -> torch.Tensor:
+    """Dense (V diag(sigma2) V^T + lam I)^{-1} = (1/lam)[I - V diag(sigma2/(sigma2+lam)) V^T],
+    O(D^2); the scorer applies the same form without building it."""
+    coef = sigma2 / (sigma2 + lam)
+    eye = torch.eye(V.shape[0], dtype=V.dtype, device=V.device)
+    return (eye - (V * coef) @ V.T) / lam

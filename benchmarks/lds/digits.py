@@ -1,6 +1,6 @@
 """LDS setting A: scikit-learn's digits (8x8 images, 10 classes) with a small MLP.
 
-    python -m benchmarks.lds.digits ground-truth      # retrain M subsets x S seeds (once; committed)
+    python -m benchmarks.lds.digits ground-truth   # retrain M subsets x S seeds (once; committed)
     python -m benchmarks.lds.digits evaluate          # score every method against it
     python -m benchmarks.lds.digits evaluate --smoke  # CI: tiny ground truth, two methods
 
@@ -22,8 +22,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from .harness import (Report, grad_dot_scores, jl_project, logra_dense_scores, random_subsets,
-                      read_ground_truth, save_ground_truth, stacked_gradients, trak_scores)
+from .harness import (
+    Report,
+    grad_dot_scores,
+    jl_project,
+    logra_dense_scores,
+    random_subsets,
+    read_ground_truth,
+    save_ground_truth,
+    stacked_gradients,
+    trak_scores,
+)
 
 HERE = Path(__file__).resolve().parent
 GROUND_TRUTH = HERE / "data" / "digits_ground_truth.npz"
@@ -77,37 +86,65 @@ def make_ground_truth(m: int, seeds: int, out: Path, steps: int = STEPS) -> None
             losses[i, seed] = query_losses(train(x[idx], y[idx], seed, steps), xq, yq)
         if (i + 1) % 10 == 0:
             print(f"  {i + 1}/{m} subsets, {time.perf_counter() - t:.0f} s", flush=True)
-    config = {"setting": "digits-mlp", "n_train": N_TRAIN, "n_query": N_QUERY, "m": m,
-              "seeds": seeds, "steps": steps, "lr": LR, "l2": L2, "subset_seed": 1,
-              "retrain_seconds": round(time.perf_counter() - t, 1)}
+    config = {
+        "setting": "digits-mlp",
+        "n_train": N_TRAIN,
+        "n_query": N_QUERY,
+        "m": m,
+        "seeds": seeds,
+        "steps": steps,
+        "lr": LR,
+        "l2": L2,
+        "subset_seed": 1,
+        "retrain_seconds": round(time.perf_counter() - t, 1),
+    }
     save_ground_truth(out, subsets, losses, config)
-    print(f"ground truth: {out} ({m} subsets x {seeds} seeds, "
-          f"{config['retrain_seconds']} s)")
+    print(f"ground truth: {out} ({m} subsets x {seeds} seeds, {config['retrain_seconds']} s)")
 
 
-def lorif_scores(model, x, y, xq, yq, f: int, c: int, r: int, tmp: Path) -> tuple[np.ndarray,
-                                                                                   int, float]:
+def lorif_scores(
+    model, x, y, xq, yq, f: int, c: int, r: int, tmp: Path
+) -> tuple[np.ndarray, int, float]:
     """LoRIF through the Python API: build an index of the training set, score the queries."""
     from indexer.build import build_index
-    from indexer.config import BuildConfig
+    from indexer.config import BuildConfig, CurvatureConfig
     from indexer.data import Example
-    from indexer.featurize import Featurizer
-    from indexer.index_file import Index
+    from indexer.models.featurizer import Featurizer
+    from indexer.models.tasks import ClassificationTask
     from indexer.query import QueryEngine
-    from indexer.tasks import ClassificationTask
+    from indexer.storage.reader import Index
 
     task = ClassificationTask()
     feat = Featurizer.create(model, task, proj_factor=f, seed=0)
-    train_ex = [Example(completion=f"train {i}", inputs=x[i], meta={"label": int(y[i])})
-                for i in range(len(y))]
-    queries = [Example(completion=f"query {i}", inputs=xq[i], meta={"label": int(yq[i])})
-               for i in range(len(yq))]
+    train_ex = [
+        Example(completion=f"train {i}", inputs=x[i], meta={"label": int(y[i])})
+        for i in range(len(y))
+    ]
+    queries = [
+        Example(completion=f"query {i}", inputs=xq[i], meta={"label": int(yq[i])})
+        for i in range(len(yq))
+    ]
     out = tmp / f"digits-f{f}-c{c}-r{r}.h5"
-    cfg = BuildConfig(model="digits-mlp", data="memory", output=str(out), proj_factor=f, rank=c,
-                      curvature_rank=r, seed=0, batch_size=250, overwrite=True)
+    cfg = BuildConfig(
+        model="digits-mlp",
+        data="memory",
+        output=str(out),
+        proj_factor=f,
+        rank=c,
+        curvature=CurvatureConfig(rank=r),
+        seed=0,
+        batch_size=250,
+        overwrite=True,
+    )
     t = time.perf_counter()
-    build_index(cfg, featurizer=feat, examples=train_ex, model_info={"name": "digits-mlp"},
-                task_info={"kind": "classification"}, progress=False)
+    build_index(
+        cfg,
+        featurizer=feat,
+        examples=train_ex,
+        model_info={"name": "digits-mlp"},
+        task_info={"kind": "classification"},
+        progress=False,
+    )
     build_s = time.perf_counter() - t
     with Index(out) as index:
         engine = QueryEngine.attach(index, model, task)
@@ -119,8 +156,8 @@ def lorif_scores(model, x, y, xq, yq, f: int, c: int, r: int, tmp: Path) -> tupl
 def projected(model, x, y, f: int, seed: int = 0) -> tuple[dict, int]:
     """G~ of every example with the same projections LoRIF uses (same f, same seed)."""
     from indexer.data import Example
-    from indexer.featurize import Featurizer
-    from indexer.tasks import ClassificationTask
+    from indexer.models.featurizer import Featurizer
+    from indexer.models.tasks import ClassificationTask
 
     feat = Featurizer.create(model, ClassificationTask(), proj_factor=f, seed=seed)
     ex = [Example(completion="", inputs=x[i], meta={"label": int(y[i])}) for i in range(len(y))]
@@ -135,8 +172,19 @@ def evaluate(gt: Path, smoke: bool) -> list[dict]:
     report = Report(subsets, losses)
     add = report.add
 
-    grid = [(1, 1, 64)] if smoke else [(1, 1, 256), (1, 2, 256), (1, 4, 256), (1, 1, 64),
-                                       (2, 1, 256), (2, 4, 256), (4, 1, 128)]
+    grid = (
+        [(1, 1, 64)]
+        if smoke
+        else [
+            (1, 1, 256),
+            (1, 2, 256),
+            (1, 4, 256),
+            (1, 1, 64),
+            (2, 1, 256),
+            (2, 4, 256),
+            (4, 1, 128),
+        ]
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for f, c, r in grid:
             scores, per_example, build_s = lorif_scores(model, x, y, xq, yq, f, c, r, Path(tmp))
@@ -145,13 +193,23 @@ def evaluate(gt: Path, smoke: bool) -> list[dict]:
         t = time.perf_counter()
         g_train, numbers = projected(model, x, y, f)
         g_query, _ = projected(model, xq, yq, f)
-        add("LoGRA-dense", f"f={f}", logra_dense_scores(g_train, g_query), 2 * numbers,
-            time.perf_counter() - t)
+        add(
+            "LoGRA-dense",
+            f"f={f}",
+            logra_dense_scores(g_train, g_query),
+            2 * numbers,
+            time.perf_counter() - t,
+        )
         if f == 1:
             add("grad-dot", f"f={f}", grad_dot_scores(g_train, g_query), 2 * numbers, 0.0)
-            for factor in ([] if smoke else [0.01, 1.0]):  # damping sensitivity, not the headline
-                add("LoGRA-dense", f"f={f} lam x{factor:g}",
-                    logra_dense_scores(g_train, g_query, factor), 2 * numbers, 0.0)
+            for factor in [] if smoke else [0.01, 1.0]:  # damping sensitivity, not the headline
+                add(
+                    "LoGRA-dense",
+                    f"f={f} lam x{factor:g}",
+                    logra_dense_scores(g_train, g_query, factor),
+                    2 * numbers,
+                    0.0,
+                )
     if not smoke:
         from .harness import full_gradients
 
@@ -159,14 +217,19 @@ def evaluate(gt: Path, smoke: bool) -> list[dict]:
             return nn.functional.cross_entropy(fwd(xb), yb, reduction="none")
 
         t = time.perf_counter()
-        full = full_gradients(model, loss_fn, [(x[s : s + 250], y[s : s + 250])
-                                               for s in range(0, len(y), 250)])
+        full = full_gradients(
+            model, loss_fn, [(x[s : s + 250], y[s : s + 250]) for s in range(0, len(y), 250)]
+        )
         full_q = full_gradients(model, loss_fn, [(xq, yq)])
         for k in (512, 2048):
-            add("TRAK-style", f"k={k}", trak_scores(jl_project(full, k), jl_project(full_q, k)),
-                2 * k, time.perf_counter() - t)
-    print(f"ground truth: {config['m']} subsets x {config['seeds']} seeds, "
-          f"{len(yq)} queries")
+            add(
+                "TRAK-style",
+                f"k={k}",
+                trak_scores(jl_project(full, k), jl_project(full_q, k)),
+                2 * k,
+                time.perf_counter() - t,
+            )
+    print(f"ground truth: {config['m']} subsets x {config['seeds']} seeds, {len(yq)} queries")
     return report.rows
 
 

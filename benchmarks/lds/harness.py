@@ -53,12 +53,12 @@ class LDS:
         return f"{self.mean:.3f} [{self.ci_low:.3f}, {self.ci_high:.3f}]"
 
 
-def lds(scores: np.ndarray, subsets: np.ndarray, losses: np.ndarray, n_boot: int = 2000,
-        seed: int = 0) -> LDS:
+def lds(
+    scores: np.ndarray, subsets: np.ndarray, losses: np.ndarray, n_boot: int = 2000, seed: int = 0
+) -> LDS:
     """scores (Q, N), subsets (M, N) bool, losses (M, Q) -> LDS with a bootstrap 95 % CI."""
     predicted = subsets.astype(np.float64) @ scores.T.astype(np.float64)  # (M, Q)
-    per_query = np.array([spearman(predicted[:, q], -losses[:, q])
-                          for q in range(scores.shape[0])])
+    per_query = np.array([spearman(predicted[:, q], -losses[:, q]) for q in range(scores.shape[0])])
     rng = np.random.default_rng(seed)
     boots = per_query[rng.integers(0, len(per_query), (n_boot, len(per_query)))].mean(axis=1)
     lo, hi = np.percentile(boots, [2.5, 97.5])
@@ -78,8 +78,13 @@ def random_subsets(m: int, n: int, frac: float = 0.5, seed: int = 0) -> np.ndarr
 def save_ground_truth(out: Path, subsets: np.ndarray, losses: np.ndarray, config: dict) -> None:
     """subsets (M, N) bool (bit-packed), losses (M, seeds, Q) float32, config as JSON."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out, subsets=np.packbits(subsets, axis=1), n_train=subsets.shape[1],
-                        losses=losses, config=json.dumps(config))
+    np.savez_compressed(
+        out,
+        subsets=np.packbits(subsets, axis=1),
+        n_train=subsets.shape[1],
+        losses=losses,
+        config=json.dumps(config),
+    )
 
 
 def read_ground_truth(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -109,17 +114,26 @@ class Report:
     rows: list[dict] = field(default_factory=list)
     failures: list[dict] = field(default_factory=list)
 
-    def add(self, method: str, config: str, scores: np.ndarray, nbytes: int | None,
-            seconds: float) -> None:
+    def add(
+        self, method: str, config: str, scores: np.ndarray, nbytes: int | None, seconds: float
+    ) -> None:
         """``nbytes`` None: the method stores nothing per example (it recomputes gradients)."""
         r = lds(scores, self.subsets, self.losses)
-        self.rows.append({"method": method, "config": config,
-                          "bytes_per_example": None if nbytes is None else int(nbytes),
-                          "lds": r.mean, "ci": [r.ci_low, r.ci_high],
-                          "seconds": round(seconds, 2)})
+        self.rows.append(
+            {
+                "method": method,
+                "config": config,
+                "bytes_per_example": None if nbytes is None else int(nbytes),
+                "lds": r.mean,
+                "ci": [r.ci_low, r.ci_high],
+                "seconds": round(seconds, 2),
+            }
+        )
         stored = "     none" if nbytes is None else f"{int(nbytes):9d}"
-        print(f"  {method:12s} {config:18s} {stored} B/example  LDS {r}  "
-              f"({seconds:.1f} s)", flush=True)
+        print(
+            f"  {method:12s} {config:18s} {stored} B/example  LDS {r}  ({seconds:.1f} s)",
+            flush=True,
+        )
 
 
 def stacked_gradients(featurizer, examples: list, batch: int) -> dict[str, torch.Tensor]:
@@ -136,8 +150,9 @@ def damping(gram: torch.Tensor, factor: float = 0.1) -> float:
     return float(factor * torch.trace(gram) / gram.shape[0])
 
 
-def logra_dense_scores(train: dict[str, torch.Tensor], query: dict[str, torch.Tensor],
-                       factor: float = 0.1) -> np.ndarray:
+def logra_dense_scores(
+    train: dict[str, torch.Tensor], query: dict[str, torch.Tensor], factor: float = 0.1
+) -> np.ndarray:
     """train[name] (N, d1, d2), query[name] (Q, d1, d2) projected gradients -> scores (Q, N)."""
     total = None
     for name, g in train.items():
@@ -148,7 +163,7 @@ def logra_dense_scores(train: dict[str, torch.Tensor], query: dict[str, torch.Te
             gram = G.T @ G
             H = gram + damping(gram, factor) * torch.eye(d, dtype=gram.dtype)
             s = Gq @ torch.linalg.solve(H, G.T)
-        else:  # same scores through the N x N kernel: (G^T G + lam I)^-1 G^T = G^T (G G^T + lam I)^-1
+        else:  # the N x N kernel: (G^T G + lam I)^-1 G^T = G^T (G G^T + lam I)^-1
             kernel = G @ G.T
             lam = factor * float(torch.trace(kernel)) / d  # trace(G G^T) = trace(G^T G)
             s = torch.linalg.solve(kernel + lam * torch.eye(n, dtype=G.dtype), G @ Gq.T).T
@@ -156,18 +171,20 @@ def logra_dense_scores(train: dict[str, torch.Tensor], query: dict[str, torch.Te
     return total.numpy()
 
 
-def grad_dot_scores(train: dict[str, torch.Tensor], query: dict[str, torch.Tensor]
-                    ) -> np.ndarray:
+def grad_dot_scores(train: dict[str, torch.Tensor], query: dict[str, torch.Tensor]) -> np.ndarray:
     total = None
     for name, g in train.items():
-        s = query[name].reshape(query[name].shape[0], -1).double() @ \
-            g.reshape(g.shape[0], -1).double().T
+        s = (
+            query[name].reshape(query[name].shape[0], -1).double()
+            @ g.reshape(g.shape[0], -1).double().T
+        )
         total = s if total is None else total + s
     return total.numpy()
 
 
-def trak_scores(phi_train: torch.Tensor, phi_query: torch.Tensor, factor: float = 0.1
-                ) -> np.ndarray:
+def trak_scores(
+    phi_train: torch.Tensor, phi_query: torch.Tensor, factor: float = 0.1
+) -> np.ndarray:
     """phi (N, k) and (Q, k) JL-projected full gradients -> scores (Q, N)."""
     P, Pq = phi_train.double(), phi_query.double()
     gram = P.T @ P

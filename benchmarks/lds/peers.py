@@ -48,9 +48,16 @@ class _Items(Dataset):
 
 # ---------------------------------------------------------------- dattri
 
-def dattri_logra(model: nn.Module, layers: list[str], loss_of_batch, train: DataLoader,
-                 query: DataLoader, proj_dim: int, damping: float | None) -> tuple[np.ndarray,
-                                                                                   int]:
+
+def dattri_logra(
+    model: nn.Module,
+    layers: list[str],
+    loss_of_batch,
+    train: DataLoader,
+    query: DataLoader,
+    proj_dim: int,
+    damping: float | None,
+) -> tuple[np.ndarray, int]:
     """dattri's LoGraAttributor (factorised Gaussian projection, eFIM, exact per-layer inverse).
 
     Returns scores (Q, N) and the number of stored values per training example.
@@ -58,28 +65,49 @@ def dattri_logra(model: nn.Module, layers: list[str], loss_of_batch, train: Data
     from dattri.algorithm.logra import LoGraAttributor
     from dattri.task import AttributionTask
 
-    task = AttributionTask(loss_func=lambda m, batch, device: loss_of_batch(m, batch),
-                           model=model, checkpoints=model.state_dict())
+    task = AttributionTask(
+        loss_func=lambda m, batch, device: loss_of_batch(m, batch),
+        model=model,
+        checkpoints=model.state_dict(),
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        attributor = LoGraAttributor(task=task, layer_names=layers, hessian="eFIM",
-                                     damping=damping, device="cpu", proj_dim=proj_dim,
-                                     offload="cpu", cache_dir=tmp)
+        attributor = LoGraAttributor(
+            task=task,
+            layer_names=layers,
+            hessian="eFIM",
+            damping=damping,
+            device="cpu",
+            proj_dim=proj_dim,
+            offload="cpu",
+            cache_dir=tmp,
+        )
         attributor.cache(train)
         scores = attributor.attribute(train, query)  # (N, Q)
         numbers = int(attributor.total_proj_dim)
     return scores.T.double().numpy(), numbers
 
 
-def dattri_trak(model: nn.Module, margin, correct_probability, train: DataLoader,
-                query: DataLoader, proj_dim: int, regularization: float) -> np.ndarray:
+def dattri_trak(
+    model: nn.Module,
+    margin,
+    correct_probability,
+    train: DataLoader,
+    query: DataLoader,
+    proj_dim: int,
+    regularization: float,
+) -> np.ndarray:
     """dattri's TRAKAttributor, one checkpoint: scores (Q, N)."""
     from dattri.algorithm.trak import TRAKAttributor
     from dattri.task import AttributionTask
 
     task = AttributionTask(loss_func=margin, model=model, checkpoints=model.state_dict())
-    attributor = TRAKAttributor(task=task, correct_probability_func=correct_probability,
-                                device="cpu", regularization=regularization,
-                                projector_kwargs={"proj_dim": proj_dim, "device": "cpu"})
+    attributor = TRAKAttributor(
+        task=task,
+        correct_probability_func=correct_probability,
+        device="cpu",
+        regularization=regularization,
+        projector_kwargs={"proj_dim": proj_dim, "device": "cpu"},
+    )
     with torch.no_grad():
         attributor.cache(train)
         scores = attributor.attribute(query)  # (N, Q)
@@ -88,9 +116,18 @@ def dattri_trak(model: nn.Module, margin, correct_probability, train: DataLoader
 
 # ----------------------------------------------------------- kronfluence
 
-def kronfluence_scores(model: nn.Module, task, train: Dataset, query: Dataset, collate,
-                       strategy: str, batch: int, empirical: bool = False,
-                       damping: float | None = 1e-8) -> np.ndarray:
+
+def kronfluence_scores(
+    model: nn.Module,
+    task,
+    train: Dataset,
+    query: Dataset,
+    collate,
+    strategy: str,
+    batch: int,
+    empirical: bool = False,
+    damping: float | None = 1e-8,
+) -> np.ndarray:
     """kronfluence's Analyzer: fit factors (``strategy``; true Fisher with labels drawn from
     the model, or the empirical Fisher), pairwise scores (Q, N). ``damping`` is kronfluence's
     ``damping_factor`` (its default 1e-8; None = its heuristic, 0.1 x the mean eigenvalue)."""
@@ -101,20 +138,33 @@ def kronfluence_scores(model: nn.Module, task, train: Dataset, query: Dataset, c
     logging.getLogger("kronfluence").setLevel(logging.WARNING)
     model = prepare_model(copy.deepcopy(model), task)  # it wraps modules in place
     with tempfile.TemporaryDirectory() as tmp:
-        analyzer = Analyzer(analysis_name="lds", model=model, task=task, output_dir=tmp,
-                            disable_tqdm=True, disable_model_save=True, cpu=True)
+        analyzer = Analyzer(
+            analysis_name="lds",
+            model=model,
+            task=task,
+            output_dir=tmp,
+            disable_tqdm=True,
+            disable_model_save=True,
+            cpu=True,
+        )
         analyzer.set_dataloader_kwargs(DataLoaderKwargs(collate_fn=collate, num_workers=0))
-        analyzer.fit_all_factors(factors_name=strategy, dataset=train,
-                                 per_device_batch_size=batch,
-                                 factor_args=FactorArguments(strategy=strategy,
-                                                             use_empirical_fisher=empirical),
-                                 overwrite_output_dir=True)
-        analyzer.compute_pairwise_scores(scores_name=strategy, factors_name=strategy,
-                                         query_dataset=query, train_dataset=train,
-                                         per_device_query_batch_size=len(query),
-                                         per_device_train_batch_size=batch,
-                                         score_args=ScoreArguments(damping_factor=damping),
-                                         overwrite_output_dir=True)
+        analyzer.fit_all_factors(
+            factors_name=strategy,
+            dataset=train,
+            per_device_batch_size=batch,
+            factor_args=FactorArguments(strategy=strategy, use_empirical_fisher=empirical),
+            overwrite_output_dir=True,
+        )
+        analyzer.compute_pairwise_scores(
+            scores_name=strategy,
+            factors_name=strategy,
+            query_dataset=query,
+            train_dataset=train,
+            per_device_query_batch_size=len(query),
+            per_device_train_batch_size=batch,
+            score_args=ScoreArguments(damping_factor=damping),
+            overwrite_output_dir=True,
+        )
         scores = analyzer.load_pairwise_scores(strategy)["all_modules"]
     return scores.double().numpy()
 
@@ -122,8 +172,12 @@ def kronfluence_scores(model: nn.Module, task, train: Dataset, query: Dataset, c
 # (strategy, empirical Fisher, damping_factor): kronfluence's defaults for both strategies; the
 # last two rows were added after the first run, to see whether the Fisher type or the damping
 # explains EK-FAC's lead on setting B.
-KRONFLUENCE_RUNS = [("ekfac", False, 1e-8), ("kfac", False, 1e-8), ("ekfac", True, 1e-8),
-                    ("ekfac", False, None)]
+KRONFLUENCE_RUNS = [
+    ("ekfac", False, 1e-8),
+    ("kfac", False, 1e-8),
+    ("ekfac", True, 1e-8),
+    ("ekfac", False, None),
+]
 
 
 def _kronfluence_label(strategy: str, empirical: bool, damping: float | None) -> str:
@@ -142,6 +196,7 @@ def _timed(fn, *args, **kwargs):
 
 
 # --------------------------------------------------------------- setting A
+
 
 def run_digits(gt: Path) -> list[dict]:
     from kronfluence.task import Task
@@ -173,34 +228,56 @@ def run_digits(gt: Path) -> list[dict]:
 
     wrapped = Unbatch(model)
     lifted_train = DataLoader(pairs(x, y), batch_size=250, shuffle=False, collate_fn=lifted)
-    lifted_query = DataLoader(pairs(xq, yq), batch_size=len(yq), shuffle=False,
-                              collate_fn=lifted)
+    lifted_query = DataLoader(pairs(xq, yq), batch_size=len(yq), shuffle=False, collate_fn=lifted)
     layers = ["inner.0", "inner.2"]  # the two nn.Linear layers, as our methods track
 
     def loss_of_batch(m, batch):
         xb, yb = batch
         return nn.functional.cross_entropy(m(xb), yb, reduction="sum")
 
-    for proj_dim, damping, label in [(4096, None, "default damping (1e-5 tr/D)"),
-                                     (4096, 0.1, "λ = 0.1·tr/D"), (1024, 0.1, "λ = 0.1·tr/D")]:
-        (scores, numbers), secs = _timed(dattri_logra, wrapped, layers, loss_of_batch,
-                                         lifted_train, lifted_query, proj_dim, damping)
+    for proj_dim, damping, label in [
+        (4096, None, "default damping (1e-5 tr/D)"),
+        (4096, 0.1, "λ = 0.1·tr/D"),
+        (1024, 0.1, "λ = 0.1·tr/D"),
+    ]:
+        (scores, numbers), secs = _timed(
+            dattri_logra,
+            wrapped,
+            layers,
+            loss_of_batch,
+            lifted_train,
+            lifted_query,
+            proj_dim,
+            damping,
+        )
         report.add("dattri LoGra", f"proj {proj_dim}, {label}", scores, 2 * numbers, secs)
 
     def margin(params, pair):  # dattri's TRAK target for classification: the logit margin
         xi, yi = pair
         logp = -nn.functional.cross_entropy(
-            torch.func.functional_call(model, params, xi.unsqueeze(0)), yi.unsqueeze(0))
+            torch.func.functional_call(model, params, xi.unsqueeze(0)), yi.unsqueeze(0)
+        )
         return logp - torch.log(1 - torch.exp(logp))
 
     def correct_probability(params, pair):
         xi, yi = pair
-        return torch.exp(-nn.functional.cross_entropy(
-            torch.func.functional_call(model, params, xi.unsqueeze(0)), yi.unsqueeze(0)))
+        return torch.exp(
+            -nn.functional.cross_entropy(
+                torch.func.functional_call(model, params, xi.unsqueeze(0)), yi.unsqueeze(0)
+            )
+        )
 
     for proj_dim, reg in [(512, 0.0), (2048, 1e-3)]:
-        scores, secs = _timed(dattri_trak, model, margin, correct_probability, train_loader,
-                              query_loader, proj_dim, reg)
+        scores, secs = _timed(
+            dattri_trak,
+            model,
+            margin,
+            correct_probability,
+            train_loader,
+            query_loader,
+            proj_dim,
+            reg,
+        )
         report.add("dattri TRAK", f"proj {proj_dim}, reg {reg:g}", scores, 2 * proj_dim, secs)
 
     class DigitsTask(Task):
@@ -217,8 +294,17 @@ def run_digits(gt: Path) -> list[dict]:
             return nn.functional.cross_entropy(model(xb), yb, reduction="sum")
 
     for run in KRONFLUENCE_RUNS:
-        scores, secs = _timed(kronfluence_scores, model, DigitsTask(), pairs(x, y),
-                              pairs(xq, yq), None, run[0], 250, *run[1:])
+        scores, secs = _timed(
+            kronfluence_scores,
+            model,
+            DigitsTask(),
+            pairs(x, y),
+            pairs(xq, yq),
+            None,
+            run[0],
+            250,
+            *run[1:],
+        )
         report.add("kronfluence", _kronfluence_label(*run), scores, None, secs)
     print(f"ground truth: {config['m']} subsets x {config['seeds']} seeds, {len(yq)} queries")
     return report.rows
@@ -226,13 +312,14 @@ def run_digits(gt: Path) -> list[dict]:
 
 # --------------------------------------------------------------- setting B
 
+
 def run_shakespeare(gt: Path) -> list[dict]:
     from types import SimpleNamespace
 
     from kronfluence.task import Task
 
-    from indexer.capture import select_layers
     from indexer.data import Example
+    from indexer.engine.capture import select_layers
 
     from . import shakespeare
 
@@ -253,23 +340,42 @@ def run_shakespeare(gt: Path) -> list[dict]:
             self.lm = lm
 
         def forward(self, input_ids, attention_mask, loss_mask):
-            batch = {"input_ids": input_ids, "attention_mask": attention_mask,
-                     "loss_mask": loss_mask}
+            batch = {
+                "input_ids": input_ids,
+                "attention_mask": attention_mask,
+                "loss_mask": loss_mask,
+            }
             return SimpleNamespace(loss=lm_task.loss(self.lm, batch).sum())
 
     wrapped = LossModel(model)
     train_loader = DataLoader(_Items(train_ex), batch_size=32, collate_fn=lm_task.collate)
-    query_loader = DataLoader(_Items(query_ex), batch_size=len(query_ex),
-                              collate_fn=lm_task.collate)
-    for proj_dim, damping, label in [(256, None, "default damping (1e-5 tr/D)"),
-                                     (256, 0.1, "λ = 0.1·tr/D"), (1024, 0.1, "λ = 0.1·tr/D")]:
+    query_loader = DataLoader(
+        _Items(query_ex), batch_size=len(query_ex), collate_fn=lm_task.collate
+    )
+    for proj_dim, damping, label in [
+        (256, None, "default damping (1e-5 tr/D)"),
+        (256, 0.1, "λ = 0.1·tr/D"),
+        (1024, 0.1, "λ = 0.1·tr/D"),
+    ]:
         (scores, numbers), secs = _timed(
-            dattri_logra, wrapped, [f"lm.{n}" for n in layers],
-            lambda m, batch: m(**batch).loss, train_loader, query_loader, proj_dim, damping)
+            dattri_logra,
+            wrapped,
+            [f"lm.{n}" for n in layers],
+            lambda m, batch: m(**batch).loss,
+            train_loader,
+            query_loader,
+            proj_dim,
+            damping,
+        )
         report.add("dattri LoGra", f"proj {proj_dim}, {label}", scores, 2 * numbers, secs)
 
-    padded = lambda exs: _Items(list(zip(*(lm_task.collate(exs)[k] for k in  # noqa: E731
-                                           ("input_ids", "attention_mask", "loss_mask")))))
+    def padded(exs):
+        batch = lm_task.collate(exs)
+        return _Items(
+            list(
+                zip(*(batch[k] for k in ("input_ids", "attention_mask", "loss_mask")), strict=True)
+            )
+        )
 
     def sequence_loss(params, item):
         # No attention mask: padding is on the right and attention is causal, so the counted
@@ -289,22 +395,37 @@ def run_shakespeare(gt: Path) -> list[dict]:
     for proj_dim, reg in [(1024, 1e-3), (4096, 1e-3)]:
         try:
             scores, secs = _timed(
-                dattri_trak, model, margin, correct_probability,
-                DataLoader(padded(train_ex), batch_size=32), DataLoader(padded(query_ex),
-                                                                        batch_size=50),
-                proj_dim, reg)
+                dattri_trak,
+                model,
+                margin,
+                correct_probability,
+                DataLoader(padded(train_ex), batch_size=32),
+                DataLoader(padded(query_ex), batch_size=50),
+                proj_dim,
+                reg,
+            )
         except Exception as err:  # noqa: BLE001 - reported as a row, not hidden
-            print(f"  dattri TRAK proj {proj_dim}: did not run: {type(err).__name__}: "
-                  f"{str(err).splitlines()[0][:200]}")
-            report.failures.append({"method": "dattri TRAK", "config": f"proj {proj_dim}",
-                                    "error": f"{type(err).__name__}: {str(err)[:300]}"})
+            print(
+                f"  dattri TRAK proj {proj_dim}: did not run: {type(err).__name__}: "
+                f"{str(err).splitlines()[0][:200]}"
+            )
+            report.failures.append(
+                {
+                    "method": "dattri TRAK",
+                    "config": f"proj {proj_dim}",
+                    "error": f"{type(err).__name__}: {str(err)[:300]}",
+                }
+            )
             continue
         report.add("dattri TRAK", f"proj {proj_dim}, reg {reg:g}", scores, 2 * proj_dim, secs)
 
     class ShakespeareTask(Task):
         def compute_train_loss(self, batch, model, sample=False):
-            logits = model(input_ids=batch["input_ids"],
-                           attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+            logits = (
+                model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+                .logits[:, :-1]
+                .float()
+            )
             targets = batch["input_ids"][:, 1:]
             if sample:  # true Fisher: next tokens drawn from the model
                 with torch.no_grad():
@@ -324,11 +445,19 @@ def run_shakespeare(gt: Path) -> list[dict]:
             return batch["attention_mask"]
 
     for run in KRONFLUENCE_RUNS:
-        scores, secs = _timed(kronfluence_scores, model, ShakespeareTask(), _Items(train_ex),
-                              _Items(query_ex), lm_task.collate, run[0], 32, *run[1:])
+        scores, secs = _timed(
+            kronfluence_scores,
+            model,
+            ShakespeareTask(),
+            _Items(train_ex),
+            _Items(query_ex),
+            lm_task.collate,
+            run[0],
+            32,
+            *run[1:],
+        )
         report.add("kronfluence", _kronfluence_label(*run), scores, None, secs)
-    print(f"ground truth: {config['m']} subsets x {config['seeds']} seeds, "
-          f"{len(query_ex)} queries")
+    print(f"ground truth: {config['m']} subsets x {config['seeds']} seeds, {len(query_ex)} queries")
     return report.rows + report.failures
 
 

@@ -13,9 +13,15 @@ import argparse
 import json
 from pathlib import Path
 
-COLORS = {"LoRIF": "#1f5fbf", "LoGRA-dense": "#c5221f", "grad-dot": "#7a7a7a",
-          "TRAK-style": "#e08a00", "dattri LoGra": "#8e44ad", "dattri TRAK": "#16a085",
-          "kronfluence": "#2e7d32"}
+COLORS = {
+    "LoRIF": "#1f5fbf",
+    "LoGRA-dense": "#c5221f",
+    "grad-dot": "#7a7a7a",
+    "TRAK-style": "#e08a00",
+    "dattri LoGra": "#8e44ad",
+    "dattri TRAK": "#16a085",
+    "kronfluence": "#2e7d32",
+}
 MARKERS = {"dattri LoGra": "s", "dattri TRAK": "D"}
 
 
@@ -34,15 +40,32 @@ def plot(rows: list[dict], out: Path, title: str) -> None:
         x = [r["bytes_per_example"] for r in pts]
         y = [r["lds"] for r in pts]
         err = [[r["lds"] - r["ci"][0] for r in pts], [r["ci"][1] - r["lds"] for r in pts]]
-        ax.errorbar(x, y, yerr=err, fmt=MARKERS.get(method, "o"), capsize=3, label=method,
-                    color=COLORS.get(method, "black"))
+        ax.errorbar(
+            x,
+            y,
+            yerr=err,
+            fmt=MARKERS.get(method, "o"),
+            capsize=3,
+            label=method,
+            color=COLORS.get(method, "black"),
+        )
         for r in pts:
-            ax.annotate(r["config"], (r["bytes_per_example"], r["lds"]), fontsize=5.5,
-                        xytext=(4, 3), textcoords="offset points")
-    for style, r in zip(["--", ":", "-.", (0, (5, 1, 1, 1))], lines):
+            ax.annotate(
+                r["config"],
+                (r["bytes_per_example"], r["lds"]),
+                fontsize=5.5,
+                xytext=(4, 3),
+                textcoords="offset points",
+            )
+    for style, r in zip(["--", ":", "-.", (0, (5, 1, 1, 1))], lines, strict=False):
         color = COLORS.get(r["method"], "black")
-        ax.axhline(r["lds"], ls=style, lw=1, color=color,
-                   label=f"{r['method']} {r['config']} (no index: recomputes gradients)")
+        ax.axhline(
+            r["lds"],
+            ls=style,
+            lw=1,
+            color=color,
+            label=f"{r['method']} {r['config']} (no index: recomputes gradients)",
+        )
         ax.axhspan(r["ci"][0], r["ci"][1], color=color, alpha=0.07)
     ax.set_xscale("log")
     ax.set_xlabel("stored bytes per training example (2 bytes per number, log scale)")

@@ -20,8 +20,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .harness import (Report, grad_dot_scores, jl_project, logra_dense_scores, random_subsets,
-                      read_ground_truth, save_ground_truth, stacked_gradients, trak_scores)
+from .harness import (
+    Report,
+    grad_dot_scores,
+    jl_project,
+    logra_dense_scores,
+    random_subsets,
+    read_ground_truth,
+    save_ground_truth,
+    stacked_gradients,
+    trak_scores,
+)
 
 HERE = Path(__file__).resolve().parent
 GROUND_TRUTH = HERE / "data" / "shakespeare_ground_truth.npz"
@@ -30,8 +39,8 @@ EPOCHS, BATCH, LR = 4, 32, 3e-3
 
 
 def load() -> tuple[list[str], list[str]]:
-    from indexer.corpora.shakespeare import load_speeches
-    from indexer.corpora.splits import split_of
+    from lorif_demo.corpora.shakespeare import load_speeches
+    from lorif_demo.corpora.splits import split_of
 
     speeches = load_speeches()
     ok = [(i, r["text"]) for i, r in enumerate(speeches) if 80 <= len(r["text"]) <= 400]
@@ -41,14 +50,14 @@ def load() -> tuple[list[str], list[str]]:
 
 
 def task_for(train_texts: list[str]):
-    from indexer.tasks import CausalLMTask
-    from indexer.toy import train_tokenizer
+    from indexer.models.tasks import CausalLMTask
+    from lorif_demo.toy import train_tokenizer
 
     return CausalLMTask(train_tokenizer(train_texts, vocab_size=1024), MAX_TOKENS)
 
 
 def make_model(vocab: int, seed: int) -> torch.nn.Module:
-    from indexer.toy import tiny_lm
+    from lorif_demo.toy import tiny_lm
 
     return tiny_lm("llama", vocab, hidden=64, layers=2, heads=4, seed=seed, tie_embeddings=True)
 
@@ -92,10 +101,19 @@ def make_ground_truth(m: int, seeds: int, out: Path) -> None:
             losses[i, seed] = query_losses(train(task, texts, seed), task, query_texts)
         if (i + 1) % 5 == 0:
             print(f"  {i + 1}/{m} subsets, {time.perf_counter() - t:.0f} s", flush=True)
-    config = {"setting": "shakespeare-llama-tiny", "n_train": len(train_texts),
-              "n_query": len(query_texts), "m": m, "seeds": seeds, "epochs": EPOCHS,
-              "batch": BATCH, "lr": LR, "max_tokens": MAX_TOKENS, "subset_seed": 1,
-              "retrain_seconds": round(time.perf_counter() - t, 1)}
+    config = {
+        "setting": "shakespeare-llama-tiny",
+        "n_train": len(train_texts),
+        "n_query": len(query_texts),
+        "m": m,
+        "seeds": seeds,
+        "epochs": EPOCHS,
+        "batch": BATCH,
+        "lr": LR,
+        "max_tokens": MAX_TOKENS,
+        "subset_seed": 1,
+        "retrain_seconds": round(time.perf_counter() - t, 1),
+    }
     save_ground_truth(out, subsets, losses, config)
     print(f"ground truth: {out} ({m} subsets x {seeds} seeds, {config['retrain_seconds']} s)")
 
@@ -123,11 +141,11 @@ def add_seeds(gt: Path, extra: int) -> None:
 
 def evaluate(gt: Path, json_out: Path | None) -> list[dict]:
     from indexer.build import build_index
-    from indexer.config import BuildConfig
+    from indexer.config import BuildConfig, CurvatureConfig
     from indexer.data import Example
-    from indexer.featurize import Featurizer
-    from indexer.index_file import Index
+    from indexer.models.featurizer import Featurizer
     from indexer.query import QueryEngine
+    from indexer.storage.reader import Index
 
     subsets, losses, config = read_ground_truth(gt)
     train_texts, query_texts = load()
@@ -143,43 +161,84 @@ def evaluate(gt: Path, json_out: Path | None) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         # f = 1 rows were added after the first run, to see whether projection (f = 4) or the
         # curvature explains kronfluence's lead (it uses unprojected gradients).
-        for f, c, r in [(4, 1, 256), (4, 4, 256), (4, 8, 256), (4, 1, 64), (8, 1, 128),
-                        (8, 4, 128), (2, 1, 256), (1, 1, 256), (1, 4, 256)]:
+        for f, c, r in [
+            (4, 1, 256),
+            (4, 4, 256),
+            (4, 8, 256),
+            (4, 1, 64),
+            (8, 1, 128),
+            (8, 4, 128),
+            (2, 1, 256),
+            (1, 1, 256),
+            (1, 4, 256),
+        ]:
             feat = Featurizer.create(model, task, proj_factor=f, seed=0)
-            cfg = BuildConfig(model="shakespeare-tiny", data="memory", proj_factor=f, rank=c,
-                              curvature_rank=r, seed=0, batch_size=32, overwrite=True,
-                              output=str(Path(tmp) / f"f{f}c{c}r{r}.h5"),
-                              max_tokens=MAX_TOKENS)
+            cfg = BuildConfig(
+                model="shakespeare-tiny",
+                data="memory",
+                proj_factor=f,
+                rank=c,
+                curvature=CurvatureConfig(rank=r),
+                seed=0,
+                batch_size=32,
+                overwrite=True,
+                output=str(Path(tmp) / f"f{f}c{c}r{r}.h5"),
+                max_tokens=MAX_TOKENS,
+            )
             t = time.perf_counter()
-            build_index(cfg, featurizer=feat, examples=train_ex, progress=False,
-                        model_info={"name": "shakespeare-tiny"}, task_info={"kind": "lm"})
+            build_index(
+                cfg,
+                featurizer=feat,
+                examples=train_ex,
+                progress=False,
+                model_info={"name": "shakespeare-tiny"},
+                task_info={"kind": "lm"},
+            )
             build_s = time.perf_counter() - t
             with Index(cfg.output) as index:
-                scores = QueryEngine.attach(index, model, task).score(
-                    query_ex, k=1, keep_scores=True).scores
-                add("LoRIF", f"f={f} c={c} r={r}", scores, index.bytes_per_example()[0],
-                    build_s)
+                scores = (
+                    QueryEngine.attach(index, model, task)
+                    .score(query_ex, k=1, keep_scores=True)
+                    .scores
+                )
+                add("LoRIF", f"f={f} c={c} r={r}", scores, index.bytes_per_example()[0], build_s)
     for f in (1, 4, 8):
         t = time.perf_counter()
         feat = Featurizer.create(model, task, proj_factor=f, seed=0)
         g_train = stacked_gradients(feat, train_ex, 32)
         g_query = stacked_gradients(feat, query_ex, 32)
         numbers = sum(g[0].numel() for g in g_train.values())
-        add("LoGRA-dense", f"f={f}", logra_dense_scores(g_train, g_query), 2 * numbers,
-            time.perf_counter() - t)
+        add(
+            "LoGRA-dense",
+            f"f={f}",
+            logra_dense_scores(g_train, g_query),
+            2 * numbers,
+            time.perf_counter() - t,
+        )
         if f in (1, 4):
             add("grad-dot", f"f={f}", grad_dot_scores(g_train, g_query), 2 * numbers, 0.0)
         if f == 4:
             for factor in (0.01, 1.0):
-                add("LoGRA-dense", f"f={f} lam x{factor:g}",
-                    logra_dense_scores(g_train, g_query, factor), 2 * numbers, 0.0)
+                add(
+                    "LoGRA-dense",
+                    f"f={f} lam x{factor:g}",
+                    logra_dense_scores(g_train, g_query, factor),
+                    2 * numbers,
+                    0.0,
+                )
     t = time.perf_counter()
     full, full_q = _full(model, task, train_ex), _full(model, task, query_ex)
     for k in (1024, 4096):
-        add("TRAK-style", f"k={k}", trak_scores(jl_project(full, k), jl_project(full_q, k)),
-            2 * k, time.perf_counter() - t)
-    print(f"ground truth: {config['m']} subsets x {config['seeds']} seeds, "
-          f"{len(query_texts)} queries")
+        add(
+            "TRAK-style",
+            f"k={k}",
+            trak_scores(jl_project(full, k), jl_project(full_q, k)),
+            2 * k,
+            time.perf_counter() - t,
+        )
+    print(
+        f"ground truth: {config['m']} subsets x {config['seeds']} seeds, {len(query_texts)} queries"
+    )
     if json_out:
         json_out.write_text(json.dumps(report.rows, indent=2))
     return report.rows
@@ -187,7 +246,7 @@ def evaluate(gt: Path, json_out: Path | None) -> list[dict]:
 
 def _full(model, task, examples) -> torch.Tensor:
     """Per-example gradients of all parameters (one backward per example), (N, P)."""
-    params = [p for p in model.parameters()]
+    params = list(model.parameters())
     for p in params:
         p.requires_grad_(True)
     out = []

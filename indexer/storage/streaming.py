@@ -1,0 +1,147 @@
+"""Block streaming: a reader thread fills a ring of reused host buffers while the caller computes.
+
+The reader thread copies raw rows (storage dtype) from the store into one of ``depth`` buffers
+(page faults and disk reads happen there, off the compute thread; numpy and torch release the
+GIL for the copies). On CPU the reader thread also decodes the block into a reused float32
+buffer, so decoding overlaps the previous block's GEMMs and no block allocates fresh memory.
+On CUDA the raw buffers are pinned and the host-to-device copy runs on its own stream, so
+transfers overlap the GEMMs of the previous block; the device decodes.
+
+Yielded rows live in a reused buffer: they are valid until the next block is requested (copy
+them to keep them).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from .codec import NUMPY_STORAGE, decode_into
+
+if TYPE_CHECKING:
+    from .store import FactorStore
+
+_HOST_DTYPE = {"bf16": torch.int16, "fp16": torch.float16, "fp32": torch.float32}
+_DONE = object()
+Ready = tuple[int, int, int] | BaseException | object  # (start, rows, slot), error or _DONE
+
+
+class BlockReader:
+    """Iterate ``(start, rows float32 (B, width) on device)`` over consecutive blocks of a store.
+
+    ``depth`` host buffers of ``block_rows x width`` (float32 on CPU, the storage dtype and
+    pinned on CUDA) are allocated once and reused; at most ``depth - 1`` blocks are read ahead
+    of the one being scored.
+    """
+
+    def __init__(
+        self,
+        store: FactorStore,
+        block_rows: int,
+        device: torch.device | str = "cpu",
+        depth: int = 3,
+    ):
+        if block_rows < 1 or depth < 2:
+            raise ValueError("block_rows must be >= 1 and depth >= 2")
+        self.store, self.device = store, torch.device(device)
+        self.block_rows = max(1, min(block_rows, len(store)))
+        cuda = self.device.type == "cuda"
+        shape = (self.block_rows, store.layout.width)
+        # CUDA: raw pinned buffers, decoded on the device. CPU: float32 buffers the reader
+        # thread decodes straight into from the store (one pass over the bytes).
+        self.buffers = [
+            torch.empty(
+                shape, dtype=_HOST_DTYPE[store.dtype] if cuda else torch.float32, pin_memory=cuda
+            )
+            for _ in range(depth)
+        ]
+        self.views = [
+            b.numpy().view(NUMPY_STORAGE[store.dtype]) if cuda else b.numpy() for b in self.buffers
+        ]
+        self.copy_stream = torch.cuda.Stream(self.device) if cuda else None  # type: ignore[no-untyped-call]
+
+    def __iter__(self) -> Iterator[tuple[int, torch.Tensor]]:
+        free: queue.Queue[int] = queue.Queue()
+        ready: queue.Queue[Ready] = queue.Queue()
+        for slot in range(len(self.buffers)):
+            free.put(slot)
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=self._read, args=(free, ready, stop), name="lorif-block-reader", daemon=True
+        )
+        thread.start()
+        held = None  # CPU: the slot the consumer is reading, freed when it asks for more
+        try:
+            while True:
+                item = ready.get()
+                if held is not None:
+                    free.put(held)
+                    held = None
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                assert isinstance(item, tuple)
+                start, n, slot = item
+                if self.copy_stream is None:
+                    held = slot
+                    yield start, self.buffers[slot][:n]
+                else:
+                    rows = self._to_device(self.buffers[slot][:n])
+                    free.put(slot)
+                    yield start, rows
+        finally:
+            stop.set()
+            free.put(-1)  # wake the reader if it waits for a buffer
+            thread.join()
+
+    def _read(
+        self, free: queue.Queue[int], ready: queue.Queue[Ready], stop: threading.Event
+    ) -> None:
+        try:
+            for start in range(0, len(self.store), self.block_rows):
+                slot = free.get()
+                if stop.is_set() or slot < 0:
+                    return
+                stop_row = min(start + self.block_rows, len(self.store))
+                n = stop_row - start
+                raw = self.store.read(start, stop_row)
+                if self.copy_stream is None:
+                    decode_into(self.views[slot][:n], raw, self.store.dtype)
+                else:
+                    np.copyto(self.views[slot][:n], raw)
+                ready.put((start, n, slot))
+            ready.put(_DONE)
+        except BaseException as e:  # noqa: BLE001 - re-raised on the consumer's thread
+            ready.put(e)
+
+    def _to_device(self, host: torch.Tensor) -> torch.Tensor:
+        """CUDA: pinned host block -> float32 on the device; the buffer is free after."""
+        assert self.copy_stream is not None
+        compute = torch.cuda.current_stream(self.device)
+        with torch.cuda.stream(self.copy_stream):
+            raw = host.to(self.device, non_blocking=True)
+            done = torch.cuda.Event()  # type: ignore[no-untyped-call]
+            done.record(self.copy_stream)
+        compute.wait_event(done)
+        raw.record_stream(compute)
+        done.synchronize()  # the pinned buffer may be refilled only once the copy has landed
+        return _as_float(raw, self.store.dtype)
+
+
+def _as_float(raw: torch.Tensor, dtype: str) -> torch.Tensor:
+    return (raw.view(torch.bfloat16) if dtype == "bf16" else raw).float()
+
+
+def iter_blocks(
+    store: FactorStore, block_rows: int, device: torch.device | str = "cpu", depth: int = 3
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """(start, float32 rows (B, width)) for consecutive blocks of the store, read ahead."""
+    if len(store) == 0:
+        return iter(())
+    return iter(BlockReader(store, block_rows, device, depth))

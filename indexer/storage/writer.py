@@ -1,0 +1,150 @@
+"""The index writer: preallocates every array of a partial file, streams factor rows into it
+through a memory map with a per-row done mask (a killed build resumes), then writes the
+curvature basis and the fingerprint and publishes the file by atomic rename."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import numpy.typing as npt
+
+from ..data import Example
+from ..engine.curvature import LayerCurvature
+from ..engine.layout import FactorLayout
+from ..engine.projection import Projections
+from ..errors import IndexFormatError
+from .codec import NUMPY_STORAGE
+from .format import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    PAGE,
+    STR,
+    contiguous,
+    fingerprint,
+    h5open,
+    partial_path,
+    read_manifest,
+    write_manifest,
+)
+
+
+class IndexWriter:
+    """A partial index file being filled; ``publish`` turns it into the finished index."""
+
+    def __init__(self, final: Path, manifest: dict[str, Any]):
+        self.final = Path(final)
+        self.path = partial_path(final)
+        self.manifest = manifest
+        self.layout = FactorLayout.from_manifest(manifest)
+        self.n = int(manifest["n_examples"])
+        with h5open(self.path, "r") as f:
+            off_f, off_d = f["factors"].id.get_offset(), f["done"].id.get_offset()
+        dtype = NUMPY_STORAGE[manifest["storage_dtype"]]
+        self.factors: np.memmap[Any, Any] = np.memmap(
+            self.path, dtype=dtype, mode="r+", offset=off_f, shape=(self.n, self.layout.width)
+        )
+        self.done: np.memmap[Any, Any] = np.memmap(
+            self.path, dtype=np.uint8, mode="r+", offset=off_d, shape=(self.n,)
+        )
+
+    @classmethod
+    def create(
+        cls,
+        final: str | Path,
+        manifest: dict[str, Any],
+        examples: Sequence[Example],
+        n_tokens: npt.NDArray[np.integer[Any]],
+        projections: Projections | None,
+    ) -> IndexWriter:
+        """Preallocate the partial file with everything known before featurization."""
+        path = partial_path(final)
+        layout = FactorLayout.from_manifest(manifest)
+        n = len(examples)
+        with h5py.File(path, "w", alignment_threshold=1, alignment_interval=PAGE) as f:
+            f.attrs["format"] = FORMAT_NAME
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["status"] = "building"
+            write_manifest(f, manifest)
+            contiguous(f, "factors", (n, layout.width), NUMPY_STORAGE[manifest["storage_dtype"]])
+            contiguous(f, "done", (n,), np.dtype(np.uint8))
+            g = f.create_group("examples")
+            g.create_dataset("prompt", data=[e.prompt for e in examples], dtype=STR)
+            g.create_dataset("completion", data=[e.completion for e in examples], dtype=STR)
+            g.create_dataset(
+                "meta",
+                data=[json.dumps(e.meta, ensure_ascii=False, default=str) for e in examples],
+                dtype=STR,
+            )
+            g.create_dataset("n_tokens", data=np.asarray(n_tokens, dtype=np.int32))
+            for name, (p_in, p_out) in (projections or {}).items():
+                pg = f.create_group(f"projections/{name}")
+                pg.create_dataset("in", data=p_in.astype("<f4"))
+                pg.create_dataset("out", data=p_out.astype("<f4"))
+            f.flush()
+        return cls(Path(final), manifest)
+
+    @classmethod
+    def resume(cls, final: str | Path) -> tuple[IndexWriter, dict[str, Any]]:
+        """Reopen an existing partial file; returns the writer and the manifest it was begun
+        with."""
+        path = partial_path(final)
+        with h5open(path, "r") as f:
+            manifest = read_manifest(f, path)
+            if "factors" not in f or "done" not in f:
+                raise IndexFormatError(f"{path}: partial build without factor storage")
+        return cls(Path(final), manifest), manifest
+
+    def pending(self) -> npt.NDArray[np.bool_]:
+        """Bool (N,): rows still to compute."""
+        pending: npt.NDArray[np.bool_] = np.asarray(self.done) == 0
+        return pending
+
+    def write_rows(
+        self, rows: npt.NDArray[np.integer[Any]], values: npt.NDArray[np.generic]
+    ) -> None:
+        """Store encoded rows, make them durable, then mark them done (in that order)."""
+        order = np.argsort(rows)
+        self.factors[rows[order]] = values[order]
+        self.factors.flush()
+        self.done[rows] = 1
+        self.done.flush()
+
+    def publish(self, manifest: dict[str, Any], curvature: Mapping[str, LayerCurvature]) -> str:
+        """Write basis + final manifest + fingerprint, then atomically rename into place."""
+        if not np.all(self.done):
+            raise IndexFormatError("cannot publish: some rows are not computed")
+        manifest = dict(manifest)
+        digest = fingerprint(manifest, self.factors, curvature)
+        manifest["fingerprint"] = digest
+        del self.factors, self.done  # release the maps before h5py rewrites metadata
+        with h5py.File(self.path, "r+") as f:
+            if "curvature" in f:
+                del f["curvature"]
+            for name, c in curvature.items():
+                g = f.create_group(f"curvature/{name}")
+                g.create_dataset("V", data=c.V.astype("<f4"))
+                g.create_dataset("sigma2", data=c.sigma2.astype("<f8"))
+                g.attrs["lambda"] = float(c.lam)
+            write_manifest(f, manifest)
+            f.attrs["fingerprint"] = digest
+            f.attrs["status"] = "complete"
+        _fsync_rename(self.path, self.final)
+        return digest
+
+
+def _fsync_rename(src: Path, dst: Path) -> None:
+    """Make ``src`` durable, rename it to ``dst`` atomically, and make the rename durable."""
+    with open(src, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(src, dst)
+    dir_fd = os.open(dst.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

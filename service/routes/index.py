@@ -1,0 +1,20 @@
+"""GET /v1/index: what the served index holds (the same summary as `lorif index info`) and how
+this server scores it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from ..protocol import IndexSummary
+from ..runtime import Runtime, runtime
+
+router = APIRouter()
+
+
+@router.get("/v1/index", response_model=IndexSummary)
+async def index_summary(rt: Annotated[Runtime, Depends(runtime)]) -> IndexSummary:
+    return IndexSummary(
+        **rt.engine.index.summary(), scoring_path=rt.options.path, query_rank=rt.options.query_rank
+    )

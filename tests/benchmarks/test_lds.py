@@ -1,0 +1,105 @@
+"""The LDS harness: Spearman with ties, perfect and reversed predictors, and the CI smoke run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from benchmarks.lds.harness import lds, random_subsets, spearman
+from tests.helpers import ROOT
+
+
+def test_spearman_matches_scipy_with_ties():
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        a, b = rng.integers(0, 6, 40).astype(float), rng.normal(size=40)
+        assert spearman(a, b) == pytest.approx(stats.spearmanr(a, b).statistic, abs=1e-12)
+
+
+def test_lds_of_exact_and_reversed_linear_datamodels():
+    rng = np.random.default_rng(1)
+    subsets = random_subsets(60, 200, seed=2)
+    assert (subsets.sum(axis=1) == 100).all()
+    tau = rng.normal(size=(5, 200))  # the true per-example effects on 5 queries
+    losses = -(subsets @ tau.T)  # helping examples lower the loss
+    good = lds(tau, subsets, losses)
+    assert good.mean == pytest.approx(1.0) and good.ci_low == pytest.approx(1.0)
+    assert lds(-tau, subsets, losses).mean == pytest.approx(-1.0)
+    noisy = lds(tau + rng.normal(scale=3.0, size=tau.shape), subsets, losses)
+    assert -1 < noisy.ci_low <= noisy.mean <= noisy.ci_high < 1
+
+
+def test_logra_dense_kernel_form_equals_parameter_form():
+    """N < D takes the N x N kernel (Woodbury) path; it must give the D x D solve's scores."""
+    import torch
+
+    from benchmarks.lds import harness
+
+    gen = torch.Generator().manual_seed(0)
+    train = {"a": torch.randn(30, 6, 8, generator=gen), "b": torch.randn(30, 3, 3, generator=gen)}
+    query = {"a": torch.randn(4, 6, 8, generator=gen), "b": torch.randn(4, 3, 3, generator=gen)}
+    kernel = harness.logra_dense_scores(train, query)  # "a": D = 48 > N = 30
+    wide = {n: torch.cat([g, torch.zeros(60, *g.shape[1:])]) for n, g in train.items()}
+    param = harness.logra_dense_scores(wide, query)[:, :30]  # N = 90 >= D: the D x D solve
+    np.testing.assert_allclose(kernel, param, rtol=1e-9, atol=1e-12)
+    assert np.abs(kernel).max() > 1e-3
+
+
+def test_seed_agreement_of_identical_and_independent_seeds(tmp_path):
+    from benchmarks.lds.harness import save_ground_truth, seed_agreement
+
+    rng = np.random.default_rng(3)
+    subsets = random_subsets(20, 50, seed=4)
+    base = rng.normal(size=(20, 1, 6)).astype(np.float32)
+    save_ground_truth(tmp_path / "same.npz", subsets, np.repeat(base, 4, axis=1), {})
+    assert seed_agreement(tmp_path / "same.npz") == pytest.approx(1.0)
+    noise = rng.normal(size=(20, 4, 6)).astype(np.float32)
+    save_ground_truth(tmp_path / "noise.npz", subsets, noise, {})
+    assert abs(seed_agreement(tmp_path / "noise.npz")) < 0.3
+
+
+def test_digits_smoke_run(tmp_path):
+    """The CI smoke version of setting A: a tiny ground truth, LoRIF and LoGRA-dense, gradient
+    dot; every method yields a finite LDS with a CI."""
+    out = tmp_path / "smoke.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks.lds.digits", "evaluate", "--smoke", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    rows = json.loads(out.read_text())
+    assert {r["method"] for r in rows} == {"LoRIF", "LoGRA-dense", "grad-dot"}
+    for r in rows:
+        assert np.isfinite(r["lds"]) and r["ci"][0] <= r["lds"] <= r["ci"][1]
+    lorif = [r for r in rows if r["method"] == "LoRIF"][0]
+    dense = [r for r in rows if r["method"] == "LoGRA-dense"][0]
+    assert dense["bytes_per_example"] >= 8 * lorif["bytes_per_example"]
+
+
+def test_committed_ground_truth_is_reproducible():
+    """The committed digits ground truth: its shape, and one retrain reproduces its losses."""
+    import torch
+
+    from benchmarks.lds import digits
+
+    subsets, mean_losses, config = digits.read_ground_truth(digits.GROUND_TRUTH)
+    assert subsets.shape == (100, digits.N_TRAIN) and (subsets.sum(1) == digits.N_TRAIN // 2).all()
+    assert mean_losses.shape == (100, digits.N_QUERY) and config["seeds"] == 3
+    raw = np.load(digits.GROUND_TRUTH)["losses"]  # (M, seeds, Q)
+    x, y, xq, yq = digits.load()
+    idx = torch.from_numpy(np.flatnonzero(subsets[7]))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        again = digits.query_losses(digits.train(x[idx], y[idx], seed=2), xq, yq)
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_allclose(again, raw[7, 2], rtol=1e-3, atol=1e-5)

@@ -1,0 +1,131 @@
+"""A build killed with SIGKILL resumes to the same arrays; mismatched settings are refused."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from indexer.build import build_index
+from indexer.config import BuildConfig, CurvatureConfig
+from indexer.storage.format import partial_path
+from indexer.storage.reader import Index
+from tests.helpers import ROOT, make_corpus, write_jsonl
+
+
+def build_args(model_dir, data, out, **extra) -> list[str]:
+    flags = {
+        "model": model_dir,
+        "data": data,
+        "output": out,
+        "proj-factor": 4,
+        "rank": 2,
+        "curvature-rank": 8,
+        "batch-size": 2,
+        "seed": 5,
+        **extra,
+    }
+    args = [sys.executable, "-m", "lorif_cli.main", "index", "build"]
+    for k, v in flags.items():
+        args += [f"--{k}", str(v)]
+    return args
+
+
+def done_count(partial: Path) -> int:
+    try:
+        with h5py.File(partial, "r", locking=False) as f:
+            offset, n = f["done"].id.get_offset(), f["done"].shape[0]
+        return int(np.memmap(partial, dtype=np.uint8, mode="r", offset=offset, shape=(n,)).sum())
+    except (OSError, KeyError, TypeError, ValueError):
+        return 0  # not created yet
+
+
+def arrays(path: Path) -> dict[str, np.ndarray]:
+    with Index(path) as index:
+        out = {"factors": np.array(index.file["factors"]), "fingerprint": index.fingerprint}
+        for name, c in index.curvature().items():
+            out[f"V/{name}"], out[f"s/{name}"], out[f"l/{name}"] = c.V, c.sigma2, c.lam
+    return out
+
+
+@pytest.fixture(scope="module")
+def big_data(tmp_path_factory) -> Path:
+    rows = [{"text": t, "i": i} for i, t in enumerate(make_corpus(300, seed=11))]
+    return write_jsonl(tmp_path_factory.mktemp("resume") / "data.jsonl", rows)
+
+
+def test_sigkill_then_resume_gives_identical_arrays(model_dirs, big_data, tmp_path):
+    out = tmp_path / "killed.h5"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        build_args(model_dirs["llama"], big_data, out),
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while done_count(partial_path(out)) < 40 and time.monotonic() < deadline:
+        assert proc.poll() is None, "build finished before it could be killed"
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = done_count(partial_path(out))
+    assert 40 <= killed_at < 300, killed_at
+    assert not out.exists() and partial_path(out).exists()
+    from indexer.errors import IndexFormatError
+
+    with pytest.raises(IndexFormatError, match="unfinished build"):
+        Index(partial_path(out))
+
+    # A different setting must be refused and leave the partial file untouched.
+    before = partial_path(out).read_bytes()
+    res = subprocess.run(
+        build_args(model_dirs["llama"], big_data, out, rank=3),
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 2
+    assert res.stderr.strip().startswith("error:") and "rank" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert partial_path(out).read_bytes() == before
+
+    res = subprocess.run(
+        build_args(model_dirs["llama"], big_data, out),
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert out.exists() and not partial_path(out).exists()
+    with Index(out) as index:
+        assert index.manifest["build_info"]["resumed_rows"] == killed_at
+
+    ref = tmp_path / "straight.h5"
+    build_index(
+        BuildConfig(
+            model=str(model_dirs["llama"]),
+            data=str(big_data),
+            output=str(ref),
+            proj_factor=4,
+            rank=2,
+            curvature=CurvatureConfig(rank=8),
+            batch_size=2,
+            seed=5,
+        ),
+        progress=False,
+    )
+    a, b = arrays(out), arrays(ref)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert np.array_equal(a[key], b[key]), key

@@ -1,0 +1,29 @@
+"""The README's demo, in its --quick form: corpus -> committed model -> index -> answers."""
+
+from __future__ import annotations
+
+import re
+
+from indexer.storage.reader import Index
+from lorif_demo.demo import DEMO_QUERIES, QUICK_STRIDE
+from tests.helpers import run_cli
+
+
+def test_quick_demo_end_to_end(monkeypatch, capsys, tmp_path):
+    code, out, err = run_cli(
+        monkeypatch, capsys, "demo", "--quick", "--no-serve", "--workdir", str(tmp_path), "-k", "3"
+    )
+    assert code == 0, err[-2000:]
+    with Index(tmp_path / "shakespeare-quick.h5") as index:
+        n = len(index)
+        assert n == -(-30435 // QUICK_STRIDE)  # every 15th speech
+        assert index.manifest["model"]["spec"] == "shakespeare-llama"
+        assert {"play", "speaker", "act", "scene", "split"} <= set(index.example(0).meta)
+    assert out.count("query:") == len(DEMO_QUERIES)
+    ranks = re.findall(r"^\s+(\d)\.\s+[+-]\d", out, re.M)
+    assert ranks == ["1", "2", "3"] * len(DEMO_QUERIES)
+    # a second run reuses the index and answers the same
+    code2, out2, _ = run_cli(
+        monkeypatch, capsys, "demo", "--quick", "--no-serve", "--workdir", str(tmp_path), "-k", "3"
+    )
+    assert code2 == 0 and out2.split("query:", 1)[1] == out.split("query:", 1)[1]

@@ -1,0 +1,228 @@
+"""The browse page in real headless Chromium (Debian's /usr/bin/chromium, driven by Playwright)
+against a real ``lorif serve`` on a small index that also holds malicious examples.
+
+Screenshots go to ``$LORIF_ARTIFACTS`` (default ``.ci-artifacts/``) for a human to look at.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from indexer.build import build_index
+from indexer.config import BuildConfig, CurvatureConfig
+from tests.helpers import lorif_serve, write_jsonl
+
+CHROMIUM = os.environ.get("LORIF_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+HAVE_BROWSER = Path(CHROMIUM).exists()
+try:
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:  # pragma: no cover - the dev extra installs it
+    sync_playwright = None
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        (not HAVE_BROWSER or sync_playwright is None) and os.environ.get("CI") != "true",
+        reason="needs Debian chromium and playwright (scripts/setup.sh installs both)",
+    ),
+]
+
+ARTIFACTS = Path(os.environ.get("LORIF_ARTIFACTS", ".ci-artifacts"))
+MALICIOUS = [
+    '<script>window.__pwned = "script"</script> the king is dead.',
+    "<img src=x onerror=\"window.__pwned = 'img'\"> long live the queen.",
+    'fish &amp; chips &lt;b&gt;bold&lt;/b&gt; "quoted" the sea.',
+]
+QUERY = "the king and the queen."
+
+
+@pytest.fixture(scope="module")
+def server(model_dirs, corpus, tmp_path_factory):
+    root = tmp_path_factory.mktemp("browser")
+    rows = [
+        {"text": t, "title": "Corpus", "speaker": f"S{i % 4}", "act": "I", "scene": str(i)}
+        for i, t in enumerate(corpus[:40])
+    ]
+    rows += [{"text": t, "title": "Malice <b>", "speaker": "<i>VILLAIN</i>"} for t in MALICIOUS]
+    data = write_jsonl(root / "train.jsonl", rows)
+    index = root / "browse.h5"
+    build_index(
+        BuildConfig(
+            model=str(model_dirs["llama"]),
+            data=str(data),
+            output=str(index),
+            proj_factor=4,
+            rank=2,
+            curvature=CurvatureConfig(rank=16),
+            batch_size=8,
+        ),
+        progress=False,
+    )
+    with lorif_serve(index, env={"LORIF_MAX_WAIT_MS": "5"}) as (url, _):
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    pg = context.new_page()
+    pg.dialogs = []  # any alert()/confirm() would mean injected code ran
+    pg.on("dialog", lambda d: (pg.dialogs.append(d.message), d.dismiss()))
+    pg.errors = []
+    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+    yield pg
+    context.close()
+
+
+def api_top(url: str, body: dict) -> list[tuple[int, float]]:
+    r = httpx.post(f"{url}/v1/attributions", json=body).json()
+    return [(x["example_id"], x["score"]) for x in r["proponents"]]
+
+
+def shown(page) -> list[tuple[int, float]]:
+    items = page.locator("ol.results li")
+    return [
+        (
+            int(items.nth(i).get_attribute("data-example-id")),
+            float(items.nth(i).locator(".score").inner_text()),
+        )
+        for i in range(items.count())
+    ]
+
+
+def test_query_results_detail_and_shared_url(server, page):
+    page.goto(server)
+    expect(page.locator("#index-summary")).to_contain_text("43 training examples")
+    page.keyboard.press("Tab")  # keyboard only: focus the prompt, type, Ctrl+Enter
+    expect(page.locator("#prompt")).to_be_focused()
+    page.keyboard.type(QUERY)
+    page.fill("#k", "7")
+    page.focus("#prompt")
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("ol.results li")).to_have_count(7)
+    got = shown(page)
+    want = api_top(server, {"prompt": QUERY, "k": 7})
+    assert [i for i, _ in got] == [i for i, _ in want]  # rank order of the API
+    for (_, a), (_, b) in zip(got, want, strict=False):
+        assert a == pytest.approx(b, rel=1e-3)  # 4 significant digits shown
+    ranks = page.locator("ol.results li .rank").all_inner_texts()
+    assert ranks == [f"#{i}" for i in range(1, 8)]
+    widths = page.eval_on_selector_all(".bar", "bs => bs.map(b => b.getBoundingClientRect().width)")
+    assert widths[0] == max(widths) and widths[0] > 0
+    assert "prompt=" in page.url and "k=7" in page.url
+    page.screenshot(path=ARTIFACTS / "browse-results.png", full_page=True)
+
+    page.locator("a.explain").first.click()  # the detail view with token highlights
+    dialog = page.locator("#detail")
+    expect(dialog).to_be_visible()
+    expect(page.locator("#detail-tokens .tok").first).to_be_visible()
+    contributions = [
+        float(x)
+        for x in page.eval_on_selector_all(
+            "#detail-tokens .tok", "ts => ts.map(t => t.dataset.contribution)"
+        )
+    ]
+    assert len(contributions) > 2 and any(c > 0 for c in contributions)
+    assert sum(contributions) == pytest.approx(got[0][1], rel=2e-2)  # the split adds up
+    assert page.locator("#query-tokens .tok").count() > 2
+    assert f"example={got[0][0]}" in page.url
+    page.screenshot(path=ARTIFACTS / "browse-detail.png", full_page=True)
+
+    shared = page.url  # reload the shared URL: same results, detail open again
+    page.goto("about:blank")
+    page.goto(shared)
+    expect(page.locator("#detail")).to_be_visible()
+    expect(page.locator("ol.results li")).to_have_count(7)
+    assert [i for i, _ in shown(page)] == [i for i, _ in got]
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    assert "example=" not in page.url
+    assert not page.errors and not page.dialogs
+
+
+def test_malicious_examples_render_inert(server, page):
+    page.goto(f"{server}/?prompt={QUERY}&k=43&direction=proponents")
+    expect(page.locator("ol.results li")).to_have_count(43)
+    text = page.locator("#results").inner_text()
+    for needle in [
+        "<script>window.__pwned",
+        "<img src=x onerror=",
+        "&amp; chips &lt;b&gt;",
+        "Malice <b>",
+        "<i>VILLAIN</i>",
+    ]:
+        assert needle in text  # shown literally, as text
+    assert page.locator("#results script, #results img, #results b, #results i").count() == 0
+    bad = page.locator("ol.results li", has_text="<script>")
+    bad.locator("a.explain").click()
+    expect(page.locator("#detail-tokens .tok").first).to_be_visible()
+    assert "script" in page.locator("#detail-tokens").inner_text()
+    assert page.locator("#detail script, #detail img").count() == 0
+    page.wait_for_timeout(300)
+    assert page.evaluate("window.__pwned") is None
+    assert not page.dialogs and not page.errors
+    page.screenshot(path=ARTIFACTS / "browse-malicious.png", full_page=True)
+
+
+def test_busy_and_validation_messages(server, page):
+    # one 429 from the API (injected for this single response; the service's own 429 is tested
+    # in test_service.py), then the real answer: the page says it is busy and retries
+    calls = []
+
+    def once_busy(route):
+        calls.append(1)
+        if len(calls) == 1:
+            route.fulfill(
+                status=429,
+                headers={"Retry-After": "2", "content-type": "application/problem+json"},
+                body='{"title": "Too many requests", "status": 429, '
+                '"detail": "the scoring queue is full; retry in 2 s"}',
+            )
+        else:
+            route.continue_()
+
+    page.route("**/v1/attributions", once_busy)
+    page.goto(server)
+    page.fill("#prompt", QUERY)
+    page.click("#submit")
+    expect(page.locator("#status")).to_contain_text("busy")
+    expect(page.locator("#status")).to_contain_text("retrying in")
+    page.screenshot(path=ARTIFACTS / "browse-busy.png")
+    expect(page.locator("ol.results li")).to_have_count(10, timeout=15000)
+    assert len(calls) == 2
+    page.unroute("**/v1/attributions")
+
+    long_prompt = " ".join(["king"] * 3000)  # over the token cap: the API's 422, in words
+    page.fill("#prompt", long_prompt)
+    page.click("#submit")
+    expect(page.locator("#status")).to_contain_text("tokens")
+    expect(page.locator("#status.error")).to_be_visible()
+
+
+def test_narrow_window(server, browser):
+    context = browser.new_context(viewport={"width": 380, "height": 800})
+    page = context.new_page()
+    page.goto(f"{server}/?prompt={QUERY}&k=5&direction=both")
+    expect(page.locator("ol.results li")).to_have_count(10)
+    overflow = page.evaluate("document.documentElement.scrollWidth > window.innerWidth")
+    page.screenshot(path=ARTIFACTS / "browse-narrow.png", full_page=True)
+    context.close()
+    assert not overflow

@@ -1,0 +1,64 @@
+"""The Redis cache against a real redis-server started here on a free port."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.settings import ServiceSettings
+from tests.helpers import free_port, start_redis
+
+pytestmark = [
+    pytest.mark.redis,
+    pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed"),
+]
+
+
+def metric(client, name: str, label: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(f'{name}{{result="{label}"}}'):
+            return float(line.split()[1])
+    return 0.0
+
+
+def test_cache_survives_redis_death_and_recovers(small_index):
+    port = free_port()
+    redis = start_redis(port)
+    settings = ServiceSettings(
+        index=str(small_index),
+        device="cpu",
+        redis_url=f"redis://127.0.0.1:{port}/0",
+        redis_breaker_reset_s=0.5,
+    )
+    try:
+        with TestClient(create_app(settings)) as c:
+            ask = lambda p: c.post("/v1/attributions", json={"prompt": p, "k": 3})  # noqa: E731
+            first, second = ask("the king."), ask("the king.")
+            assert first.json()["cached"] is False and second.json()["cached"] is True
+            assert second.json()["proponents"] == first.json()["proponents"]
+            # a second replica sharing the Redis sees the cached value
+            with TestClient(create_app(settings)) as other:
+                r = other.post("/v1/attributions", json={"prompt": "the king.", "k": 3})
+                assert r.json()["cached"] is True
+
+            redis.kill()
+            redis.wait()
+            answers = [ask(f"the queen {i}.") for i in range(6)] + [ask("the king.")]
+            assert all(a.status_code == 200 for a in answers)
+            assert not any(a.json()["cached"] for a in answers)
+            assert metric(c, "lorif_cache_total", "error") >= 3
+            ready = c.get("/health/ready")
+            assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+
+            redis = start_redis(port)
+            time.sleep(0.6)  # breaker half-opens
+            ask("the moon.")
+            assert ask("the moon.").json()["cached"] is True
+            assert c.get("/health/ready").json()["status"] == "ready"
+    finally:
+        redis.kill()
+        redis.wait()
