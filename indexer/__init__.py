@@ -28,7 +28,9 @@ _PUBLIC = {
     "QueryEngine": "query",
     "Explanation": "query",
     "top_rows": "query",
+    "TokenContribution": "query",
     "Example": "data",
+    "snippet": "data",
     "load_examples": "data",
     "query_example": "data",
     "Featurizer": "models.featurizer",
@@ -40,6 +42,7 @@ _PUBLIC = {
     "ConfigError": "errors",
     "DataError": "errors",
     "IndexFormatError": "errors",
+    "QueryTooLongError": "errors",
     "ModelLoadError": "errors",
 }
 __all__ = [
@@ -52,10 +55,12 @@ __all__ = [
     "FORMAT_VERSION",
     "QueryEngine",
     "Explanation",
+    "TokenContribution",
     "top_rows",
     "Example",
     "load_examples",
     "query_example",
+    "snippet",
     "Featurizer",
     "Task",
     "CausalLMTask",
@@ -66,17 +71,25 @@ __all__ = [
     "DataError",
     "IndexFormatError",
     "ModelLoadError",
+    "QueryTooLongError",
 ]
 
 if TYPE_CHECKING:
     from .build import build_index
     from .config import PRESETS, BuildConfig, CurvatureConfig
-    from .data import Example, load_examples, query_example
+    from .data import Example, load_examples, query_example, snippet
     from .engine.scoring import ScoreResult
-    from .errors import ConfigError, DataError, IndexFormatError, LorifError, ModelLoadError
+    from .errors import (
+        ConfigError,
+        DataError,
+        IndexFormatError,
+        LorifError,
+        ModelLoadError,
+        QueryTooLongError,
+    )
     from .models.featurizer import Featurizer
     from .models.tasks import CausalLMTask, ClassificationTask, Task
-    from .query import Explanation, QueryEngine, top_rows
+    from .query import Explanation, QueryEngine, TokenContribution, top_rows
     from .storage.format import FORMAT_VERSION
     from .storage.reader import Index
 

@@ -20,6 +20,10 @@ class ModelLoadError(LorifError):
     """The model or tokenizer cannot be loaded."""
 
 
+class QueryTooLongError(DataError):
+    """A query has more tokens than accepted (queries are never truncated)."""
+
+
 class IndexFormatError(LorifError):
     """An index file is missing, truncated, corrupted or of an unsupported format version."""
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .data import Example
+from .data import Example, query_example
 from .engine.explain import split_score
 from .engine.scoring import LayerPreconditioner, ScoreResult, precondition, score_rows, score_store
-from .errors import ConfigError, DataError, IndexFormatError
+from .errors import ConfigError, DataError, IndexFormatError, QueryTooLongError
 from .models.featurizer import Featurizer
 from .models.loading import load_causal_lm, model_fingerprint, resolve_device
 from .models.tasks import CausalLMTask, Task
@@ -107,6 +107,24 @@ class QueryEngine:
                 "the query has no tokens whose loss counts (empty completion, or a one-token text)"
             )
         return len(ids)
+
+    def checked_query(
+        self, prompt: str, completion: str | None = None, max_tokens: int | None = None
+    ) -> tuple[Example, int]:
+        """A query from text (see ``query_example``) and its token count. Raises DataError when
+        no token counts in its loss and QueryTooLongError when it has more tokens than
+        ``max_tokens`` or the index's own limit: a query is never silently truncated."""
+        q = query_example(prompt, completion)
+        n_tokens = self.query_tokens(q)
+        task = self.featurizer.task
+        if isinstance(task, CausalLMTask):
+            full = task.full_length(q)
+            limit = min(max_tokens or task.max_tokens, task.max_tokens)
+            if full > limit:
+                raise QueryTooLongError(
+                    f"the query has {full} tokens; at most {limit} are accepted"
+                )
+        return q, n_tokens
 
     def query_gradients(self, queries: list[Example]) -> dict[str, torch.Tensor]:
         for q in queries:

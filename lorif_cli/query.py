@@ -24,9 +24,10 @@ def query(
     from indexer.data import query_example, snippet
     from indexer.query import QueryEngine, top_rows
 
-    q = query_example(prompt, completion)
+    query_example(prompt, completion)  # blank text is refused before the model loads
     engine = QueryEngine.open(index, model=model, device=device)
     try:
+        q, _ = engine.checked_query(prompt, completion)
         result = engine.score([q], k=k, keep_scores=False)
         out: dict[str, list[dict[str, Any]]] = {}
         for direction in ("proponents", "opponents") if opponents else ("proponents",):

@@ -13,6 +13,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,31 +72,12 @@ def eval_loss(
     return total / count
 
 
-def train(
-    train_texts: list[str],
-    val_texts: list[str],
-    out_dir: str | Path,
-    cfg: TrainConfig,
-    log_every: int = 25,
-) -> dict:
-    torch.manual_seed(cfg.seed)
-    t0 = time.perf_counter()
-    tok = train_tokenizer(train_texts, vocab_size=cfg.vocab_size)
-    encode = lambda texts: [tok(t)["input_ids"] for t in texts]  # noqa: E731 - BOS + text
-    train_ids, val_ids = encode(train_texts), encode(val_texts)
-    windows = _windows(train_ids, cfg.context)
-    model = tiny_lm(
-        "llama",
-        len(tok),
-        hidden=cfg.hidden,
-        layers=cfg.layers,
-        heads=cfg.heads,
-        seed=cfg.seed,
-        tie_embeddings=True,
-    )
-    n_params = sum(p.numel() for p in model.parameters())
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+def _optimizer(
+    model: torch.nn.Module, cfg: TrainConfig
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW (no decay on vectors) with linear warm-up and a cosine schedule."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
         [
             {"params": decay, "weight_decay": cfg.weight_decay},
@@ -112,10 +94,18 @@ def train(
             * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps))
         ),
     )
+    return opt, sched
+
+
+def _train_steps(
+    model: torch.nn.Module, windows: torch.Tensor, cfg: TrainConfig, log_every: int
+) -> list[float]:
+    """``cfg.steps`` optimizer steps over shuffled windows; the loss of each step."""
+    opt, sched = _optimizer(model, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
     order = torch.randperm(len(windows), generator=gen)
     model.train()
-    history = []
+    history, t0 = [], time.perf_counter()
     for step in range(cfg.steps):
         idx = order[(torch.arange(cfg.batch_size) + step * cfg.batch_size) % len(windows)]
         batch = windows[idx]
@@ -130,24 +120,46 @@ def train(
         sched.step()
         history.append(float(loss.detach()))
         if log_every and (step % log_every == 0 or step == cfg.steps - 1):
-            print(
-                f"step {step:5d}  loss {history[-1]:.3f}  "
-                f"{(step + 1) * cfg.batch_size * cfg.context / (time.perf_counter() - t0):.0f}"
-                " tok/s",
-                flush=True,
-            )
+            rate = (step + 1) * cfg.batch_size * cfg.context / (time.perf_counter() - t0)
+            print(f"step {step:5d}  loss {history[-1]:.3f}  {rate:.0f} tok/s", flush=True)
     model.eval()
-    task = CausalLMTask(tok, max_tokens=512)
+    return history
+
+
+def train(
+    train_texts: list[str],
+    val_texts: list[str],
+    out_dir: str | Path,
+    cfg: TrainConfig,
+    log_every: int = 25,
+) -> dict[str, Any]:
+    """Train tokenizer and model, save both (fp16) with training_report.json; the report."""
+    torch.manual_seed(cfg.seed)
+    t0 = time.perf_counter()
+    tok = train_tokenizer(train_texts, vocab_size=cfg.vocab_size)
+    train_ids = [tok(t)["input_ids"] for t in train_texts]  # BOS + text
+    val_ids = [tok(t)["input_ids"] for t in val_texts]
+    windows = _windows(train_ids, cfg.context)
+    model = tiny_lm(
+        "llama",
+        len(tok),
+        hidden=cfg.hidden,
+        layers=cfg.layers,
+        heads=cfg.heads,
+        seed=cfg.seed,
+        tie_embeddings=True,
+    )
+    history = _train_steps(model, windows, cfg, log_every)
     report = {
         "config": asdict(cfg),
-        "params": n_params,
+        "params": sum(p.numel() for p in model.parameters()),
         "train_texts": len(train_texts),
         "val_texts": len(val_texts),
         "train_tokens": int(sum(len(x) for x in train_ids)),
         "tokens_seen": cfg.steps * cfg.batch_size * cfg.context,
         "epochs": round(cfg.steps * cfg.batch_size / len(windows), 3),
         "final_train_loss": round(float(np.mean(history[-20:])), 4),
-        "val_loss": round(eval_loss(model, task, val_texts), 4),
+        "val_loss": round(eval_loss(model, CausalLMTask(tok, max_tokens=512), val_texts), 4),
         "val_unigram_loss": round(unigram_loss(train_ids, val_ids, len(tok)), 4),
         "train_seconds": round(time.perf_counter() - t0, 1),
         "torch": torch.__version__,

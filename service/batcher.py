@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from indexer.data import Example
+from indexer import Example
 
 from .scorer import BatchScorer, Scored
 

@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from indexer.data import Example
+from indexer import Example
 
 from .scorer import Scored, ScoringOptions
 

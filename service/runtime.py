@@ -11,10 +11,7 @@ import numpy as np
 import numpy.typing as npt
 from fastapi import Request
 
-from indexer.data import Example, query_example, snippet
-from indexer.errors import DataError
-from indexer.models.tasks import CausalLMTask
-from indexer.query import QueryEngine
+from indexer import DataError, Example, QueryEngine, QueryTooLongError, snippet
 
 from .batcher import MicroBatcher
 from .cache import ExampleCache, LRUCache, RedisCache, ResultCache
@@ -87,18 +84,11 @@ class Runtime:
     def checked_query(self, prompt: str, completion: str | None) -> tuple[Example, int]:
         """The query as an Example and its token count; 422 when it is empty or too long."""
         try:
-            q = query_example(prompt, completion)
-            n_tokens = self.engine.query_tokens(q)
+            return self.engine.checked_query(prompt, completion, self.settings.max_prompt_tokens)
+        except QueryTooLongError as e:
+            raise ApiError(422, "Query too long", str(e)) from None
         except DataError as e:
             raise ApiError(422, "Empty query", str(e)) from None
-        task = self.engine.featurizer.task
-        full = task.full_length(q) if isinstance(task, CausalLMTask) else n_tokens
-        limit = min(self.settings.max_prompt_tokens, getattr(task, "max_tokens", full))
-        if full > limit:
-            raise ApiError(
-                422, "Query too long", f"the query has {full} tokens; at most {limit} are accepted"
-            )
-        return q, n_tokens
 
     def check_example_id(self, example_id: int) -> None:
         n = len(self.engine.index)

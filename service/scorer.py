@@ -10,8 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from indexer.data import Example
-from indexer.query import QueryEngine
+from indexer import Example, QueryEngine
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from indexer.data import Example
+from indexer import Example
 
 from ..batcher import Overloaded
 from ..cache import query_key

@@ -9,8 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from indexer.errors import ConfigError, DataError
-from indexer.query import TokenContribution
+from indexer import ConfigError, DataError, TokenContribution
 
 from ..errors import ApiError
 from ..protocol import ExplanationRequest, ExplanationResponse, TokenScore

@@ -61,11 +61,10 @@ def big_data(tmp_path_factory) -> Path:
     return write_jsonl(tmp_path_factory.mktemp("resume") / "data.jsonl", rows)
 
 
-def test_sigkill_then_resume_gives_identical_arrays(model_dirs, big_data, tmp_path):
-    out = tmp_path / "killed.h5"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def kill_mid_build(model_dir: Path, data: Path, out: Path, env: dict[str, str]) -> int:
+    """Start a build in a subprocess, SIGKILL it once 40 rows are done; the rows done."""
     proc = subprocess.Popen(
-        build_args(model_dirs["llama"], big_data, out),
+        build_args(model_dir, data, out),
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
@@ -77,54 +76,50 @@ def test_sigkill_then_resume_gives_identical_arrays(model_dirs, big_data, tmp_pa
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    killed_at = done_count(partial_path(out))
-    assert 40 <= killed_at < 300, killed_at
-    assert not out.exists() and partial_path(out).exists()
+    return done_count(partial_path(out))
+
+
+def run_build(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True)
+
+
+def test_sigkill_then_resume_gives_identical_arrays(model_dirs, big_data, tmp_path):
     from indexer.errors import IndexFormatError
 
+    out = tmp_path / "killed.h5"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    killed_at = kill_mid_build(model_dirs["llama"], big_data, out, env)
+    assert 40 <= killed_at < 300, killed_at
+    assert not out.exists() and partial_path(out).exists()
     with pytest.raises(IndexFormatError, match="unfinished build"):
         Index(partial_path(out))
 
     # A different setting must be refused and leave the partial file untouched.
     before = partial_path(out).read_bytes()
-    res = subprocess.run(
-        build_args(model_dirs["llama"], big_data, out, rank=3),
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    res = run_build(build_args(model_dirs["llama"], big_data, out, rank=3), env)
     assert res.returncode == 2
     assert res.stderr.strip().startswith("error:") and "rank" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
     assert partial_path(out).read_bytes() == before
 
-    res = subprocess.run(
-        build_args(model_dirs["llama"], big_data, out),
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    res = run_build(build_args(model_dirs["llama"], big_data, out), env)
     assert res.returncode == 0, res.stderr[-2000:]
     assert out.exists() and not partial_path(out).exists()
     with Index(out) as index:
         assert index.manifest["build_info"]["resumed_rows"] == killed_at
 
     ref = tmp_path / "straight.h5"
-    build_index(
-        BuildConfig(
-            model=str(model_dirs["llama"]),
-            data=str(big_data),
-            output=str(ref),
-            proj_factor=4,
-            rank=2,
-            curvature=CurvatureConfig(rank=8),
-            batch_size=2,
-            seed=5,
-        ),
-        progress=False,
+    cfg = BuildConfig(
+        model=str(model_dirs["llama"]),
+        data=str(big_data),
+        output=str(ref),
+        proj_factor=4,
+        rank=2,
+        curvature=CurvatureConfig(rank=8),
+        batch_size=2,
+        seed=5,
     )
+    build_index(cfg, progress=False)
     a, b = arrays(out), arrays(ref)
     assert a.keys() == b.keys()
     for key in a:
