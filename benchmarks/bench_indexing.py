@@ -5,7 +5,7 @@ side computes the training loss and the full weight gradients (what one epoch of
 would cost, without the optimizer step); the LoRIF side is the whole build: capture, projection,
 rank-c factorization, writes, the curvature passes and publishing. Run:
 
-    python benchmarks/bench_indexing.py                      # a ~10M-parameter Llama, random text
+    python benchmarks/bench_indexing.py                      # a 5.2M-parameter Llama, random text
     python benchmarks/bench_indexing.py --model DIR --data train.jsonl --n 256
 """
 
@@ -52,7 +52,9 @@ def plain_forward_backward(model, task, examples, batch_size) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="", help="HF model dir/GGUF (default: a built ~10M Llama)")
+    ap.add_argument(
+        "--model", default="", help="HF model dir/GGUF (default: a built 5.2M-parameter Llama)"
+    )
     ap.add_argument("--data", default="", help="jsonl (default: synthetic text)")
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=8)
