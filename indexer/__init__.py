@@ -24,6 +24,7 @@ _PUBLIC = {
     "PRESETS": "config",
     "build_index": "build",
     "Index": "storage.reader",
+    "VerifyReport": "storage.integrity",
     "FORMAT_VERSION": "storage.format",
     "QueryEngine": "query",
     "Explanation": "query",
@@ -38,6 +39,8 @@ _PUBLIC = {
     "CausalLMTask": "models.tasks",
     "ClassificationTask": "models.tasks",
     "ScoreResult": "engine.scoring",
+    "use_threads": "threads",
+    "available_cpus": "threads",
     "LorifError": "errors",
     "ConfigError": "errors",
     "DataError": "errors",
@@ -52,6 +55,7 @@ __all__ = [
     "PRESETS",
     "build_index",
     "Index",
+    "VerifyReport",
     "FORMAT_VERSION",
     "QueryEngine",
     "Explanation",
@@ -72,6 +76,8 @@ __all__ = [
     "IndexFormatError",
     "ModelLoadError",
     "QueryTooLongError",
+    "use_threads",
+    "available_cpus",
 ]
 
 if TYPE_CHECKING:
@@ -91,7 +97,9 @@ if TYPE_CHECKING:
     from .models.tasks import CausalLMTask, ClassificationTask, Task
     from .query import Explanation, QueryEngine, TokenContribution, top_rows
     from .storage.format import FORMAT_VERSION
+    from .storage.integrity import VerifyReport
     from .storage.reader import Index
+    from .threads import available_cpus, use_threads
 
 
 def __getattr__(name: str) -> Any:

@@ -38,6 +38,7 @@ from .storage.codec import encode_rows
 from .storage.format import FORMAT_VERSION, partial_path
 from .storage.store import MemoryFactorStore
 from .storage.writer import IndexWriter
+from .threads import use_threads
 
 
 def software_versions() -> dict[str, str]:
@@ -74,6 +75,7 @@ def build_index(
     if examples is None and not cfg.data:
         raise ConfigError("--data is required")
     out = _check_output(cfg)
+    threads = use_threads(cfg.threads)
     with _build_lock(out):
         started = time.perf_counter()
         if examples is None:
@@ -103,9 +105,10 @@ def build_index(
             "total_seconds_this_run": round(time.perf_counter() - started, 3),
             "total_tokens": int(lengths.sum()),
             "device": str(featurizer.device),
+            "threads": threads,
             "output": str(out),
         }
-        writer.publish(manifest, curvature)
+        writer.publish(manifest, curvature, threads)
         return out
 
 

@@ -114,6 +114,11 @@ class BuildConfig:
     )
     batch_size: int = setting(8, "Examples per forward/backward batch.")
     device: str = setting("auto", "Torch device for featurization: auto | cpu | cuda[:N].")
+    threads: int = setting(
+        0,
+        "CPU threads for torch (0 = the CPUs available to this process "
+        "and not busy, or $LORIF_THREADS).",
+    )
     seed: int = setting(0, "Seed of projections and randomized SVD.")
     chat_template: bool = setting(False, "Format prompts with the tokenizer's chat template.")
     store_projections_mb: float = setting(
@@ -127,7 +132,7 @@ class BuildConfig:
     )
 
     # Fields that do not change the index's content; a resume may differ in these.
-    RUNTIME_FIELDS = ("output", "overwrite", "device")
+    RUNTIME_FIELDS = ("output", "overwrite", "device", "threads")
 
     def validate(self) -> None:
         _check(
@@ -146,6 +151,7 @@ class BuildConfig:
                     f"--factor-method must be one of {', '.join(FACTOR_METHODS)}",
                 ),
                 (self.batch_size >= 1, "--batch-size must be >= 1"),
+                (self.threads >= 0, "--threads must be >= 0"),
             ]
         )
         self.curvature.validate()

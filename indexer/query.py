@@ -7,7 +7,9 @@ factor store; ``explain`` splits one (query, example) score over both texts' tok
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -70,16 +72,23 @@ class QueryEngine:
 
     @classmethod
     def open(
-        cls, path: str, model: str | None = None, device: str = "auto", check_model: bool = True
+        cls,
+        path: str | Path | Index,
+        model: str | None = None,
+        device: str = "auto",
+        check_model: bool = True,
     ) -> QueryEngine:
-        """Open an LM index and load its model (or ``model``, which must have the same weights)."""
-        index = Index(path)
+        """Open an LM index (a path, or an Index already open, which the engine then owns) and
+        load its model (or ``model``, which must have the same weights)."""
+        index = path if isinstance(path, Index) else Index(path)
         try:
             m = index.manifest
             if m.get("task", {}).get("kind") != "causal_lm":
-                raise IndexFormatError(f"{path}: not a language-model index; use the Python API")
+                raise IndexFormatError(
+                    f"{index.path}: not a language-model index; use the Python API"
+                )
             dev = resolve_device(device)
-            loaded = load_causal_lm(model or m["model"].get("path") or m["model"]["spec"], dev)
+            loaded = load_causal_lm(cls.model_spec(index, model), dev)
             if check_model and model_fingerprint(loaded.model) != m["model"].get("fingerprint"):
                 raise IndexFormatError(
                     "the model's weights differ from those the index was built with"
@@ -91,6 +100,12 @@ class QueryEngine:
         except Exception:
             index.close()
             raise
+
+    @staticmethod
+    def model_spec(index: Index, model: str | None = None) -> str:
+        """The model to load for ``index``: ``model`` if given, else the one it was built with."""
+        m = index.manifest["model"]
+        return model or m.get("path") or m["spec"]
 
     @property
     def device(self) -> torch.device:
@@ -138,7 +153,7 @@ class QueryEngine:
     def scan(
         self,
         p: dict[str, torch.Tensor],
-        k: int = 10,
+        k: int | Sequence[int] = 10,
         keep_scores: bool = False,
         block_rows: int = 4096,
         query_rank: int = 0,
@@ -159,7 +174,7 @@ class QueryEngine:
     def score(
         self,
         queries: list[Example],
-        k: int = 10,
+        k: int | Sequence[int] = 10,
         keep_scores: bool = True,
         block_rows: int = 4096,
         query_rank: int = 0,

@@ -19,26 +19,22 @@ def demo(
     """Index Shakespeare's speeches with the demo model (once), print attributions for three
     queries, then serve the API and the browse page (in-process cache)."""
     from lorif_demo.demo import ensure_demo_index, run_demo
+    from service.server import bind
 
+    sock = bind(host, port) if serve else None  # a taken port fails now, not after the build
     run_demo(workdir, k, quick)
-    if serve:
-        import uvicorn
-
-        from service.app import create_app
+    if sock is not None:
         from service.settings import ServiceSettings
+
+        from .serve import serve as run_server
 
         index = ensure_demo_index(workdir, quick)
         typer.echo(
             f"\nserving the page and the API at http://{host}:{port}/  "
-            f"(API docs at /docs; Ctrl+C stops)"
+            "(API docs at /docs; Ctrl+C stops)"
         )
-        uvicorn.run(
-            create_app(ServiceSettings(index=str(index), host=host, port=port)),
-            host=host,
-            port=port,
-            workers=1,
-            log_level="warning",
-        )
+        settings = ServiceSettings(index=str(index), host=host, port=port)
+        run_server(settings, log_level="warning", sock=sock)
 
 
 @data_app.command("shakespeare")

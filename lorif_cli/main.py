@@ -14,7 +14,7 @@ import typer
 from .demo import data_app, demo
 from .index import index_app
 from .query import query
-from .serve import serve
+from .serve import serve_command
 
 app = typer.Typer(
     add_completion=False,
@@ -24,7 +24,7 @@ app = typer.Typer(
 )
 app.add_typer(index_app, name="index")
 app.command("query")(query)
-app.command("serve")(serve)
+app.command("serve")(serve_command)
 app.command("demo")(demo)
 app.add_typer(data_app, name="data")
 

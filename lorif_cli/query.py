@@ -18,13 +18,16 @@ def query(
     opponents: bool = typer.Option(True, help="Also list the lowest scores."),
     model: str = typer.Option(None, help="Model path if it moved since the build."),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:N]."),
+    threads: int = typer.Option(0, min=0, help="CPU threads (0 = the CPUs available)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Top-k proponents (and opponents) of a query among the indexed examples."""
     from indexer.data import query_example, snippet
     from indexer.query import QueryEngine, top_rows
+    from indexer.threads import use_threads
 
     query_example(prompt, completion)  # blank text is refused before the model loads
+    use_threads(threads)
     engine = QueryEngine.open(index, model=model, device=device)
     try:
         q, _ = engine.checked_query(prompt, completion)

@@ -1,36 +1,59 @@
-"""App factory: ``create_app(settings)`` wires the runtime (loaded in the lifespan, warmed up
-before ready), the guard middleware, problem+json errors, the routers and the static files."""
+"""App factory: ``create_app(settings)`` wires the runtime (loaded and verified in the lifespan,
+warmed up before ready), the guard, problem+json errors, the routers and the static files."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import swagger_ui_bundle
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
-from . import errors, middleware
+from indexer import Index, VerifyReport
+
+from . import errors
+from .middleware import Guard
 from .routes import ROUTERS
 from .routes.page import STATIC
 from .runtime import Runtime
 from .settings import ServiceSettings
 
 
-def create_app(settings: ServiceSettings) -> FastAPI:
+def create_app(
+    settings: ServiceSettings, index: Index | None = None, verified: VerifyReport | None = None
+) -> FastAPI:
+    """The ASGI app. ``index``: an Index the caller opened already (``lorif serve`` does, to
+    report a bad file before loading anything), and ``verified``: its check under
+    ``settings.verify`` if the caller ran it; the app owns the index from then on."""
     rt = Runtime(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await rt.start()
+        await rt.start(index, verified)
         try:
             yield
         finally:
             await rt.stop()
 
-    app = FastAPI(title="LoRIF attribution service", version="1", lifespan=lifespan)
+    # No slash redirects: Starlette builds their Location from the Host header.
+    app = FastAPI(
+        title="LoRIF attribution service",
+        version="1",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        redirect_slashes=False,
+    )
     app.state.lorif = rt
     errors.install(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount(
+        "/docs/assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets"
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -38,8 +61,5 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["*"],
         )
-    middleware.install(app, rt)
-    for router in ROUTERS:
-        app.include_router(router)
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(Guard, rt=rt)
     return app

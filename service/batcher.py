@@ -1,13 +1,20 @@
 """The asyncio micro-batcher: concurrent queries are grouped (up to ``max_batch``, waiting at
-most ``max_wait_s``) and handed to one worker thread, which owns the model and the device;
-identical queries in flight share one computation; a bounded queue answers Overloaded."""
+most ``max_wait_s``) and handed to one worker thread, which owns the model and the device.
+
+- Identical queries in flight share one computation (and the later deadline of the two).
+- A bounded queue answers Overloaded (429); so does a full queue of exclusive jobs
+  (explanations), which share the worker.
+- A job whose deadline passed before it started is dropped, not computed.
+- A finished result goes to ``on_result`` (the cache) even when its request stopped waiting.
+- A query is scored with its own k, so its answer does not depend on its batch-mates.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -20,9 +27,17 @@ T = TypeVar("T")
 
 
 class Overloaded(Exception):
-    def __init__(self, retry_after: int):
-        super().__init__(f"the scoring queue is full; retry in {retry_after} s")
+    def __init__(self, retry_after: int, what: str = "scoring"):
+        super().__init__(f"the {what} queue is full; retry in {retry_after} s")
         self.retry_after = retry_after
+
+
+class DeadlineExceeded(Exception):
+    """The job's deadline passed before the worker could start it."""
+
+
+class NonFiniteScores(Exception):
+    """The scan produced NaN or infinite scores: the index (or the model) is damaged."""
 
 
 @dataclass
@@ -30,8 +45,10 @@ class _Job:
     key: str
     example: Example
     k: int
+    n_tokens: int
     future: asyncio.Future[Scored]
     enqueued: float
+    deadline: float  # time.monotonic()
 
 
 class MicroBatcher:
@@ -43,15 +60,20 @@ class MicroBatcher:
         max_batch: int,
         max_wait_s: float,
         queue_size: int,
+        exclusive_size: int = 4,
         on_batch: Callable[[int], None] | None = None,
+        on_result: Callable[[str, Scored], Coroutine[Any, Any, None]] | None = None,
     ):
         self.scorer = scorer
         self.max_batch, self.max_wait_s, self.queue_size = max_batch, max_wait_s, queue_size
-        self.on_batch = on_batch
+        self.exclusive_size, self.exclusive_pending = exclusive_size, 0
+        self.on_batch, self.on_result = on_batch, on_result
+        self.dropped = 0  # jobs whose deadline passed before they started
         self.queue: asyncio.Queue[_Job] = asyncio.Queue()
-        self.inflight: dict[str, asyncio.Future[Scored]] = {}
+        self.inflight: dict[str, _Job] = {}
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lorif-scorer")
         self._task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def depth(self) -> int:
@@ -65,23 +87,45 @@ class MicroBatcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         self.executor.shutdown(wait=True)
 
-    async def run_exclusive(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(*args)`` on the worker thread that owns the model (queued behind scans)."""
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+    async def run_exclusive(self, deadline: float, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the worker thread (queued behind scans); Overloaded when
+        ``exclusive_size`` such jobs are already admitted, DeadlineExceeded when the deadline
+        passes before the worker starts it."""
+        if self.exclusive_pending >= self.exclusive_size:
+            raise Overloaded(retry_after=max(1, self.exclusive_pending), what="explanation")
 
-    async def submit(self, key: str, example: Example, k: int) -> Scored:
+        def guarded() -> T:
+            if time.monotonic() > deadline:
+                raise DeadlineExceeded()
+            return fn(*args)
+
+        self.exclusive_pending += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, guarded)
+        finally:
+            self.exclusive_pending -= 1
+
+    def submit(
+        self, key: str, example: Example, k: int, n_tokens: int, deadline: float
+    ) -> asyncio.Future[Scored]:
+        """The future result of a query (shared with an identical one in flight). Await it
+        through ``asyncio.shield``: the job stays alive when one waiter gives up."""
         shared = self.inflight.get(key)
         if shared is not None:
-            return await asyncio.shield(shared)
+            shared.deadline = max(shared.deadline, deadline)
+            return shared.future
         if self.queue.qsize() >= self.queue_size:
             raise Overloaded(retry_after=max(1, int(self.queue_size / self.max_batch)))
         future: asyncio.Future[Scored] = asyncio.get_running_loop().create_future()
-        self.inflight[key] = future
+        job = _Job(key, example, k, n_tokens, future, time.perf_counter(), deadline)
+        self.inflight[key] = job
         future.add_done_callback(lambda _: self.inflight.pop(key, None))
-        self.queue.put_nowait(_Job(key, example, k, future, time.perf_counter()))
-        return await asyncio.shield(future)
+        self.queue.put_nowait(job)
+        return future
 
     async def _next_batch(self) -> list[_Job]:
         loop = asyncio.get_running_loop()
@@ -95,19 +139,25 @@ class MicroBatcher:
                 jobs.append(await asyncio.wait_for(self.queue.get(), timeout))
             except TimeoutError:
                 break
-        return jobs
+        now = time.monotonic()
+        for late in [j for j in jobs if j.deadline < now]:
+            self.dropped += 1
+            if not late.future.done():
+                late.future.set_exception(DeadlineExceeded())
+        return [j for j in jobs if j.deadline >= now]
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             jobs = await self._next_batch()
+            if not jobs:
+                continue
             if self.on_batch:
                 self.on_batch(len(jobs))
             started = time.perf_counter()
-            k = max(j.k for j in jobs)
             try:
                 results = await loop.run_in_executor(
-                    self.executor, self.scorer.score, [j.example for j in jobs], k
+                    self.executor, self.scorer.score, [j.example for j in jobs], [j.k for j in jobs]
                 )
             except Exception as e:  # noqa: BLE001 - the error belongs to the requests
                 for j in jobs:
@@ -115,6 +165,16 @@ class MicroBatcher:
                         j.future.set_exception(e)
                 continue
             for j, r in zip(jobs, results, strict=True):
-                r.queue_s = started - j.enqueued
-                if not j.future.done():
-                    j.future.set_result(r)
+                self._finish(j, r, started)
+
+    def _finish(self, job: _Job, result: Scored, started: float) -> None:
+        if not result.finite:
+            job.future.set_exception(NonFiniteScores("the scan produced non-finite scores"))
+            return
+        result.queue_s, result.n_tokens = started - job.enqueued, job.n_tokens
+        if not job.future.done():
+            job.future.set_result(result)
+        if self.on_result is not None:
+            task = asyncio.get_running_loop().create_task(self.on_result(job.key, result))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)

@@ -6,8 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 import numpy as np
@@ -16,23 +18,25 @@ from indexer import Example
 
 from .scorer import Scored, ScoringOptions
 
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 _MAGIC = b"LRF"
+_HEAD = struct.Struct("<3sBIfI")  # magic, format, k, residual (NaN = exact), query tokens
 
 
-def query_key(fingerprint: str, options: ScoringOptions, example: Example, k: int) -> str:
-    """Cache key: format version, index fingerprint, scoring options and the query's hash."""
+def query_key(content_id: str, options: ScoringOptions, example: Example, k: int) -> str:
+    """Cache key: format version, the index's content id (what this server verified it reads,
+    see Runtime.start), scoring options, k and the query's hash."""
     text = hashlib.sha256(json.dumps([example.prompt, example.completion]).encode()).hexdigest()
     opts = f"{options.query_rank}x{options.candidates}" if options.query_rank else "exact"
-    return f"lorif:v{CACHE_FORMAT}:{fingerprint}:{opts}:k{k}:{text}"
+    return f"lorif:v{CACHE_FORMAT}:{content_id}:{opts}:k{k}:{text}"
 
 
 def serialize(s: Scored) -> bytes:
-    """Compact value: magic, version, k, residual (NaN = exact), then ids (int32) and scores
-    (float32) both ways: 12 + 16 k bytes."""
+    """Compact value: a 16-byte head, then ids (int32) and scores (float32) both ways:
+    16 + 16 k bytes."""
     k = len(s.proponent_ids)
     residual = float("nan") if s.residual is None else s.residual
-    head = _MAGIC + struct.pack("<BIf", CACHE_FORMAT, k, residual)
+    head = _HEAD.pack(_MAGIC, CACHE_FORMAT, k, residual, s.n_tokens)
     return head + b"".join(
         np.ascontiguousarray(a, dtype=d).tobytes()
         for a, d in (
@@ -45,15 +49,18 @@ def serialize(s: Scored) -> bytes:
 
 
 def deserialize(raw: bytes) -> Scored | None:
-    """The Scored value of ``serialize``, or None for bytes of another format."""
-    if raw[:3] != _MAGIC or raw[3] != CACHE_FORMAT:
+    """The Scored value of ``serialize``; None for bytes of another format or length, or
+    with non-finite scores (never served from a cache)."""
+    if len(raw) < _HEAD.size:
         return None
-    k, residual = struct.unpack("<If", raw[4:12])
+    magic, version, k, residual, n_tokens = _HEAD.unpack_from(raw)
+    if magic != _MAGIC or version != CACHE_FORMAT or len(raw) != _HEAD.size + 16 * k:
+        return None
     parts = [
-        np.frombuffer(raw, dtype=d, count=k, offset=12 + 4 * k * i)
+        np.frombuffer(raw, dtype=d, count=k, offset=_HEAD.size + 4 * k * i)
         for i, d in enumerate(("<i4", "<f4", "<i4", "<f4"))
     ]
-    return Scored(
+    value = Scored(
         parts[0].astype(np.int64),
         parts[1],
         parts[2].astype(np.int64),
@@ -61,7 +68,9 @@ def deserialize(raw: bytes) -> Scored | None:
         0,
         0,
         residual=None if np.isnan(residual) else residual,
+        n_tokens=n_tokens,
     )
+    return value if value.finite else None
 
 
 class ResultCache(Protocol):
@@ -155,20 +164,28 @@ class RedisCache:
 
 class ExampleCache:
     """Recently shown training examples (text + metadata), so a cached answer costs no HDF5
-    read; ``load(ids)`` fetches the missing ones in one batched read."""
+    read; ``load(ids)`` fetches the missing ones in one batched read. Thread-safe: routes read
+    it on the event loop when everything is cached and from worker threads otherwise."""
 
-    def __init__(self, load, size: int = 8192):
+    def __init__(self, load: Callable[[list[int]], list[Example]], size: int = 8192):
         self.load, self.size = load, size
         self.data: OrderedDict[int, Example] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def missing(self, ids: Iterable[int]) -> list[int]:
+        with self.lock:
+            return [i for i in dict.fromkeys(ids) if i not in self.data]
 
     def get_many(self, ids: list[int]) -> list[Example]:
-        missing = [i for i in dict.fromkeys(ids) if i not in self.data]
-        for i, ex in zip(missing, self.load(missing) if missing else [], strict=False):
-            self.data[i] = ex
-        out = []
-        for i in ids:
-            self.data.move_to_end(i)
-            out.append(self.data[i])
-        while len(self.data) > self.size:
-            self.data.popitem(last=False)
-        return out
+        with self.lock:
+            have = {i: self.data[i] for i in dict.fromkeys(ids) if i in self.data}
+        missing = [i for i in dict.fromkeys(ids) if i not in have]
+        if missing:
+            have.update(zip(missing, self.load(missing), strict=True))
+        with self.lock:
+            for i, ex in have.items():
+                self.data[i] = ex
+                self.data.move_to_end(i)
+            while len(self.data) > self.size:
+                self.data.popitem(last=False)
+        return [have[i] for i in ids]

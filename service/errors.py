@@ -1,6 +1,10 @@
-"""RFC 9457 problem+json responses for every error the API returns."""
+"""RFC 9457 problem+json responses for every error the API returns, 500s included."""
 
 from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -8,16 +12,22 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM = "application/problem+json"
+log = logging.getLogger("lorif")
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, title: str, detail: str, headers: dict | None = None):
+    def __init__(self, status: int, title: str, detail: str, headers: dict[str, str] | None = None):
         super().__init__(detail)
         self.status, self.title, self.detail, self.headers = status, title, detail, headers
 
 
 def problem(
-    status: int, title: str, detail: str, instance: str = "", headers: dict | None = None, **extra
+    status: int,
+    title: str,
+    detail: str,
+    instance: str = "",
+    headers: dict[str, str] | None = None,
+    **extra: Any,
 ) -> JSONResponse:
     body = {
         "type": "about:blank",
@@ -30,13 +40,20 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def api_error(request: Request, exc: ApiError):
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         return problem(exc.status, exc.title, exc.detail, request.url.path, exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError):
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{"loc": list(e.get("loc", [])), "msg": e.get("msg", "")} for e in exc.errors()]
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         where = ".".join(str(x) for x in first["loc"] if x != "body") or "body"
@@ -45,11 +62,21 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException):
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return problem(
             exc.status_code,
-            str(exc.detail),
+            _phrase(exc.status_code),
             str(exc.detail),
             request.url.path,
             getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s", request.url.path)
+        return problem(
+            500,
+            "Internal Server Error",
+            f"{type(exc).__name__} (see the server log)",
+            request.url.path,
         )

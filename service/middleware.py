@@ -1,59 +1,128 @@
-"""The HTTP guard in front of every route: API key, body size and media type on /v1, readiness,
-the page's security headers, and the per-route response counter."""
+"""The guard in front of every route (plain ASGI, so it can watch the request body as it
+arrives): the API key, the media type, the body size limit enforced on the bytes actually
+received (chunked bodies included) and a body deadline, readiness, the pages' security headers,
+and the per-route response counter."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import hmac
+import time
+from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import errors
 from .runtime import Runtime
 
 # The page loads only its own files; data is rendered as text (see static/app.js), and this
 # policy makes any markup that slipped through inert as well.
-PAGE_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; object-src 'none'; "
-    "base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-}
+PAGE_CSP = (
+    "default-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+    "form-action 'self'"
+)
+# Swagger UI (served from the swagger-ui-bundle package) sets inline styles and data: icons.
+DOCS_CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+COMMON_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+DOC_PATHS = ("/docs", "/openapi.json")
 
-CallNext = Callable[[Request], Awaitable[Response]]
 
+class Guard:
+    def __init__(self, app: ASGIApp, rt: Runtime):
+        self.app, self.rt = app, rt
+        key = rt.settings.api_key
+        self.key = key.encode() if key else None
 
-def install(app: FastAPI, rt: Runtime) -> None:
-    settings = rt.settings
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        refusal = self._refusal(scope, path)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            self._count(scope, refusal.status_code)
+            return
+        status = [500]
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next: CallNext) -> Response:
-        path = request.url.path
-        if path.startswith("/v1/"):
-            if settings.api_key and request.headers.get("x-api-key") != settings.api_key:
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                message["headers"] = [*message.get("headers", []), *self._headers(path)]
+            await send(message)
+
+        await self.app(scope, self._limited(receive), send_with_headers)
+        self._count(scope, status[0])
+
+    def _refusal(self, scope: Scope, path: str) -> errors.JSONResponse | None:
+        """The error response for a request refused before it reaches a route, else None."""
+        settings, headers = self.rt.settings, _headers(scope)
+        protected = path.startswith("/v1/") or (
+            path.startswith(DOC_PATHS) and not settings.public_docs
+        )
+        if self.key is not None and protected:
+            given = headers.get("x-api-key", "").encode()
+            if not hmac.compare_digest(given, self.key):
                 return errors.problem(401, "Unauthorized", "missing or wrong X-API-Key", path)
-            if request.method == "POST":
-                size = request.headers.get("content-length")
-                if size is not None and size.isdigit() and int(size) > settings.max_body_bytes:
-                    return errors.problem(
-                        413,
-                        "Request body too large",
-                        f"at most {settings.max_body_bytes} bytes",
-                        path,
-                    )
-                ctype = request.headers.get("content-type", "").split(";")[0].strip()
-                if ctype != "application/json":
-                    return errors.problem(
-                        415, "Unsupported media type", "send the body as application/json", path
-                    )
-            if not rt.ready:
+        if not path.startswith("/v1/"):
+            return None
+        if scope["method"] == "POST":
+            size = headers.get("content-length")
+            if size is not None and size.isdigit() and int(size) > settings.max_body_bytes:
+                return _too_large(settings.max_body_bytes, path)
+            ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+            if ctype != "application/json":
                 return errors.problem(
-                    503, "Not ready", "the index is loading", path, headers={"Retry-After": "5"}
+                    415, "Unsupported media type", "send the body as application/json", path
                 )
-        response = await call_next(request)
+        if not self.rt.ready:
+            return errors.problem(
+                503, "Not ready", "the index is loading", path, headers={"Retry-After": "5"}
+            )
+        return None
+
+    def _limited(self, receive: Receive) -> Receive:
+        """``receive`` that refuses a body over the limit (413) or slower than the body
+        deadline (408) as it arrives, whatever Content-Length said."""
+        limit, timeout = self.rt.settings.max_body_bytes, self.rt.settings.body_timeout_s
+        received, deadline = 0, time.monotonic() + timeout
+
+        async def receive_limited() -> Message:
+            nonlocal received
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise HTTPException(
+                    408, f"the request body did not arrive within {timeout} s"
+                ) from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise HTTPException(413, f"the request body is over {limit} bytes")
+            return message
+
+        return receive_limited
+
+    @staticmethod
+    def _headers(path: str) -> list[tuple[bytes, bytes]]:
+        if path.startswith("/docs"):
+            return [(b"content-security-policy", DOCS_CSP.encode()), *COMMON_HEADERS]
         if path == "/" or path.startswith("/static/"):
-            response.headers.update(PAGE_HEADERS)
-        route = request.scope.get("route")
-        rt.metrics.responses.labels(
-            getattr(route, "path", "unmatched"), str(response.status_code)
-        ).inc()
-        return response
+            return [(b"content-security-policy", PAGE_CSP.encode()), *COMMON_HEADERS]
+        return COMMON_HEADERS
+
+    def _count(self, scope: Scope, status: int) -> None:
+        route = scope.get("route")
+        self.rt.metrics.responses.labels(getattr(route, "path", "unmatched"), str(status)).inc()
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+def _too_large(limit: int, path: str) -> Any:
+    return errors.problem(413, "Request body too large", f"at most {limit} bytes", path)

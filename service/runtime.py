@@ -1,25 +1,42 @@
-"""What one serving process holds: settings, the query engine (index + model), the batcher that
-owns the worker thread, the result cache, recently shown examples and the metrics; started and
-stopped by the app's lifespan. Routes reach it through :func:`runtime`."""
+"""What one serving process holds: settings, the verified index and its model (the query
+engine), the batcher that owns the worker thread, the result cache, recently shown examples and
+the metrics; started and stopped by the app's lifespan. Routes reach it through
+:func:`runtime`."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
+import uuid
 from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
 from fastapi import Request
 
-from indexer import DataError, Example, QueryEngine, QueryTooLongError, snippet
+from indexer import (
+    DataError,
+    Example,
+    Explanation,
+    Index,
+    QueryEngine,
+    QueryTooLongError,
+    VerifyReport,
+    available_cpus,
+    snippet,
+    use_threads,
+)
 
-from .batcher import MicroBatcher
-from .cache import ExampleCache, LRUCache, RedisCache, ResultCache
+from .batcher import DeadlineExceeded, MicroBatcher, NonFiniteScores, Overloaded
+from .cache import ExampleCache, LRUCache, RedisCache, ResultCache, query_key
 from .errors import ApiError
 from .metrics import Metrics
 from .protocol import Result
-from .scorer import BatchScorer, ScoringOptions
+from .scorer import BatchScorer, Scored, ScoringOptions
 from .settings import ServiceSettings
+
+log = logging.getLogger("lorif")
 
 
 class Runtime:
@@ -42,6 +59,7 @@ class Runtime:
         self._engine: QueryEngine | None = None
         self._batcher: MicroBatcher | None = None
         self.examples = ExampleCache(lambda ids: self.engine.index.examples_at(ids))
+        self.content_id = ""  # set by start(): what cache keys are made of
         self.ready = False
 
     @property
@@ -54,11 +72,28 @@ class Runtime:
         assert self._batcher is not None, "the runtime is not started"
         return self._batcher
 
-    async def start(self) -> None:
-        """Load the index and the model off the event loop, start the worker, warm up."""
-        s = self.settings
-        self._engine = await asyncio.get_running_loop().run_in_executor(
-            None, lambda: QueryEngine.open(s.index, model=s.model, device=s.device)
+    async def start(self, index: Index | None = None, report: VerifyReport | None = None) -> None:
+        """Open and verify the index, load the model (all off the event loop), start the worker
+        and warm it up. ``index``: one the caller opened already; ``report``: its check under
+        ``settings.verify`` when the caller ran it."""
+        s, loop = self.settings, asyncio.get_running_loop()
+        log.info("torch CPU threads: %d", use_threads(s.threads))
+        if index is None:
+            index = await loop.run_in_executor(None, Index, s.index)
+        if report is None:
+            report = await loop.run_in_executor(None, index.verify, s.verify, available_cpus())
+        log.info(
+            "index %s: %s check (%s) of %.1f MiB of factors in %.2f s",
+            index.path,
+            report.mode,
+            report.method,
+            report.checked_bytes / 2**20,
+            report.seconds,
+        )
+        # Only what this process read and checked may share cache entries with other replicas.
+        self.content_id = report.content_id or f"unverified-{index.fingerprint}-{uuid.uuid4().hex}"
+        self._engine = await loop.run_in_executor(
+            None, lambda: QueryEngine.open(index, model=s.model, device=s.device)
         )
         scorer = BatchScorer(self.engine, s.block_rows, self.options, on_scan=self.metrics.on_scan)
         self._batcher = MicroBatcher(
@@ -66,10 +101,13 @@ class Runtime:
             s.max_batch,
             s.max_wait_ms / 1000,
             s.queue_size,
+            exclusive_size=s.explain_queue,
             on_batch=self.metrics.batch_size.observe,
+            on_result=self.cache.put,
         )
         self.batcher.start()
-        await self.batcher.submit("warm-up", Example(completion="warm up the scorer."), 1)
+        warm_up = Example(completion="warm up the scorer.")
+        await self.batcher.submit("warm-up", warm_up, 1, 0, time.monotonic() + 3600)
         self.ready = True
 
     async def stop(self) -> None:
@@ -81,14 +119,57 @@ class Runtime:
         if isinstance(self.cache, RedisCache):
             await self.cache.close()
 
+    def key(self, query: Example, k: int) -> str:
+        return query_key(self.content_id, self.options, query, k)
+
     def checked_query(self, prompt: str, completion: str | None) -> tuple[Example, int]:
-        """The query as an Example and its token count; 422 when it is empty or too long."""
+        """The query as an Example and its token count; 422 when it is empty or too long.
+        Tokenizes: call it off the event loop."""
         try:
             return self.engine.checked_query(prompt, completion, self.settings.max_prompt_tokens)
         except QueryTooLongError as e:
             raise ApiError(422, "Query too long", str(e)) from None
         except DataError as e:
             raise ApiError(422, "Empty query", str(e)) from None
+
+    async def score(self, key: str, query: Example, k: int, n_tokens: int) -> Scored:
+        """Queue the query for the next scan; 429 when the queue is full, 504 past the
+        deadline (the scan still finishes and its result is cached), 500 for non-finite
+        scores."""
+        timeout = self.settings.request_timeout_s
+        self.metrics.queue_depth.set(self.batcher.depth)
+        try:
+            future = self.batcher.submit(key, query, k, n_tokens, time.monotonic() + timeout)
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except Overloaded as e:
+            raise ApiError(
+                429, "Too many requests", str(e), headers={"Retry-After": str(e.retry_after)}
+            ) from None
+        except (TimeoutError, DeadlineExceeded):
+            raise ApiError(
+                504, "Deadline exceeded", f"the query was not scored within {timeout} s"
+            ) from None
+        except NonFiniteScores as e:
+            log.error("non-finite scores for %s: the index or the model is damaged", key)
+            raise ApiError(500, "Corrupted scores", f"{e}; the answer was not cached") from None
+
+    async def explain(self, query: Example, example_id: int) -> Explanation:
+        """One pair's explanation on the worker thread; 429 when ``explain_queue`` are already
+        admitted, 504 past the deadline (dropped if the worker had not started it)."""
+        timeout = self.settings.request_timeout_s
+        job = self.batcher.run_exclusive(
+            time.monotonic() + timeout, self.engine.explain, query, example_id
+        )
+        try:
+            return await asyncio.wait_for(job, timeout)
+        except Overloaded as e:
+            raise ApiError(
+                429, "Too many requests", str(e), headers={"Retry-After": str(e.retry_after)}
+            ) from None
+        except (TimeoutError, DeadlineExceeded):
+            raise ApiError(
+                504, "Deadline exceeded", f"the explanation was not computed within {timeout} s"
+            ) from None
 
     def check_example_id(self, example_id: int) -> None:
         n = len(self.engine.index)
@@ -101,7 +182,8 @@ class Runtime:
         scores: Sequence[float] | npt.NDArray[np.float32],
         k: int,
     ) -> list[Result]:
-        """The first ``k`` (id, score) pairs as API results with snippet and metadata."""
+        """The first ``k`` (id, score) pairs as API results with snippet and metadata (reads
+        the examples not in the example cache: off the event loop when there are any)."""
         chosen = [int(i) for i in ids[:k]]
         examples = self.examples.get_many(chosen)
         return [

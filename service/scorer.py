@@ -4,7 +4,7 @@ then one scan of the factor store through the indexer's query engine serves the 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +25,13 @@ class Scored:
     scan_s: float
     queue_s: float = 0.0
     residual: float | None = None  # low-rank path: ||P - P_cq||_F / ||P||_F of the query
+    n_tokens: int = 0  # the query's token count
+
+    @property
+    def finite(self) -> bool:
+        return bool(
+            np.isfinite(self.proponent_scores).all() and np.isfinite(self.opponent_scores).all()
+        )
 
 
 @dataclass(frozen=True)
@@ -54,13 +61,14 @@ class BatchScorer:
         self.block_rows = block_rows
         self.on_scan = on_scan  # callback(n_queries, n_bytes, seconds) for metrics
 
-    def score(self, queries: list[Example], k: int) -> list[Scored]:
+    def score(self, queries: list[Example], ks: Sequence[int]) -> list[Scored]:
+        """Each query's own top-``ks[i]`` (the same answer it would get scanned alone)."""
         t0 = time.perf_counter()
         p = self.engine.preconditioned(queries)
         t1 = time.perf_counter()
         res = self.engine.scan(
             p,
-            k=k,
+            k=ks,
             block_rows=self.block_rows,
             query_rank=self.options.query_rank,
             candidates=self.options.candidates,
@@ -71,10 +79,10 @@ class BatchScorer:
             self.on_scan(len(queries), store.row_bytes * len(store), t2 - t1)
         return [
             Scored(
-                res.proponent_ids[i],
-                res.proponent_scores[i],
-                res.opponent_ids[i],
-                res.opponent_scores[i],
+                res.proponent_ids[i, : ks[i]],
+                res.proponent_scores[i, : ks[i]],
+                res.opponent_ids[i, : ks[i]],
+                res.opponent_scores[i, : ks[i]],
                 t1 - t0,
                 t2 - t1,
                 residual=None if res.residual is None else float(res.residual[i]),

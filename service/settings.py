@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -12,12 +15,23 @@ class ServiceSettings(BaseSettings):
     index: str = Field("", description="Path of the index file to serve.")
     model: str | None = Field(None, description="Model path if it moved since the build.")
     device: str = Field("auto", description="auto | cpu | cuda[:N].")
+    threads: int = Field(
+        0, ge=0, description="CPU threads for torch (0 = the CPUs available and not busy)."
+    )
+    verify: Literal["full", "fast", "off"] = Field(
+        "full",
+        description="Start-up integrity check: full = every stored byte against its build-time "
+        "checksum; fast = manifest, curvature and examples (factor blocks unchecked); off.",
+    )
     host: str = Field("127.0.0.1", description="Bind address.")
     port: int = Field(8000, description="Bind port.")
     max_batch: int = Field(32, ge=1, description="Most queries scored in one scan.")
     max_wait_ms: float = Field(5.0, ge=0, description="How long a batch waits to fill up.")
     queue_size: int = Field(256, ge=1, description="Queries admitted before 429.")
     request_timeout_s: float = Field(60.0, gt=0, description="Per-request deadline (504).")
+    explain_queue: int = Field(
+        4, ge=1, description="Explanations admitted (running or waiting) before 429."
+    )
     max_prompt_tokens: int = Field(1024, ge=2, description="Longest accepted query, in tokens.")
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="Largest accepted request body.")
     block_rows: int = Field(4096, ge=1, description="Factor rows per streamed block.")
@@ -43,5 +57,38 @@ class ServiceSettings(BaseSettings):
     redis_breaker_reset_s: float = Field(
         5.0, gt=0, description="Seconds Redis is skipped after repeated failures."
     )
-    api_key: str | None = Field(None, description="If set, required as X-API-Key on /v1.")
+    api_key: str | None = Field(
+        None,
+        description="If set, required as X-API-Key on /v1 (prefer the environment variable or "
+        "--api-key-file: a flag is visible in ps).",
+    )
+    api_key_file: str | None = Field(None, description="Read the API key from this file.")
+    public_docs: bool = Field(
+        False,
+        description="Serve /docs and /openapi.json without the API key when one is set.",
+    )
     cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins.")
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="A connection must send its request headers within this time."
+    )
+    body_timeout_s: float = Field(
+        10.0, gt=0, description="A request body must arrive within this time (408)."
+    )
+    max_connections: int = Field(
+        512, ge=1, description="Open connections and requests before 503 (uvicorn's limit)."
+    )
+
+    @model_validator(mode="after")
+    def _read_api_key_file(self) -> ServiceSettings:
+        """``api_key_file`` sets ``api_key`` (its first line); giving both is an error."""
+        if self.api_key_file:
+            if self.api_key:
+                raise ValueError("give the API key or an API key file, not both")
+            try:
+                key = Path(self.api_key_file).read_text().splitlines()[0].strip()
+            except (OSError, IndexError) as e:
+                raise ValueError(f"cannot read the API key file {self.api_key_file}: {e}") from e
+            if not key:
+                raise ValueError(f"the API key file {self.api_key_file} is empty")
+            self.api_key = key
+        return self

@@ -8,7 +8,7 @@ Positive = the example lowers the query's loss (proponent); negative = opponent.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -176,7 +176,7 @@ class ScoreResult:
 def score_store(
     store: RowSource,
     p: dict[str, torch.Tensor],
-    k: int = 10,
+    k: int | Sequence[int] = 10,
     block_rows: int = 4096,
     keep_scores: bool = True,
     device: torch.device | str = "cpu",
@@ -185,14 +185,17 @@ def score_store(
 ) -> ScoreResult:
     """Stream the store in blocks and score preconditioned queries ``p`` against every row.
 
-    ``query_rank`` = 0: the exact path. ``query_rank`` > 0: the scan uses rank-``query_rank``
-    queries and keeps ``candidates * k`` candidates per query and direction; those rows are
-    then scored exactly, so returned scores are exact and only the candidate recall is
-    approximate (``scores``, when kept, are the approximate ones).
+    ``k``: results per direction, one for all queries or one per query; the arrays returned
+    are (Q, max k) and row q is query q's answer up to its own k, the same answer it gets when
+    scanned alone. ``query_rank`` = 0: the exact path. ``query_rank`` > 0: the scan uses
+    rank-``query_rank`` queries and keeps ``candidates * k`` candidates per query and
+    direction; those rows are then scored exactly, so returned scores are exact and only the
+    candidate recall is approximate (``scores``, when kept, are the approximate ones).
     """
     n_queries = next(iter(p.values())).shape[0]
+    ks = [k] * n_queries if isinstance(k, int) else [int(x) for x in k]
     lowrank = LowRankQueries.factor(p, query_rank) if query_rank > 0 else None
-    width = k * candidates if lowrank else k
+    width = max(ks) * candidates if lowrank else max(ks)
     top = RunningTopK(n_queries, width, device)
     full = np.empty((n_queries, len(store)), dtype=np.float32) if keep_scores else None
     for start, rows in store.blocks(block_rows, device):
@@ -205,7 +208,7 @@ def score_store(
         if full is not None:
             full[:, start : start + s.shape[1]] = s.cpu().numpy()
     if lowrank:
-        top = _rescore(store, p, top, k, device)
+        top = _rescore(store, p, top, [q_k * candidates for q_k in ks], max(ks), device)
     return ScoreResult(
         top.top_i.cpu().numpy(),
         top.top_s.cpu().numpy(),
@@ -220,10 +223,13 @@ def _rescore(
     store: RowSource,
     p: dict[str, torch.Tensor],
     cand: RunningTopK,
+    kept: list[int],
     k: int,
     device: torch.device | str,
 ) -> RunningTopK:
-    """Exact scores of each query's own candidates (one batched product per layer); top-k."""
+    """Exact scores of each query's own candidates, its first ``kept[q]`` per direction (one
+    batched product per layer); top-k. Later candidates are masked, so a query's answer does
+    not depend on the k of the queries scanned with it."""
     ids = torch.cat([cand.top_i, cand.bot_i], dim=1)  # (Q, 2m)
     union, inverse = torch.unique(ids, return_inverse=True)  # sorted ids; ids = union[inverse]
     rows = store.rows(union.cpu().numpy(), device)[inverse]  # (Q, 2m, W)
@@ -235,6 +241,10 @@ def _rescore(
         s += (pr * left.reshape(nq, m2 * c, t.d1)).reshape(nq, m2, c * t.d1).sum(dim=2)
     out = RunningTopK(nq, k, device)
     m = cand.top_i.shape[1]
-    out.top_s, out.top_i = out._merge(s[:, :0], ids[:, :0], s[:, :m], ids[:, :m], largest=True)
-    out.bot_s, out.bot_i = out._merge(s[:, :0], ids[:, :0], s[:, m:], ids[:, m:], largest=False)
+    beyond = (
+        torch.arange(m, device=s.device)[None, :] >= torch.tensor(kept, device=s.device)[:, None]
+    )
+    top_s, bot_s = s[:, :m].masked_fill(beyond, -torch.inf), s[:, m:].masked_fill(beyond, torch.inf)
+    out.top_s, out.top_i = out._merge(s[:, :0], ids[:, :0], top_s, ids[:, :m], largest=True)
+    out.bot_s, out.bot_i = out._merge(s[:, :0], ids[:, :0], bot_s, ids[:, m:], largest=False)
     return out

@@ -57,17 +57,24 @@ def resolve_model_spec(spec: str) -> tuple[Path, str | None]:
     raise ModelLoadError(f"model not found: {spec} (a local HF model directory or a .gguf file)")
 
 
+def locate_model(spec: str) -> tuple[Path, str | None, Path | None]:
+    """(directory, GGUF file name or None, where to keep a converted copy or None) of a model
+    spec, without loading it: a missing model is reported before anything slow happens."""
+    convert_to = None
+    if registry.canonical(spec):
+        _, path, convert_to = registry.resolve(spec)
+        spec = str(path)
+    directory, gguf = resolve_model_spec(spec)
+    return directory, gguf, convert_to
+
+
 def load_causal_lm(spec: str, device: torch.device | str = "cpu") -> LoadedModel:
     """Load model + tokenizer offline (fp32 weights; GGUF tensors are dequantized).
 
     ``spec``: a local HF directory, a .gguf file, or a short name (see registry).
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    convert_to = None
-    if registry.canonical(spec):
-        _, path, convert_to = registry.resolve(spec)
-        spec = str(path)
-    directory, gguf = resolve_model_spec(spec)
+    directory, gguf, convert_to = locate_model(spec)
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,22 @@ from ..engine.curvature import LayerCurvature
 from ..engine.layout import FactorLayout
 from ..engine.projection import Projections
 from ..errors import IndexFormatError
+from . import integrity
 from .codec import NUMPY_STORAGE
 from .format import PARTIAL_SUFFIX, fingerprint, h5open, read_manifest
 from .store import MmapFactorStore
 
 MODEL_SUMMARY_KEYS = ("spec", "name", "class", "fingerprint")  # never paths of the build host
+
+
+def parse_meta(raw: str) -> dict[str, Any]:
+    """An example's metadata; text that is not a JSON object (a damaged or hand-edited file)
+    is kept as it is under ``_unparsed`` rather than failing the read."""
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        meta = None
+    return meta if isinstance(meta, dict) else {"_unparsed": raw}
 
 
 class Index:
@@ -152,9 +164,9 @@ class Index:
         if uniq[0] < 0 or uniq[-1] >= len(self):
             raise IndexError(f"example ids must be in [0, {len(self)}), got {uniq[0]}..{uniq[-1]}")
         g = self.file["examples"]
-        fields = {f: g[f].asstr()[uniq] for f in ("prompt", "completion", "meta")}
+        fields = {f: g[f].asstr(errors="replace")[uniq] for f in ("prompt", "completion", "meta")}
         at = {
-            i: Example(completion=c, prompt=p, meta=json.loads(m))
+            i: Example(completion=c, prompt=p, meta=parse_meta(m))
             for i, p, c, m in zip(
                 uniq, fields["prompt"], fields["completion"], fields["meta"], strict=True
             )
@@ -165,9 +177,31 @@ class Index:
         """Tokens of example ``i`` as indexed (after truncation to the build's max_tokens)."""
         return int(self.file["examples/n_tokens"][i])
 
-    def verify(self) -> None:
-        """Recompute the fingerprint over all stored bytes (reads the whole file)."""
-        if fingerprint(self.manifest, self.store().array, self.curvature()) != self.fingerprint:
-            raise IndexFormatError(
-                f"{self.path}: content does not match its fingerprint (the file is corrupted)"
+    def verify(
+        self, mode: integrity.VerifyMode = "full", threads: int = 1
+    ) -> integrity.VerifyReport:
+        """Check the stored bytes against the checksums written at build time (see
+        storage/integrity.py); IndexFormatError names what is corrupted. A file without
+        checksums (built before they existed) is checked by recomputing its fingerprint."""
+        factors, curvature = self.store().array, self.curvature()
+        try:
+            if "integrity" in self.file:
+                return integrity.verify(self.file, factors, curvature, mode, threads)
+            t0 = time.perf_counter()
+            if mode != "off":
+                integrity.check_curvature(curvature)
+            if (
+                mode == "full"
+                and fingerprint(self.manifest, factors, curvature) != self.fingerprint
+            ):
+                raise IndexFormatError("content does not match its fingerprint (corrupted)")
+            full = mode == "full"  # then the fingerprint is the content as read
+            return integrity.VerifyReport(
+                mode,
+                factors.nbytes if full else 0,
+                time.perf_counter() - t0,
+                "fingerprint",
+                content_id=self.fingerprint if full else None,
             )
+        except IndexFormatError as e:
+            raise IndexFormatError(f"{self.path}: {e}") from None

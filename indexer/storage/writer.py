@@ -19,6 +19,7 @@ from ..engine.curvature import LayerCurvature
 from ..engine.layout import FactorLayout
 from ..engine.projection import Projections
 from ..errors import IndexFormatError
+from . import integrity
 from .codec import NUMPY_STORAGE
 from .format import (
     FORMAT_NAME,
@@ -115,13 +116,18 @@ class IndexWriter:
         self.done[rows] = 1
         self.done.flush()
 
-    def publish(self, manifest: dict[str, Any], curvature: Mapping[str, LayerCurvature]) -> str:
-        """Write basis + final manifest + fingerprint, then atomically rename into place."""
+    def publish(
+        self, manifest: dict[str, Any], curvature: Mapping[str, LayerCurvature], threads: int = 1
+    ) -> str:
+        """Write basis, checksums, final manifest and fingerprint, then atomically rename into
+        place. ``threads`` hash the factor blocks in parallel."""
         if not np.all(self.done):
             raise IndexFormatError("cannot publish: some rows are not computed")
         manifest = dict(manifest)
         digest = fingerprint(manifest, self.factors, curvature)
         manifest["fingerprint"] = digest
+        block_rows = integrity.block_rows_for(self.layout.width * self.factors.itemsize)
+        blocks = integrity.factor_digests(self.factors, block_rows, threads)
         del self.factors, self.done  # release the maps before h5py rewrites metadata
         with h5py.File(self.path, "r+") as f:
             if "curvature" in f:
@@ -131,6 +137,7 @@ class IndexWriter:
                 g.create_dataset("V", data=c.V.astype("<f4"))
                 g.create_dataset("sigma2", data=c.sigma2.astype("<f8"))
                 g.attrs["lambda"] = float(c.lam)
+            integrity.write(f, self.n, block_rows, blocks, curvature)
             write_manifest(f, manifest)
             f.attrs["fingerprint"] = digest
             f.attrs["status"] = "complete"

@@ -1,23 +1,28 @@
-"""POST /v1/attributions: the top-k proponents and/or opponents of a query (cached, batched)."""
+"""POST /v1/attributions: the top-k proponents and/or opponents of a query (cached, batched).
+
+A cached answer costs no tokenization and, when its examples are in the example cache, no
+thread hop; everything else that takes CPU (tokenizing, HDF5 reads, large JSON) runs in a
+thread, so the event loop keeps answering while the scorer is busy.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
-from indexer import Example
+from indexer import DataError, query_example
 
-from ..batcher import Overloaded
-from ..cache import query_key
 from ..errors import ApiError
 from ..protocol import Approximation, AttributionRequest, AttributionResponse, Timings
 from ..runtime import Runtime, runtime
 from ..scorer import Scored
 
 router = APIRouter()
+INLINE_RESULTS = 100  # up to this many cached rows are rendered on the event loop
 
 
 @router.post(
@@ -25,16 +30,27 @@ router = APIRouter()
 )
 async def attributions(
     req: AttributionRequest, rt: Annotated[Runtime, Depends(runtime)]
-) -> AttributionResponse:
+) -> Response:
     t0 = time.perf_counter()
-    q, n_tokens = rt.checked_query(req.prompt, req.completion)
-    key = query_key(rt.engine.index.fingerprint, rt.options, q, req.k)
+    try:
+        key = rt.key(query_example(req.prompt, req.completion), req.k)
+    except DataError as e:
+        raise ApiError(422, "Empty query", str(e)) from None
     scored = await rt.cache.get(key)
     rt.metrics.cache.labels("hit" if scored else "miss").inc()
     cached = scored is not None
     if scored is None:
-        scored = await _score(rt, key, q, req.k)
-        await rt.cache.put(key, scored)
+        q, n_tokens = await run_in_threadpool(rt.checked_query, req.prompt, req.completion)
+        scored = await rt.score(key, q, req.k, n_tokens)
+    ids = [*scored.proponent_ids[: req.k], *scored.opponent_ids[: req.k]]
+    if 2 * req.k <= INLINE_RESULTS and not rt.examples.missing(int(i) for i in ids):
+        return _render(rt, req, scored, cached, t0)
+    return await run_in_threadpool(_render, rt, req, scored, cached, t0)
+
+
+def _render(
+    rt: Runtime, req: AttributionRequest, scored: Scored, cached: bool, t0: float
+) -> Response:
     both = req.direction == "both"
     proponents = (
         rt.results(scored.proponent_ids, scored.proponent_scores, req.k)
@@ -52,9 +68,9 @@ async def attributions(
         scan_ms=0.0 if cached else scored.scan_s * 1000,
         total_ms=(time.perf_counter() - t0) * 1000,
     )
-    return AttributionResponse(
+    body = AttributionResponse(
         index_fingerprint=rt.engine.index.fingerprint,
-        query_tokens=n_tokens,
+        query_tokens=scored.n_tokens,
         scoring=Approximation(
             path=rt.options.path, query_rank=rt.options.query_rank, residual=scored.residual
         ),
@@ -63,19 +79,4 @@ async def attributions(
         cached=cached,
         timings=timings,
     )
-
-
-async def _score(rt: Runtime, key: str, q: Example, k: int) -> Scored:
-    """Queue the query for the next scan; 429 when the queue is full, 504 past the deadline."""
-    rt.metrics.queue_depth.set(rt.batcher.depth)
-    timeout = rt.settings.request_timeout_s
-    try:
-        return await asyncio.wait_for(rt.batcher.submit(key, q, k), timeout)
-    except Overloaded as e:
-        raise ApiError(
-            429, "Too many requests", str(e), headers={"Retry-After": str(e.retry_after)}
-        ) from None
-    except TimeoutError:
-        raise ApiError(
-            504, "Deadline exceeded", f"the query was not scored within {timeout} s"
-        ) from None
+    return Response(body.model_dump_json(exclude_none=True), media_type="application/json")

@@ -1,13 +1,13 @@
 """POST /v1/explanations: one training example's score for a query, split over both texts'
-tokens (computed on the worker thread that owns the model)."""
+tokens (computed on the worker thread that owns the model; admission-controlled)."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
+from starlette.concurrency import run_in_threadpool
 
 from indexer import ConfigError, DataError, TokenContribution
 
@@ -27,20 +27,14 @@ async def explanations(
     req: ExplanationRequest, rt: Annotated[Runtime, Depends(runtime)]
 ) -> ExplanationResponse:
     """Split one training example's score for the query over both texts' tokens."""
-    q, _ = rt.checked_query(req.prompt, req.completion)
     rt.check_example_id(req.example_id)
+    q, _ = await run_in_threadpool(rt.checked_query, req.prompt, req.completion)
     t0 = time.perf_counter()
-    timeout = rt.settings.request_timeout_s
     try:
-        e = await asyncio.wait_for(
-            rt.batcher.run_exclusive(rt.engine.explain, q, req.example_id), timeout
-        )
-    except TimeoutError:
-        raise ApiError(
-            504, "Deadline exceeded", f"the explanation was not computed within {timeout} s"
-        ) from None
+        e = await rt.explain(q, req.example_id)
     except (ConfigError, DataError) as err:
         raise ApiError(422, "Cannot explain this pair", str(err)) from None
+    meta = (await run_in_threadpool(rt.examples.get_many, [e.example_id]))[0].meta
     return ExplanationResponse(
         index_fingerprint=rt.engine.index.fingerprint,
         example_id=e.example_id,
@@ -49,6 +43,6 @@ async def explanations(
         query_tokens=_tokens(e.query_tokens),
         example_tokens=_tokens(e.example_tokens),
         example_truncated=e.example_truncated,
-        meta=rt.examples.get_many([e.example_id])[0].meta,
+        meta=meta,
         compute_ms=(time.perf_counter() - t0) * 1000,
     )

@@ -1,4 +1,5 @@
-"""The browse page at / and its static files (plain HTML/CSS/JS, no external resources)."""
+"""The browse page at /, the API docs at /docs (Swagger UI from the swagger-ui-bundle package,
+served locally), and their static files (no external resources)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,13 @@ STATIC = Path(__file__).resolve().parent.parent / "static"
 router = APIRouter()
 
 
-@router.get("/", include_in_schema=False)
+@router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
 async def page() -> FileResponse:
     """The browse page."""
     return FileResponse(STATIC / "index.html")
+
+
+@router.api_route("/docs", methods=["GET", "HEAD"], include_in_schema=False)
+async def docs() -> FileResponse:
+    """Swagger UI for /openapi.json."""
+    return FileResponse(STATIC / "docs.html")

@@ -1,0 +1,207 @@
+"""Content checksums: written when an index is published, checked before it is served.
+
+The factors are split into blocks of ``block_rows`` rows and the examples into the same row
+blocks; each block gets a blake2b-128 digest, and the curvature basis and the stored projections
+one digest each (group ``integrity``, docs/index-format.md). A reader checks
+
+- ``full``: everything above, every stored byte (the factors in parallel threads, ~1 GB/s per
+  core), and the finiteness of the basis;
+- ``fast``: the curvature, projections and examples, not the factor blocks;
+- ``off``: nothing.
+
+A failure names what is corrupted (a layer, a field, the rows of a block). Files written before
+checksums existed are checked by recomputing their whole-file fingerprint (``full``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import h5py
+import numpy as np
+import numpy.typing as npt
+
+from ..engine.curvature import LayerCurvature
+from ..errors import IndexFormatError
+
+ALGORITHM = "blake2b-128"
+BLOCK_BYTES = 16 << 20  # factor bytes per checksum block
+VerifyMode = Literal["full", "fast", "off"]
+EXAMPLE_FIELDS = ("prompt", "completion", "meta")
+
+
+@dataclass
+class VerifyReport:
+    mode: str
+    checked_bytes: int  # factor bytes read and hashed
+    seconds: float
+    method: str  # "checksums", "fingerprint" (a file without checksums) or "none"
+    # A digest of the content as this process read it (None unless every byte was checked):
+    # what a shared cache may be keyed on, since a damaged copy cannot produce it.
+    content_id: str | None = None
+
+
+def _digest(chunks: Iterable[bytes | memoryview]) -> bytes:
+    h = hashlib.blake2b(digest_size=16)
+    for chunk in chunks:
+        h.update(chunk)
+    return h.digest()
+
+
+def block_rows_for(row_bytes: int) -> int:
+    return max(1, BLOCK_BYTES // max(1, row_bytes))
+
+
+def _blocks(n: int, block_rows: int) -> list[tuple[int, int]]:
+    return [(s, min(s + block_rows, n)) for s in range(0, n, block_rows)] or [(0, 0)]
+
+
+def factor_digests(
+    factors: npt.NDArray[Any], block_rows: int, threads: int = 1
+) -> npt.NDArray[np.uint8]:
+    """(n_blocks, 16) digests of consecutive row blocks; hashlib releases the GIL, so the
+    blocks are hashed by ``threads`` threads at once."""
+
+    def one(span: tuple[int, int]) -> bytes:
+        return _digest([np.ascontiguousarray(factors[span[0] : span[1]]).data])
+
+    spans = _blocks(factors.shape[0], block_rows)
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        digests = list(pool.map(one, spans))
+    return np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(len(spans), 16).copy()
+
+
+def _example_chunks(examples: h5py.Group, start: int, stop: int) -> Iterator[bytes]:
+    for name in EXAMPLE_FIELDS:
+        for text in examples[name].asstr()[start:stop]:
+            raw = text.encode()
+            yield len(raw).to_bytes(8, "little") + raw
+    yield np.ascontiguousarray(examples["n_tokens"][start:stop], dtype="<i4").tobytes()
+
+
+def example_digests(examples: h5py.Group, n: int, block_rows: int) -> npt.NDArray[np.uint8]:
+    """(n_blocks, 16) digests of the examples' texts, metadata and token counts per row block."""
+    digests = [_digest(_example_chunks(examples, s, e)) for s, e in _blocks(n, block_rows)]
+    return np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(-1, 16).copy()
+
+
+def curvature_digest(curvature: Mapping[str, LayerCurvature]) -> bytes:
+    return _digest(
+        np.ascontiguousarray(array, dtype=dtype).tobytes()
+        for name in sorted(curvature)
+        for array, dtype in (
+            (curvature[name].V, "<f4"),
+            (curvature[name].sigma2, "<f8"),
+            (curvature[name].lam, "<f8"),
+        )
+    )
+
+
+def projections_digest(f: h5py.File) -> bytes:
+    if "projections" not in f:
+        return _digest([])
+    return _digest(
+        np.ascontiguousarray(f[f"projections/{name}/{side}"][()], dtype="<f4").data
+        for name in sorted(f["projections"])
+        for side in ("in", "out")
+    )
+
+
+def write(
+    f: h5py.File,
+    n: int,
+    block_rows: int,
+    factor_blocks: npt.NDArray[np.uint8],
+    curvature: Mapping[str, LayerCurvature],
+) -> None:
+    """Write the ``integrity`` group of a file whose examples, projections and curvature are
+    final, given the factors' block digests (``factor_digests``, taken while they were mapped)."""
+    if "integrity" in f:
+        del f["integrity"]
+    g = f.create_group("integrity")
+    g.attrs["algorithm"] = ALGORITHM
+    g.attrs["block_rows"] = block_rows
+    g.create_dataset("factors", data=factor_blocks)
+    g.create_dataset("examples", data=example_digests(f["examples"], n, block_rows))
+    g.attrs["curvature"] = curvature_digest(curvature).hex()
+    g.attrs["projections"] = projections_digest(f).hex()
+
+
+def check_curvature(curvature: Mapping[str, LayerCurvature]) -> None:
+    """Finite basis, sigma2 >= 0 and lambda > 0 in every layer (else IndexFormatError)."""
+    for name, c in curvature.items():
+        if not (
+            np.isfinite(c.V).all()
+            and np.isfinite(c.sigma2).all()
+            and (c.sigma2 >= 0).all()
+            and np.isfinite(c.lam)
+            and c.lam > 0
+        ):
+            raise IndexFormatError(
+                f"layer {name}: the curvature basis is not finite or not positive (corrupted)"
+            )
+
+
+def verify(
+    f: h5py.File,
+    factors: npt.NDArray[Any],
+    curvature: Mapping[str, LayerCurvature],
+    mode: VerifyMode,
+    threads: int = 1,
+) -> VerifyReport:
+    """Check a published file against its checksums (see the module docstring)."""
+    t0 = time.perf_counter()
+    if mode == "off":
+        return VerifyReport(mode, 0, 0.0, "none")
+    check_curvature(curvature)
+    g = f["integrity"]
+    bad = [
+        what
+        for what, want, got in (
+            ("curvature basis", g.attrs["curvature"], curvature_digest(curvature).hex()),
+            ("projections", g.attrs["projections"], projections_digest(f).hex()),
+        )
+        if want != got
+    ]
+    if bad:
+        raise IndexFormatError(f"the {bad[0]} does not match its checksum (corrupted)")
+    n, block_rows = factors.shape[0], int(g.attrs["block_rows"])
+    _compare(
+        "examples", g["examples"][()], example_digests(f["examples"], n, block_rows), block_rows, n
+    )
+    if mode == "fast":
+        return VerifyReport(mode, 0, time.perf_counter() - t0, "checksums")
+    blocks = factor_digests(factors, block_rows, threads)
+    _compare("factor rows", g["factors"][()], blocks, block_rows, n)
+    manifest = f["manifest"][()]
+    content = _digest(
+        [
+            manifest if isinstance(manifest, bytes) else manifest.encode(),
+            blocks.tobytes(),
+            g["examples"][()].tobytes(),
+            bytes.fromhex(g.attrs["curvature"]),
+            bytes.fromhex(g.attrs["projections"]),
+        ]
+    )
+    return VerifyReport(mode, factors.nbytes, time.perf_counter() - t0, "checksums", content.hex())
+
+
+def _compare(
+    what: str, want: npt.NDArray[np.uint8], got: npt.NDArray[np.uint8], block_rows: int, n: int
+) -> None:
+    if want.shape != got.shape:
+        raise IndexFormatError(
+            f"{what}: {len(got)} checksum blocks, the file records {len(want)} (corrupted)"
+        )
+    wrong = np.flatnonzero((want != got).any(axis=1))
+    if len(wrong):
+        first = int(wrong[0]) * block_rows
+        raise IndexFormatError(
+            f"{what} {first}..{min(first + block_rows, n) - 1} do not match their checksum "
+            f"({len(wrong)} of {len(want)} blocks differ; the file is corrupted)"
+        )

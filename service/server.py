@@ -1,0 +1,100 @@
+"""Running the app under uvicorn, with the limits a server exposed to slow or hostile clients
+needs: a connection must send its request headers within ``header_timeout_s`` (uvicorn itself
+only times out idle keep-alive connections), bodies are bounded in time and size by the guard,
+and at most ``max_connections`` connections and requests are served at once (503 above)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from indexer import ConfigError
+
+from .settings import ServiceSettings
+
+
+class HeaderTimeoutProtocol(H11Protocol):
+    """h11 protocol that closes a connection whose request headers do not all arrive within
+    ``header_timeout_s`` of its first byte (or of the connection, for the first request)."""
+
+    header_timeout_s = 10.0
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        if self._header_timer is None and (self.cycle is None or self.cycle.response_complete):
+            self._arm()  # the first byte of a keep-alive connection's next request
+        before = self.cycle
+        super().data_received(data)
+        if self.cycle is not before:  # a complete request line and headers were parsed
+            self._disarm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _too_slow(self) -> None:
+        self._header_timer = None
+        if not self.transport.is_closing():
+            self.logger.info(
+                "closing a connection whose request headers took over %.1f s", self.header_timeout_s
+            )
+            self.transport.close()
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket, or ConfigError naming the address (before anything slow loads)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {e.strerror} (is another server "
+            "running there? pass --port)"
+        ) from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def run(
+    app: FastAPI,
+    settings: ServiceSettings,
+    sock: socket.socket | None = None,
+    log_level: str = "info",
+) -> None:
+    """Serve ``app`` in this process until SIGINT/SIGTERM (graceful shutdown)."""
+    protocol: Any = type(
+        "LorifHTTP", (HeaderTimeoutProtocol,), {"header_timeout_s": settings.header_timeout_s}
+    )
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        workers=1,
+        http=protocol,
+        limit_concurrency=settings.max_connections,
+        log_level=log_level,
+    )
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock or bind(settings.host, settings.port)])

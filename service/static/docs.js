@@ -1,0 +1,5 @@
+// Swagger UI from the swagger-ui-bundle package, served by this server: nothing is fetched
+// from another origin, and the page's CSP allows no inline script.
+window.addEventListener("DOMContentLoaded", () => {
+  window.ui = SwaggerUIBundle({ url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true });
+});
