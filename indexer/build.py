@@ -7,13 +7,10 @@ atomic rename).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
-import fcntl
 import platform
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +34,7 @@ from .models.tasks import CausalLMTask
 from .storage.codec import encode_rows
 from .storage.format import FORMAT_VERSION, partial_path
 from .storage.store import MemoryFactorStore
-from .storage.writer import IndexWriter
+from .storage.writer import IndexWriter, build_lock
 from .threads import use_threads
 
 
@@ -76,7 +73,7 @@ def build_index(
         raise ConfigError("--data is required")
     out = _check_output(cfg)
     threads = use_threads(cfg.threads)
-    with _build_lock(out):
+    with build_lock(out):
         started = time.perf_counter()
         if examples is None:
             examples = load_examples(cfg.data, cfg.limit)
@@ -152,21 +149,6 @@ def _check_output(cfg: BuildConfig) -> Path:
     if not out.parent.exists():
         raise ConfigError(f"output directory does not exist: {out.parent}")
     return out
-
-
-@contextlib.contextmanager
-def _build_lock(out: Path) -> Iterator[None]:
-    """One build per output at a time (advisory lock on OUTPUT.lock, removed afterwards)."""
-    lock = Path(str(out) + ".lock")
-    with open(lock, "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(f"another build is writing {out} (lock {lock})") from None
-        try:
-            yield
-        finally:
-            lock.unlink(missing_ok=True)
 
 
 def _language_model(cfg: BuildConfig) -> tuple[Featurizer, dict[str, Any], dict[str, Any]]:

@@ -47,6 +47,10 @@ class Index:
             )
         if not self.path.exists():
             raise IndexFormatError(f"index not found: {self.path}")
+        if self.path.is_dir():
+            raise IndexFormatError(f"{self.path} is a directory, not an index file")
+        if not os.access(self.path, os.R_OK):
+            raise IndexFormatError(f"{self.path}: permission denied (the index must be readable)")
         self.file = h5open(self.path, "r")
         try:
             self.manifest = read_manifest(self.file, self.path)

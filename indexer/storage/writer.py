@@ -4,9 +4,11 @@ curvature basis and the fingerprint and publishes the file by atomic rename."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from ..data import Example
 from ..engine.curvature import LayerCurvature
 from ..engine.layout import FactorLayout
 from ..engine.projection import Projections
-from ..errors import IndexFormatError
+from ..errors import ConfigError, IndexFormatError
 from . import integrity
 from .codec import NUMPY_STORAGE
 from .format import (
@@ -155,3 +157,18 @@ def _fsync_rename(src: Path, dst: Path) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def build_lock(out: Path) -> Iterator[None]:
+    """One build per output at a time (advisory lock on OUTPUT.lock, removed afterwards)."""
+    lock = Path(str(out) + ".lock")
+    with open(lock, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"another build is writing {out} (lock {lock})") from None
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
