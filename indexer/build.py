@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import platform
 import time
 from pathlib import Path
@@ -36,6 +37,8 @@ from .storage.format import FORMAT_VERSION, partial_path
 from .storage.store import MemoryFactorStore
 from .storage.writer import IndexWriter, build_lock
 from .threads import use_threads
+
+log = logging.getLogger("lorif")
 
 
 def software_versions() -> dict[str, str]:
@@ -155,7 +158,8 @@ def _language_model(cfg: BuildConfig) -> tuple[Featurizer, dict[str, Any], dict[
     """The featurizer of a causal LM named by ``cfg.model``, and what the manifest records."""
     device = resolve_device(cfg.device)
     loaded = load_causal_lm(cfg.model, device)
-    task = CausalLMTask(loaded.tokenizer, cfg.max_tokens, cfg.chat_template)
+    max_tokens = _clamp_to_context(cfg.max_tokens, loaded.model)
+    task = CausalLMTask(loaded.tokenizer, max_tokens, cfg.chat_template)
     featurizer = Featurizer.create(
         loaded.model,
         task,
@@ -176,10 +180,28 @@ def _language_model(cfg: BuildConfig) -> tuple[Featurizer, dict[str, Any], dict[
     }
     task_info = {
         "kind": "causal_lm",
-        "max_tokens": cfg.max_tokens,
+        "max_tokens": max_tokens,
         "chat_template": cfg.chat_template,
     }
     return featurizer, model_info, task_info
+
+
+def _clamp_to_context(max_tokens: int, model: torch.nn.Module) -> int:
+    """``max_tokens``, or the model's context length when that is shorter (said on stderr)."""
+    config = getattr(model, "config", None)
+    context = getattr(config, "max_position_embeddings", None) or getattr(
+        config, "n_positions", None
+    )
+    if isinstance(context, int) and 0 < context < max_tokens:
+        log.warning(
+            "--max-tokens %d is longer than the model's context of %d tokens: "
+            "examples are truncated to %d",
+            max_tokens,
+            context,
+            context,
+        )
+        return context
+    return max_tokens
 
 
 def _check_rank(cfg: BuildConfig, featurizer: Featurizer) -> None:

@@ -126,20 +126,24 @@ class QueryEngine:
     def checked_query(
         self, prompt: str, completion: str | None = None, max_tokens: int | None = None
     ) -> tuple[Example, int]:
-        """A query from text (see ``query_example``) and its token count. Raises DataError when
-        no token counts in its loss and QueryTooLongError when it has more tokens than
-        ``max_tokens`` or the index's own limit: a query is never silently truncated."""
+        """A query from text (see ``query_example``) and its token count (``check_query``)."""
         q = query_example(prompt, completion)
-        n_tokens = self.query_tokens(q)
+        return q, self.check_query(q, max_tokens)
+
+    def check_query(self, query: Example, max_tokens: int | None = None) -> int:
+        """The query's token count. Raises DataError when no token counts in its loss and
+        QueryTooLongError when it has more tokens than ``max_tokens`` or the index's own limit:
+        a query is never silently truncated."""
+        n_tokens = self.query_tokens(query)
         task = self.featurizer.task
         if isinstance(task, CausalLMTask):
-            full = task.full_length(q)
+            full = task.full_length(query)
             limit = min(max_tokens or task.max_tokens, task.max_tokens)
             if full > limit:
                 raise QueryTooLongError(
                     f"the query has {full} tokens; at most {limit} are accepted"
                 )
-        return q, n_tokens
+        return n_tokens
 
     def query_gradients(self, queries: list[Example]) -> dict[str, torch.Tensor]:
         for q in queries:

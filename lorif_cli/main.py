@@ -6,8 +6,10 @@ and exit with status 2; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+from typing import Any
 
 import typer
 
@@ -38,6 +40,29 @@ def _click_error() -> type[Exception]:
     return ClickException
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted (tests swap it)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        pass
+
+
+def _log_to_stderr() -> None:
+    """The library's ``lorif`` logger (start-up facts, warnings) on stderr, once."""
+    logger = logging.getLogger("lorif")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 def main() -> None:
     from indexer.errors import LorifError
 
@@ -45,8 +70,9 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     click_error = _click_error()
+    _log_to_stderr()
     try:
-        app(standalone_mode=False)
+        app(standalone_mode=False, prog_name="lorif")
     except LorifError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)

@@ -1,55 +1,121 @@
-"""``lorif query``: top-k proponents and opponents of one query, as text or JSON."""
+"""``lorif query``: top-k proponents and opponents of a query (or of every query in a jsonl),
+as text or JSON, and optionally every example's score as a (Q, N) .npy matrix."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import typer
+
+from indexer.errors import ConfigError
+
+CHUNK = 32  # queries per scan when scoring a file of queries
 
 
 def query(
     index: str = typer.Argument(..., help="Index file."),
     prompt: str = typer.Argument(
-        ..., help="Query text (all tokens count unless --completion is given)."
+        None, help="Query text (all tokens count unless --completion is given); or give --queries."
     ),
     completion: str = typer.Option(None, help="Completion: then only its tokens count."),
+    queries: str = typer.Option(
+        None, help="A .jsonl of queries (`text`, or `prompt` + `completion`), instead of PROMPT."
+    ),
     k: int = typer.Option(10, "-k", "--k", min=1, help="Results per direction."),
     opponents: bool = typer.Option(True, help="Also list the lowest scores."),
+    all_scores: bool = typer.Option(
+        False,
+        "--all-scores",
+        help="Also write every example's score: a (queries, N) float32 matrix to --output.",
+    ),
+    output: str = typer.Option(None, help="The .npy file for --all-scores."),
     model: str = typer.Option(None, help="Model path if it moved since the build."),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:N]."),
     threads: int = typer.Option(0, min=0, help="CPU threads (0 = the CPUs available)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Top-k proponents (and opponents) of a query among the indexed examples."""
-    from indexer.data import query_example, snippet
-    from indexer.query import QueryEngine, top_rows
+    """Top-k proponents (and opponents) of queries among the indexed examples."""
+    from indexer.data import load_examples, query_example
+    from indexer.query import QueryEngine
     from indexer.threads import use_threads
 
-    query_example(prompt, completion)  # blank text is refused before the model loads
+    if (prompt is None) == (queries is None):
+        raise ConfigError("give a PROMPT or --queries FILE (one of them)")
+    if all_scores != (output is not None):
+        raise ConfigError("--all-scores and --output go together")
+    # Bad text and bad files are refused before the model loads.
+    examples = [query_example(prompt, completion)] if queries is None else load_examples(queries)
     use_threads(threads)
     engine = QueryEngine.open(index, model=model, device=device)
     try:
-        q, _ = engine.checked_query(prompt, completion)
-        result = engine.score([q], k=k, keep_scores=False)
-        out: dict[str, list[dict[str, Any]]] = {}
-        for direction in ("proponents", "opponents") if opponents else ("proponents",):
-            top = top_rows(result, 0, direction)
-            examples = engine.index.examples_at([i for i, _ in top])
-            out[direction] = [
-                {"rank": r, "example_id": i, "score": s, "text": ex.text, "meta": ex.meta}
-                for r, ((i, s), ex) in enumerate(zip(top, examples, strict=True), 1)
-            ]
+        for q in examples:
+            engine.check_query(q)
+        results = _score_all(engine, examples, k, output)
+        directions = ("proponents", "opponents") if opponents else ("proponents",)
+        out = [_rows(engine, result, q, directions) for result, q in results]
     finally:
         engine.close()
+    _print(out if queries is not None else out[0], examples, as_json)
+    if output:
+        typer.echo(f"scores: {output} ({len(examples)} x {len(engine.index)} float32)", err=True)
+
+
+def _score_all(
+    engine: Any, examples: list[Any], k: int, output: str | None
+) -> list[tuple[Any, int]]:
+    """(ScoreResult, row in it) per query, scanned CHUNK queries at a time; with ``output``
+    the full score rows go straight into a .npy memory map."""
+    scores = None
+    if output is not None:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        scores = np.lib.format.open_memmap(
+            output, mode="w+", dtype=np.float32, shape=(len(examples), len(engine.index))
+        )
+    results = []
+    for start in range(0, len(examples), CHUNK):
+        chunk = examples[start : start + CHUNK]
+        result = engine.score(chunk, k=k, keep_scores=scores is not None)
+        if scores is not None:
+            scores[start : start + len(chunk)] = result.scores
+        results += [(result, i) for i in range(len(chunk))]
+    if scores is not None:
+        scores.flush()
+    return results
+
+
+def _rows(
+    engine: Any, result: Any, q: int, directions: tuple[str, ...]
+) -> dict[str, list[dict[str, Any]]]:
+    from indexer.query import top_rows
+
+    out = {}
+    for direction in directions:
+        top = top_rows(result, q, direction)
+        examples = engine.index.examples_at([i for i, _ in top])  # one batched read
+        out[direction] = [
+            {"rank": r, "example_id": i, "score": s, "text": ex.text, "meta": ex.meta}
+            for r, ((i, s), ex) in enumerate(zip(top, examples, strict=True), 1)
+        ]
+    return out
+
+
+def _print(out: Any, examples: list[Any], as_json: bool) -> None:
+    from indexer.data import snippet
+
     if as_json:
         typer.echo(json.dumps(out, indent=2, ensure_ascii=False))
         return
-    for direction, rows in out.items():
-        typer.echo(f"\n{direction}:")
-        for row in rows:
-            meta = ", ".join(f"{k}={v}" for k, v in row["meta"].items())
-            typer.echo(
-                f"  {row['rank']:3d}. #{row['example_id']:<7d} {row['score']:+.4e}  "
-                f"{snippet(row['text'], 100)}" + (f"  [{meta}]" if meta else "")
-            )
+    for i, rows in enumerate(out if isinstance(out, list) else [out]):
+        if isinstance(out, list):
+            typer.echo(f"\nquery {i}: {snippet(examples[i].text, 100)}")
+        for direction, listed in rows.items():
+            typer.echo(f"\n{direction}:")
+            for row in listed:
+                meta = ", ".join(f"{key}={v}" for key, v in row["meta"].items())
+                typer.echo(
+                    f"  {row['rank']:3d}. #{row['example_id']:<7d} {row['score']:+.4e}  "
+                    f"{snippet(row['text'], 100)}" + (f"  [{meta}]" if meta else "")
+                )

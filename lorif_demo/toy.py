@@ -43,6 +43,7 @@ def tiny_lm(
     heads: int = 4,
     seed: int = 0,
     tie_embeddings: bool = False,
+    positions: int = 512,
 ) -> torch.nn.Module:
     """A small ``llama`` (nn.Linear) or ``gpt2`` (Conv1D) causal LM with seeded random weights."""
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
@@ -56,7 +57,7 @@ def tiny_lm(
             num_hidden_layers=layers,
             num_attention_heads=heads,
             num_key_value_heads=max(1, heads // 2),
-            max_position_embeddings=512,
+            max_position_embeddings=positions,
             bos_token_id=0,
             eos_token_id=1,
             pad_token_id=2,
@@ -69,7 +70,7 @@ def tiny_lm(
             n_embd=hidden,
             n_layer=layers,
             n_head=heads,
-            n_positions=512,
+            n_positions=positions,
             bos_token_id=0,
             eos_token_id=1,
             pad_token_id=2,

@@ -20,7 +20,7 @@ class AttributionRequest(BaseModel):
     completion: str | None = Field(
         None, min_length=1, description="If given, only these tokens count."
     )
-    k: int = Field(20, ge=1, le=1000, description="Results per direction.")
+    k: int = Field(20, ge=1, le=1000, strict=True, description="Results per direction.")
     direction: Direction = "proponents"
 
 
@@ -29,7 +29,7 @@ class ExplanationRequest(BaseModel):
 
     prompt: str = Field(..., min_length=1, description="The query, as in /v1/attributions.")
     completion: str | None = Field(None, min_length=1)
-    example_id: int = Field(..., ge=0, description="The training example to explain.")
+    example_id: int = Field(..., ge=0, strict=True, description="The training example to explain.")
 
 
 class TokenScore(BaseModel):

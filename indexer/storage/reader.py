@@ -35,6 +35,15 @@ def parse_meta(raw: str) -> dict[str, Any]:
     return meta if isinstance(meta, dict) else {"_unparsed": raw}
 
 
+def _model_summary(model: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's model entry without paths of the build host (a spec that is a path is
+    reduced to its last component)."""
+    out = {k: model[k] for k in MODEL_SUMMARY_KEYS if k in model}
+    if "/" in str(out.get("spec", "")):
+        out["spec"] = Path(out["spec"]).name
+    return out
+
+
 class Index:
     """A finished index opened read-only."""
 
@@ -121,7 +130,7 @@ class Index:
         ]
         return {
             "fingerprint": self.fingerprint,
-            "model": {k: m["model"][k] for k in MODEL_SUMMARY_KEYS if k in m["model"]},
+            "model": _model_summary(m["model"]),
             "n_examples": n,
             "n_layers": len(layers),
             "layers": layers,

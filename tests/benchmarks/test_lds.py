@@ -84,22 +84,35 @@ def test_digits_smoke_run(tmp_path):
     assert dense["bytes_per_example"] >= 8 * lorif["bytes_per_example"]
 
 
-def test_committed_ground_truth_is_reproducible():
-    """The committed digits ground truth: its shape, and one retrain reproduces its losses."""
+def test_committed_ground_truth_reproduces_where_lds_looks():
+    """The committed digits ground truth: its shape; on this machine a retrain is bit-for-bit
+    deterministic; and on any machine (CPU families round differently: one retrain on AMD
+    differed from the committed Intel losses by up to 23 %) retraining 8 subsets ranks them, per
+    query, as the committed losses do, at least as well as two committed seeds agree: the
+    per-query rank correlation over subsets is what LDS is made of."""
     import torch
 
     from benchmarks.lds import digits
+    from benchmarks.lds.harness import spearman
 
     subsets, mean_losses, config = digits.read_ground_truth(digits.GROUND_TRUTH)
     assert subsets.shape == (100, digits.N_TRAIN) and (subsets.sum(1) == digits.N_TRAIN // 2).all()
     assert mean_losses.shape == (100, digits.N_QUERY) and config["seeds"] == 3
     raw = np.load(digits.GROUND_TRUTH)["losses"]  # (M, seeds, Q)
     x, y, xq, yq = digits.load()
-    idx = torch.from_numpy(np.flatnonzero(subsets[7]))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+
+    def retrain(m: int) -> np.ndarray:
+        idx = torch.from_numpy(np.flatnonzero(subsets[m]))
+        return digits.query_losses(digits.train(x[idx], y[idx], seed=2), xq, yq)
+
     try:
-        again = digits.query_losses(digits.train(x[idx], y[idx], seed=2), xq, yq)
+        again = np.stack([retrain(m) for m in range(8)])  # (8, Q)
+        assert np.array_equal(retrain(7), again[7])  # same machine: exactly the same
     finally:
         torch.set_num_threads(threads)
-    np.testing.assert_allclose(again, raw[7, 2], rtol=1e-3, atol=1e-5)
+    per_query = lambda a, b: np.mean([spearman(a[:, q], b[:, q]) for q in range(a.shape[1])])  # noqa: E731
+    agree = per_query(again, raw[:8, 2])
+    seeds = per_query(raw[:8, 1], raw[:8, 2])
+    assert agree >= seeds - 0.05 and agree > 0.5, (agree, seeds)

@@ -20,14 +20,18 @@ def copy(small_index, tmp_path):
     return out
 
 
-def flip_factor_byte(path, at: int = 10) -> None:
+def flip_factor_byte(path, at: int | range = 10) -> None:
+    """XOR 0xFF into the factor bytes at ``at`` (offsets into the factor array)."""
     with Index(path) as index:
         offset = index.file["factors"].id.get_offset()
+    spots = [at] if isinstance(at, int) else list(at)
     with open(path, "r+b") as fh:
-        fh.seek(offset + at)
-        byte = fh.read(1)
-        fh.seek(offset + at)
-        fh.write(bytes([byte[0] ^ 0xFF]))
+        fh.seek(offset + spots[0])
+        raw = bytearray(fh.read(spots[-1] - spots[0] + 1))
+        for i in spots:
+            raw[i - spots[0]] ^= 0xFF
+        fh.seek(offset + spots[0])
+        fh.write(raw)
 
 
 def report(path, mode):

@@ -1,0 +1,96 @@
+"""The API's edges (issue: hardening, item 8): strict inputs, no Host-derived redirects, HEAD,
+local API docs with a CSP, docs behind the key by choice, no host paths, key files."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import ValidationError
+
+from service.app import create_app
+from service.settings import ServiceSettings
+
+
+@pytest.fixture(scope="module")
+def client(small_index):
+    with TestClient(create_app(ServiceSettings(index=str(small_index), device="cpu"))) as c:
+        yield c
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"prompt": "x", "k": True},
+        {"prompt": "   \n\t "},
+        {"prompt": "the king.", "completion": "  "},
+        {"prompt": "x", "k": "3"},
+    ],
+)
+def test_strict_bodies(client, body):
+    r = client.post("/v1/attributions", json=body)
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("example_id", ["1_000", "+1", "-1", "1e3", " 1", "99999999999999999999"])
+def test_example_ids_are_plain_digits(client, example_id):
+    assert client.get(f"/v1/examples/{example_id}").status_code in (404, 422)
+    assert client.get("/v1/examples/1").status_code == 200
+
+
+def test_media_type_is_case_insensitive_and_head_works(client):
+    r = client.post(
+        "/v1/attributions",
+        content=b'{"prompt": "the king."}',
+        headers={"content-type": "APPLICATION/JSON; charset=UTF-8"},
+    )
+    assert r.status_code == 200, r.text
+    assert client.head("/").status_code == 200
+
+
+def test_no_redirect_built_from_the_host_header(client):
+    r = client.get("/v1/index/", headers={"host": "evil.example"}, follow_redirects=False)
+    assert r.status_code == 404 and "location" not in r.headers
+    assert "evil.example" not in r.text
+
+
+def test_index_summary_holds_no_host_paths(client, small_index):
+    body = client.get("/v1/index").text
+    assert str(small_index.parent) not in body and "/tmp" not in body
+    assert set(client.get("/v1/index").json()["model"]) <= {"spec", "name", "class", "fingerprint"}
+
+
+def test_docs_are_served_locally_with_a_csp(client):
+    page = client.get("/docs")
+    assert page.status_code == 200 and "/docs/assets/swagger-ui-bundle.js" in page.text
+    assert "http" not in page.text  # nothing from another origin
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    for asset in (
+        "/docs/assets/swagger-ui-bundle.js",
+        "/docs/assets/swagger-ui.css",
+        "/static/docs.js",
+    ):
+        assert client.get(asset).status_code == 200, asset
+
+
+def test_docs_behind_the_key_unless_public(small_index):
+    for public, code in ((False, 401), (True, 200)):
+        settings = ServiceSettings(
+            index=str(small_index), device="cpu", api_key="s3cret", public_docs=public
+        )
+        with TestClient(create_app(settings)) as c:
+            assert c.get("/openapi.json").status_code == code
+            assert c.get("/docs").status_code == code
+            assert c.get("/openapi.json", headers={"x-api-key": "s3cret"}).status_code == 200
+            assert c.get("/health/ready").status_code == 200
+            assert c.get("/v1/index", headers={"x-api-key": "s3crex"}).status_code == 401
+
+
+def test_api_key_file(tmp_path):
+    key = tmp_path / "key"
+    key.write_text("from-a-file\n")
+    assert ServiceSettings(api_key_file=str(key)).api_key == "from-a-file"
+    with pytest.raises(ValidationError, match="not both"):
+        ServiceSettings(api_key="x", api_key_file=str(key))
+    with pytest.raises(ValidationError, match="cannot read the API key file"):
+        ServiceSettings(api_key_file=str(tmp_path / "missing"))
