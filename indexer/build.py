@@ -7,52 +7,34 @@ atomic rename).
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
-import platform
 import time
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import numpy.typing as npt
 import torch
 from tqdm.auto import tqdm
 
-from . import __version__
 from .config import BuildConfig
 from .data import Example, load_examples
 from .engine.curvature import LayerCurvature, compute_curvature, passes
 from .engine.factorize import factorize
-from .engine.layout import FactorLayout
 from .errors import ConfigError, IndexFormatError, ResumeMismatchError
+from .manifest import make_manifest
 from .models.featurizer import Featurizer
 from .models.loading import load_causal_lm, model_fingerprint, resolve_device
 from .models.registry import canonical
 from .models.tasks import CausalLMTask
 from .storage.codec import encode_rows
-from .storage.format import FORMAT_VERSION, partial_path
+from .storage.format import partial_path
 from .storage.store import MemoryFactorStore
 from .storage.writer import IndexWriter, build_lock
 from .threads import use_threads
 
 log = logging.getLogger("lorif")
-
-
-def software_versions() -> dict[str, str]:
-    import transformers
-
-    return {
-        "lorif": __version__,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "h5py": h5py.version.version,
-        "hdf5": h5py.version.hdf5_version,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-    }
 
 
 def build_index(
@@ -110,39 +92,6 @@ def build_index(
         }
         writer.publish(manifest, curvature, threads)
         return out
-
-
-def make_manifest(
-    cfg: BuildConfig,
-    featurizer: Featurizer,
-    n: int,
-    model_info: dict[str, Any],
-    task_info: dict[str, Any],
-) -> dict[str, Any]:
-    sums = featurizer.checksums()
-    layout = FactorLayout(tuple(featurizer.layers), cfg.rank)
-    layers = [
-        dict(
-            dataclasses.asdict(t),
-            proj_in_sha256=sums[t.name][0],
-            proj_out_sha256=sums[t.name][1],
-            offset=offset,
-        )
-        for t, offset in zip(layout.layers, layout.offsets, strict=True)
-    ]
-    return {
-        "format_version": FORMAT_VERSION,
-        "n_examples": n,
-        "rank": cfg.rank,
-        "storage_dtype": cfg.dtype,
-        "row_width": layout.width,
-        "layers": layers,
-        "projection": {"generator": "splitmix64-rademacher-v1", "seed": cfg.seed},
-        "model": model_info,
-        "task": task_info,
-        "build_config": cfg.content_dict(),
-        "software": software_versions(),
-    }
 
 
 def _check_output(cfg: BuildConfig) -> Path:

@@ -3,6 +3,8 @@ breaker, so a slow or dead Redis never stalls or fails a query (it only stops ca
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import struct
@@ -115,9 +117,17 @@ class RedisCache:
         on_error=None,
     ):
         import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
+        # No retries: redis-py retries a failed call 3 times by default, which turned a dead or
+        # slow Redis into 100+ ms per lookup; here a failed call is a cache miss.
         self.client = aioredis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry_on_timeout=False
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+            driver_info=None,  # no CLIENT SETINFO round trips on every new connection
         )
         self.ttl_s, self.failures, self.reset_s = ttl_s, failures, reset_s
         self.on_error = on_error
@@ -157,6 +167,12 @@ class RedisCache:
             self._failed()
             return
         self._errors = 0
+
+    async def warm(self, connections: int = 8) -> None:
+        """Open ``connections`` pooled connections now rather than in the first burst of
+        requests (a failure here only means Redis is not there yet)."""
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*(self.client.ping() for _ in range(connections)))
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -6,10 +6,13 @@ the metrics; started and stopped by the app's lifespan. Routes reach it through
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +40,8 @@ from .scorer import BatchScorer, Scored, ScoringOptions
 from .settings import ServiceSettings
 
 log = logging.getLogger("lorif")
+T = TypeVar("T")
+OFFLOAD_THREADS = 2
 
 
 class Runtime:
@@ -61,6 +66,9 @@ class Runtime:
         self.examples = ExampleCache(lambda ids: self.engine.index.examples_at(ids))
         self.content_id = ""  # set by start(): what cache keys are made of
         self.ready = False
+        # Tokenizing, HDF5 reads and large JSON run here, off the event loop; few threads, so
+        # that few compete with the event loop for the GIL.
+        self.cpu = ThreadPoolExecutor(OFFLOAD_THREADS, thread_name_prefix="lorif-cpu")
 
     @property
     def engine(self) -> QueryEngine:
@@ -106,12 +114,23 @@ class Runtime:
             on_result=self.cache.put,
         )
         self.batcher.start()
+        if isinstance(self.cache, RedisCache):
+            await self.cache.warm()
         warm_up = Example(completion="warm up the scorer.")
         await self.batcher.submit("warm-up", warm_up, 1, 0, time.monotonic() + 3600)
+        # The model, tokenizer and libraries are a few million long-lived objects; a full
+        # collection walking them all stalled the event loop for tens of ms under load.
+        gc.collect()
+        gc.freeze()
         self.ready = True
+
+    async def offload(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the CPU pool (off the event loop)."""
+        return await asyncio.get_running_loop().run_in_executor(self.cpu, fn, *args)
 
     async def stop(self) -> None:
         self.ready = False
+        self.cpu.shutdown(wait=False)
         if self._batcher is not None:
             await self._batcher.stop()
         if self._engine is not None:

@@ -12,7 +12,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
 
 from indexer import DataError, query_example
 
@@ -40,12 +39,15 @@ async def attributions(
     rt.metrics.cache.labels("hit" if scored else "miss").inc()
     cached = scored is not None
     if scored is None:
-        q, n_tokens = await run_in_threadpool(rt.checked_query, req.prompt, req.completion)
+        q, n_tokens = await rt.offload(rt.checked_query, req.prompt, req.completion)
         scored = await rt.score(key, q, req.k, n_tokens)
-    ids = [*scored.proponent_ids[: req.k], *scored.opponent_ids[: req.k]]
+    ids = [
+        *(scored.proponent_ids[: req.k] if req.direction != "opponents" else []),
+        *(scored.opponent_ids[: req.k] if req.direction != "proponents" else []),
+    ]
     if 2 * req.k <= INLINE_RESULTS and not rt.examples.missing(int(i) for i in ids):
         return _render(rt, req, scored, cached, t0)
-    return await run_in_threadpool(_render, rt, req, scored, cached, t0)
+    return await rt.offload(_render, rt, req, scored, cached, t0)
 
 
 def _render(

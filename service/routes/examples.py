@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path
-from starlette.concurrency import run_in_threadpool
 
 from ..protocol import ExampleResponse
 from ..runtime import Runtime, runtime
@@ -20,8 +19,8 @@ async def example(
 ) -> ExampleResponse:
     row = int(example_id)
     rt.check_example_id(row)
-    ex = (await run_in_threadpool(rt.examples.get_many, [row]))[0]
-    n_tokens = await run_in_threadpool(rt.engine.index.n_tokens, row)
+    ex = (await rt.offload(rt.examples.get_many, [row]))[0]
+    n_tokens = await rt.offload(rt.engine.index.n_tokens, row)
     return ExampleResponse(
         example_id=row,
         prompt=ex.prompt,

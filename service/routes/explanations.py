@@ -7,7 +7,6 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
-from starlette.concurrency import run_in_threadpool
 
 from indexer import ConfigError, DataError, TokenContribution
 
@@ -28,13 +27,13 @@ async def explanations(
 ) -> ExplanationResponse:
     """Split one training example's score for the query over both texts' tokens."""
     rt.check_example_id(req.example_id)
-    q, _ = await run_in_threadpool(rt.checked_query, req.prompt, req.completion)
+    q, _ = await rt.offload(rt.checked_query, req.prompt, req.completion)
     t0 = time.perf_counter()
     try:
         e = await rt.explain(q, req.example_id)
     except (ConfigError, DataError) as err:
         raise ApiError(422, "Cannot explain this pair", str(err)) from None
-    meta = (await run_in_threadpool(rt.examples.get_many, [e.example_id]))[0].meta
+    meta = (await rt.offload(rt.examples.get_many, [e.example_id]))[0].meta
     return ExplanationResponse(
         index_fingerprint=rt.engine.index.fingerprint,
         example_id=e.example_id,
