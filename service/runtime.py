@@ -23,6 +23,7 @@ from indexer import (
     Example,
     Explanation,
     Index,
+    IndexFormatError,
     QueryEngine,
     QueryTooLongError,
     VerifyReport,
@@ -117,7 +118,13 @@ class Runtime:
         if isinstance(self.cache, RedisCache):
             await self.cache.warm()
         warm_up = Example(completion="warm up the scorer.")
-        await self.batcher.submit("warm-up", warm_up, 1, 0, time.monotonic() + 3600)
+        try:
+            await self.batcher.submit("warm-up", warm_up, 1, 0, time.monotonic() + 3600)
+        except NonFiniteScores:
+            raise IndexFormatError(
+                f"{index.path}: the warm-up query scored NaN or infinity (damaged "
+                "factor rows?); check the file with `lorif index verify`"
+            ) from None
         # The model, tokenizer and libraries are a few million long-lived objects; a full
         # collection walking them all stalled the event loop for tens of ms under load.
         gc.collect()

@@ -104,3 +104,32 @@ def test_low_rank_answers_do_not_depend_on_batch_mates(small_index, prompt):
         assert [r["example_id"] for r in together[direction]] == [
             r["example_id"] for r in alone[direction]
         ]
+
+
+def test_non_finite_scores_are_refused_and_never_cached(small_index, tmp_path):
+    """A damaged factor row served without verification: the warm-up's NaN scores stop the
+    start-up with a clear error, and a NaN answer is never served from a cache."""
+    import shutil
+
+    import numpy as np
+
+    from indexer.errors import IndexFormatError
+    from indexer.storage.reader import Index
+    from service.cache import deserialize, serialize
+    from service.scorer import Scored
+
+    damaged = tmp_path / "nan.h5"
+    shutil.copy(small_index, damaged)
+    with Index(damaged) as index:
+        offset = index.file["factors"].id.get_offset()
+    with open(damaged, "r+b") as fh:  # bf16 0x7FC0 = NaN, as the first value of row 0
+        fh.seek(offset)
+        fh.write(b"\xc0\x7f")
+    with (
+        pytest.raises(IndexFormatError, match="scored NaN or infinity"),
+        app_client(damaged, verify="off"),
+    ):
+        pass
+    ids = np.arange(3)
+    bad = Scored(ids, np.array([1.0, np.nan, 0.0], np.float32), ids, np.zeros(3, np.float32), 0, 0)
+    assert not bad.finite and deserialize(serialize(bad)) is None
