@@ -15,6 +15,8 @@ COPY pyproject.toml README.md ./
 COPY scripts/setup.sh scripts/setup.sh
 COPY indexer/ indexer/
 COPY service/ service/
+COPY lorif_cli/ lorif_cli/
+COPY lorif_demo/ lorif_demo/
 RUN if [ "$VARIANT" = "cuda" ]; then torch_index=""; \
     else torch_index="https://download.pytorch.org/whl/cpu"; fi \
     && LORIF_VENV=/opt/venv LORIF_EXTRAS="" LORIF_EDITABLE=0 LORIF_NO_CHROMIUM=1 \

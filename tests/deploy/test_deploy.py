@@ -63,7 +63,14 @@ def test_image_installs_like_readme_and_ci():
     pin = re.search(r"ARG TORCH_SPEC=(\S+)", docker).group(1)
     setup = (ROOT / "scripts" / "setup.sh").read_text()
     assert f"${{LORIF_TORCH:-{pin}}}" in setup  # the same torch as the README/CI venv
-    for needed in ("pyproject.toml", "indexer/", "service/", "scripts/setup.sh"):
+    import tomllib
+
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"
+    ]["find"]["include"]
+    dirs = [p.rstrip("*") + "/" for p in packages]  # every installed package is copied in
+    assert {"indexer/", "service/", "lorif_cli/", "lorif_demo/"} <= set(dirs)
+    for needed in ("pyproject.toml", "scripts/setup.sh", *dirs):
         assert re.search(rf"^COPY {re.escape(needed)}", docker, re.M), needed
     assert "pip install" not in docker  # nothing installed beside setup.sh
 
