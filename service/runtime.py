@@ -6,11 +6,12 @@ the metrics; started and stopped by the app's lifespan. Routes reach it through
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -164,38 +165,25 @@ class Runtime:
         scores."""
         timeout = self.settings.request_timeout_s
         self.metrics.queue_depth.set(self.batcher.depth)
-        try:
+        with _admitted("the query was not scored", timeout):
             future = self.batcher.submit(key, query, k, n_tokens, time.monotonic() + timeout)
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
-        except Overloaded as e:
-            raise ApiError(
-                429, "Too many requests", str(e), headers={"Retry-After": str(e.retry_after)}
-            ) from None
-        except (TimeoutError, DeadlineExceeded):
-            raise ApiError(
-                504, "Deadline exceeded", f"the query was not scored within {timeout} s"
-            ) from None
-        except NonFiniteScores as e:
-            log.error("non-finite scores for %s: the index or the model is damaged", key)
-            raise ApiError(500, "Corrupted scores", f"{e}; the answer was not cached") from None
+            try:
+                return await asyncio.wait_for(asyncio.shield(future), timeout)
+            except NonFiniteScores as e:
+                log.error("non-finite scores for %s: the index or the model is damaged", key)
+                raise ApiError(500, "Corrupted scores", f"{e}; the answer was not cached") from None
 
     async def explain(self, query: Example, example_id: int) -> Explanation:
         """One pair's explanation on the worker thread; 429 when ``explain_queue`` are already
         admitted, 504 past the deadline (dropped if the worker had not started it)."""
         timeout = self.settings.request_timeout_s
-        job = self.batcher.run_exclusive(
-            time.monotonic() + timeout, self.engine.explain, query, example_id
-        )
-        try:
-            return await asyncio.wait_for(job, timeout)
-        except Overloaded as e:
-            raise ApiError(
-                429, "Too many requests", str(e), headers={"Retry-After": str(e.retry_after)}
-            ) from None
-        except (TimeoutError, DeadlineExceeded):
-            raise ApiError(
-                504, "Deadline exceeded", f"the explanation was not computed within {timeout} s"
-            ) from None
+        with _admitted("the explanation was not computed", timeout):
+            return await asyncio.wait_for(
+                self.batcher.run_exclusive(
+                    time.monotonic() + timeout, self.engine.explain, query, example_id
+                ),
+                timeout,
+            )
 
     def check_example_id(self, example_id: int) -> None:
         n = len(self.engine.index)
@@ -222,6 +210,19 @@ class Runtime:
             )
             for rank, (i, s, ex) in enumerate(zip(chosen, scores[:k], examples, strict=False), 1)
         ]
+
+
+@contextlib.contextmanager
+def _admitted(what: str, timeout: float) -> Iterator[None]:
+    """Overloaded -> 429 with Retry-After; a missed deadline -> 504 ("{what} within ...")."""
+    try:
+        yield
+    except Overloaded as e:
+        raise ApiError(
+            429, "Too many requests", str(e), headers={"Retry-After": str(e.retry_after)}
+        ) from None
+    except (TimeoutError, DeadlineExceeded):
+        raise ApiError(504, "Deadline exceeded", f"{what} within {timeout} s") from None
 
 
 def runtime(request: Request) -> Runtime:
