@@ -117,7 +117,7 @@ class BuildConfig:
     threads: int = setting(
         0,
         "CPU threads for torch (0 = the CPUs available to this process "
-        "and not busy, or $LORIF_THREADS).",
+        "(affinity and cgroup quota), or $LORIF_THREADS).",
     )
     seed: int = setting(0, "Seed of projections and randomized SVD.")
     chat_template: bool = setting(False, "Format prompts with the tokenizer's chat template.")

@@ -1,14 +1,15 @@
 """How many CPU threads torch may use: the CPUs this process may actually run on.
 
-torch's default is every core the machine has. In a container with a CPU quota, or on a machine
-where other work holds some cores, that oversubscribes: OpenMP threads wait at every barrier
-for a thread that is not scheduled (measured on a loaded 2-core machine: a build 1.7x slower
-with 2 threads than with 1, and the issue that asked for this saw 6-8x). So:
+torch's default is every core of the machine. In a container with a CPU quota that
+oversubscribes: OpenMP threads wait at every barrier for a thread that is not scheduled
+(measured on a 2-core machine with one core busy elsewhere: a build 1.7x slower with 2 threads
+than with 1; the issue that asked for this saw 6-8x on a loaded machine). So:
 
 - ``available_cpus()``: the CPUs of this process's affinity mask, capped by a cgroup CPU quota
   (v2 ``cpu.max`` or v1 ``cfs_quota_us / cfs_period_us``), rounded up;
-- ``auto_threads()``: ``$LORIF_THREADS`` when set, else the available CPUs less the share other
-  work is using right now (1-minute load average over the machine's CPUs), at least 1;
+- ``auto_threads()``: ``$LORIF_THREADS`` when set, else the available CPUs (other work on the
+  machine is not guessed at: a server started on a momentarily busy machine would keep too few
+  threads; set ``LORIF_THREADS`` where the cores are shared);
 - ``use_threads(n)``: set torch's intra-op threads (0 = auto) and return the number used.
 """
 
@@ -56,21 +57,16 @@ def available_cpus(cgroup: Path = CGROUP) -> int:
 
 
 def auto_threads() -> int:
-    """``$LORIF_THREADS`` if set (> 0), else the available CPUs not busy with other work."""
+    """``$LORIF_THREADS`` if set (> 0), else the available CPUs."""
     env = os.environ.get(ENV, "").strip()
-    if env:
-        try:
-            if int(env) > 0:
-                return int(env)
-        except ValueError:
-            pass
-        raise ConfigError(f"{ENV} must be a positive integer, got {env!r}")
-    cpus = available_cpus()
+    if not env:
+        return available_cpus()
     try:
-        busy = min(1.0, os.getloadavg()[0] / (os.cpu_count() or cpus))
-    except OSError:
-        busy = 0.0
-    return max(1, min(cpus, round(cpus * (1.0 - busy))))
+        if int(env) > 0:
+            return int(env)
+    except ValueError:
+        pass
+    raise ConfigError(f"{ENV} must be a positive integer, got {env!r}")
 
 
 def use_threads(n: int = 0) -> int:

@@ -16,7 +16,9 @@ class ServiceSettings(BaseSettings):
     model: str | None = Field(None, description="Model path if it moved since the build.")
     device: str = Field("auto", description="auto | cpu | cuda[:N].")
     threads: int = Field(
-        0, ge=0, description="CPU threads for torch (0 = the CPUs available and not busy)."
+        0,
+        ge=0,
+        description="CPU threads for torch (0 = the CPUs available: affinity and cgroup quota).",
     )
     verify: Literal["full", "fast", "off"] = Field(
         "full",
