@@ -103,11 +103,16 @@ class MicroBatcher:
                 raise DeadlineExceeded()
             return fn(*args)
 
+        loop = asyncio.get_running_loop()
         self.exclusive_pending += 1
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self.executor, guarded)
-        finally:
-            self.exclusive_pending -= 1
+        job = self.executor.submit(guarded)
+        # Released when the job is done or was cancelled before it started: a request that
+        # gave up does not free the worker from a job already running.
+        job.add_done_callback(lambda _: loop.call_soon_threadsafe(self._release_exclusive))
+        return await asyncio.wrap_future(job)
+
+    def _release_exclusive(self) -> None:
+        self.exclusive_pending -= 1
 
     def submit(
         self, key: str, example: Example, k: int, n_tokens: int, deadline: float
