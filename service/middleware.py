@@ -22,7 +22,7 @@ PAGE_CSP = (
     "default-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
     "form-action 'self'"
 )
-# Swagger UI (served from the swagger-ui-bundle package) sets inline styles and data: icons.
+# Swagger UI (served from the swagger-ui-bundle-v2 package) sets inline styles and data: icons.
 DOCS_CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
     "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"

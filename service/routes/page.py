@@ -1,4 +1,4 @@
-"""The browse page at /, the API docs at /docs (Swagger UI from the swagger-ui-bundle package,
+"""The browse page at /, the API docs at /docs (Swagger UI 5 from the swagger-ui-bundle-v2 package,
 served locally), and their static files (no external resources)."""
 
 from __future__ import annotations

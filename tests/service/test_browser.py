@@ -232,3 +232,18 @@ def test_narrow_window(server, browser):
     page.screenshot(path=ARTIFACTS / "browse-narrow.png", full_page=True)
     context.close()
     assert not overflow
+
+
+def test_api_docs_render_offline_under_their_csp(server, page):
+    """Swagger UI from the swagger-ui-bundle package: it renders, loads nothing from another
+    origin, and the page's CSP blocks nothing it needs."""
+    foreign, blocked = [], []
+    page.on("request", lambda r: foreign.append(r.url) if not r.url.startswith(server) else None)
+    page.on(
+        "console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None
+    )
+    page.goto(f"{server}/docs")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("LoRIF attribution service")
+    expect(page.locator(".opblock-summary-path").first).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "docs.png"))
+    assert foreign == [] and blocked == [] and page.errors == []
