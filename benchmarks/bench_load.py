@@ -11,12 +11,14 @@ saturated throughout (uncached queries arrive faster than it scans).
 
     python -m benchmarks.bench_load [--index PATH] [--seconds 45] [--concurrency 64] [--json F]
                                     [--checkout DIR]   # serve another checkout: a baseline
+                                    [--scorer default|process|thread|both]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -36,7 +38,7 @@ import psutil
 from tests.helpers import free_port, start_redis
 
 HOT = 20  # cached queries
-WARM_S = 2.0  # latencies are also reported without the first seconds of the run
+WARM_S = 5.0  # latencies are also reported without the first seconds of the run (cold start)
 MIX = [("hot", 0.5), ("uncached", 0.25), ("explain", 0.05), ("example", 0.1), ("bad", 0.1)]
 EXPECTED = {
     "cache hit": {200},
@@ -59,7 +61,9 @@ def speeches(n: int) -> list[str]:
     ][:n]
 
 
-def start_server(index: str, redis_port: int, checkout: str | None) -> tuple[subprocess.Popen, str]:
+def start_server(
+    index: str, redis_port: int, checkout: str | None, scorer: str | None = None
+) -> tuple[subprocess.Popen, str]:
     """``lorif serve`` of this checkout, or of another one (``checkout``: a baseline run side
     by side; its ``lorif`` is started from its own ``service.cli`` or ``lorif_cli.main``)."""
     port = free_port()
@@ -67,6 +71,7 @@ def start_server(index: str, redis_port: int, checkout: str | None) -> tuple[sub
         **os.environ,
         "LORIF_DEVICE": "cpu",
         "LORIF_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        **({"LORIF_SCORER": scorer} if scorer else {}),
     }
     command = [str(Path(sys.executable).with_name("lorif"))]
     if checkout:
@@ -179,10 +184,19 @@ def probe(url: str, prompts: list[str], seconds: float, out: str) -> None:
     Path(out).write_text(json.dumps(times))
 
 
-def sample_rss(pid: int, stop: float, out: list[float]) -> None:
+def rss_mb(pid: int) -> float:
+    """RSS of the server and its children (the scorer process), MiB."""
     proc = psutil.Process(pid)
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            total += p.memory_info().rss
+    return total / 2**20
+
+
+def sample_rss(pid: int, stop: float, out: list[float]) -> None:
     while time.monotonic() < stop:
-        out.append(proc.memory_info().rss / 2**20)
+        out.append(rss_mb(pid))
         time.sleep(2)
 
 
@@ -208,17 +222,22 @@ def percentiles(values: list[float]) -> dict[str, float]:
     )
 
 
-def latencies(samples: list[tuple[float, float]]) -> dict[str, dict[str, float]]:
-    """p50/p99 over the whole run, and after the first WARM_S seconds (the burst of every
-    client's first request: 64 new connections, pools filling)."""
+def latencies(samples: list[tuple[float, float]], seconds: float) -> dict[str, dict[str, float]]:
+    """p50/p99 over the whole run, after the first WARM_S seconds (the burst of every
+    client's first request: 64 new connections, pools filling), and per phase of the faults
+    (Redis up, down, restarted)."""
+    third = seconds / 3
     return {
         "all": percentiles([ms for ms, _ in samples]),
         f"after {WARM_S:g} s": percentiles([ms for ms, t in samples if t >= WARM_S]),
+        "redis up": percentiles([ms for ms, t in samples if WARM_S <= t < third]),
+        "redis down": percentiles([ms for ms, t in samples if third <= t < 2 * third]),
+        "redis restarted": percentiles([ms for ms, t in samples if t >= 2 * third]),
     }
 
 
 def report(
-    log: list[tuple[str, int, float, float | None, float]], seconds: float, rss: tuple[int, int]
+    log: list[tuple[str, int, float, float | None, float]], seconds: float, rss: tuple[float, float]
 ) -> dict:
     by_kind: dict[str, list[float]] = defaultdict(list)
     codes: dict[str, Counter] = defaultdict(Counter)
@@ -233,45 +252,39 @@ def report(
         "seconds": seconds,
         "throughput_rps": len(log) / seconds,
         "failures": failures,
-        "rss_start_mb": rss[0] / 2**20,
-        "rss_end_mb": rss[1] / 2**20,
+        "rss_start_mb": rss[0],
+        "rss_end_mb": rss[1],
         "codes": {k: dict(v) for k, v in codes.items()},
         "latency_ms": {k: percentiles(v) for k, v in by_kind.items() if v},
-        "cache_hit_client_ms": latencies([(ms, t) for k, st, ms, _, t in log if k == "cache hit"]),
-        "cache_hit_server_ms": latencies([(s, t) for _, _, _, s, t in log if s is not None]),
+        "cache_hit_client_ms": latencies(
+            [(ms, t) for k, st, ms, _, t in log if k == "cache hit"], seconds
+        ),
+        "cache_hit_server_ms": latencies(
+            [(s, t) for _, _, _, s, t in log if s is not None], seconds
+        ),
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--index", default=None)
-    ap.add_argument("--seconds", type=float, default=45)
-    ap.add_argument("--concurrency", type=int, default=64)
-    ap.add_argument("--json", default=None)
-    ap.add_argument("--checkout", default=None, help="Serve another checkout (a baseline).")
-    args = ap.parse_args()
-    if args.index is None:
-        from lorif_demo.demo import ensure_demo_index
-
-        args.index = str(ensure_demo_index(".lorif-demo", quick=True, progress=False))
+def run_once(args: argparse.Namespace, scorer: str | None) -> dict:
+    """One load run against a fresh server (``scorer``: LORIF_SCORER for it, None = its
+    default) with its own Redis; the figures."""
     texts = speeches(HOT + 5000)
     hot, fresh = texts[:HOT], texts[HOT:]
     redis_port = free_port()
     redis = [start_redis(redis_port)]
-    proc, url = start_server(args.index, redis_port, args.checkout)
+    proc, url = start_server(args.index, redis_port, args.checkout, scorer)
     try:
         for prompt in hot:  # cache the hot queries
             httpx.post(f"{url}/v1/attributions", json={"prompt": prompt, "k": 20}, timeout=120)
-        server = psutil.Process(proc.pid)
-        rss0 = server.memory_info().rss
+        rss0 = rss_mb(proc.pid)
         print(
-            f"load: {args.concurrency} clients for {args.seconds:.0f} s against {url} "
-            f"(index {args.index})",
+            f"load ({scorer or 'default'} scorer): {args.concurrency} clients for "
+            f"{args.seconds:.0f} s against {url} (index {args.index})",
             flush=True,
         )
         log: list = []
         probe_file = str(Path(tempfile.mkdtemp()) / "probe.json")
-        rss_mb: list[float] = []
+        samples: list[float] = []
         stop, started = time.monotonic() + args.seconds, time.perf_counter()
 
         async def run() -> None:
@@ -281,7 +294,7 @@ def main() -> None:
                 target=probe, args=(url, hot, args.seconds, probe_file)
             )
             prober.start()
-            rss = loop.run_in_executor(None, sample_rss, proc.pid, stop, rss_mb)
+            rss = loop.run_in_executor(None, sample_rss, proc.pid, stop, samples)
             await asyncio.gather(
                 *(client(url, started, stop, i, hot, fresh, log) for i in range(args.concurrency))
             )
@@ -291,18 +304,56 @@ def main() -> None:
 
         t0 = time.monotonic()
         asyncio.run(run())
-        figures = report(log, time.monotonic() - t0, (rss0, server.memory_info().rss))
-        figures["rss_samples_mb"] = [round(x) for x in rss_mb]
+        figures = report(log, time.monotonic() - t0, (rss0, rss_mb(proc.pid)))
+        figures["scorer"] = scorer or "default"
+        figures["rss_samples_mb"] = [round(x) for x in samples]
         probed = json.loads(Path(probe_file).read_text())
-        figures["probe_cache_hit_ms"] = latencies([(ms, t) for ms, t in probed])
+        figures["probe_cache_hit_ms"] = latencies([(ms, t) for ms, t in probed], args.seconds)
         figures["ready_after_redis_restart"] = httpx.get(f"{url}/health/ready").json()
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
         redis[0].kill()
-    print(json.dumps(figures, indent=2))
+    return figures
+
+
+def compare(runs: list[dict]) -> None:
+    """The cache-hit tails and throughput of several runs side by side."""
+    after = f"after {WARM_S:g} s"
+    print(f"{'scorer':>8} {'req/s':>7} {'fail':>5} {'server p50/p99':>16} {'probe p50/p99':>16}")
+    for f in runs:
+        server, probed = f["cache_hit_server_ms"][after], f["probe_cache_hit_ms"][after]
+        print(
+            f"{f['scorer']:>8} {f['throughput_rps']:7.1f} {f['failures']:5d} "
+            f"{server['p50']:7.1f}/{server['p99']:6.1f} ms {probed['p50']:7.1f}/"
+            f"{probed['p99']:6.1f} ms"
+        )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--index", default=None)
+    ap.add_argument("--seconds", type=float, default=45)
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--checkout", default=None, help="Serve another checkout (a baseline).")
+    ap.add_argument(
+        "--scorer",
+        choices=["default", "process", "thread", "both"],
+        default="default",
+        help="The server's scorer setting; both = a thread run, then a process run.",
+    )
+    args = ap.parse_args()
+    if args.index is None:
+        from lorif_demo.demo import ensure_demo_index
+
+        args.index = str(ensure_demo_index(".lorif-demo", quick=True, progress=False))
+    modes = {"default": [None], "both": ["thread", "process"]}.get(args.scorer, [args.scorer])
+    runs = [run_once(args, mode) for mode in modes]
+    print(json.dumps(runs if len(runs) > 1 else runs[0], indent=2))
+    compare(runs)
     if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=2))
+        Path(args.json).write_text(json.dumps(runs if len(runs) > 1 else runs[0], indent=2))
 
 
 if __name__ == "__main__":

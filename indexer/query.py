@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import Example, query_example
+from .data import Example
 from .engine.explain import split_score
 from .engine.scoring import LayerPreconditioner, ScoreResult, precondition, score_rows, score_store
-from .errors import ConfigError, DataError, IndexFormatError, QueryTooLongError
+from .errors import ConfigError, DataError, IndexFormatError
 from .models.featurizer import Featurizer
 from .models.loading import load_causal_lm, model_fingerprint, resolve_device
 from .models.tasks import CausalLMTask, Task
+from .queries import QueryChecker, model_spec
 from .storage.reader import Index
 from .storage.store import MmapFactorStore
 
@@ -104,46 +105,30 @@ class QueryEngine:
     @staticmethod
     def model_spec(index: Index, model: str | None = None) -> str:
         """The model to load for ``index``: ``model`` if given, else the one it was built with."""
-        m = index.manifest["model"]
-        return model or m.get("path") or m["spec"]
+        return model_spec(index, model)
 
     @property
     def device(self) -> torch.device:
         return self.featurizer.device
 
+    @property
+    def checker(self) -> QueryChecker:
+        """Query checks under this engine's task (token counts, limits)."""
+        return QueryChecker(self.featurizer.task)
+
     def query_tokens(self, query: Example) -> int:
-        """Token count of an LM query; raises DataError when no token counts in its loss."""
-        task = self.featurizer.task
-        if not isinstance(task, CausalLMTask):
-            return task.length(query)
-        ids, mask = task.encode(query)
-        if sum(mask[1:]) == 0:
-            raise DataError(
-                "the query has no tokens whose loss counts (empty completion, or a one-token text)"
-            )
-        return len(ids)
+        """Token count of a query; raises DataError when no token counts in its loss."""
+        return self.checker.query_tokens(query)
 
     def checked_query(
         self, prompt: str, completion: str | None = None, max_tokens: int | None = None
     ) -> tuple[Example, int]:
-        """A query from text (see ``query_example``) and its token count (``check_query``)."""
-        q = query_example(prompt, completion)
-        return q, self.check_query(q, max_tokens)
+        """A query from text and its token count (see ``QueryChecker.checked_query``)."""
+        return self.checker.checked_query(prompt, completion, max_tokens)
 
     def check_query(self, query: Example, max_tokens: int | None = None) -> int:
-        """The query's token count. Raises DataError when no token counts in its loss and
-        QueryTooLongError when it has more tokens than ``max_tokens`` or the index's own limit:
-        a query is never silently truncated."""
-        n_tokens = self.query_tokens(query)
-        task = self.featurizer.task
-        if isinstance(task, CausalLMTask):
-            full = task.full_length(query)
-            limit = min(max_tokens or task.max_tokens, task.max_tokens)
-            if full > limit:
-                raise QueryTooLongError(
-                    f"the query has {full} tokens; at most {limit} are accepted"
-                )
-        return n_tokens
+        """The query's token count, or DataError / QueryTooLongError (``QueryChecker``)."""
+        return self.checker.check_query(query, max_tokens)
 
     def query_gradients(self, queries: list[Example]) -> dict[str, torch.Tensor]:
         for q in queries:

@@ -1,5 +1,5 @@
 """The asyncio micro-batcher: concurrent queries are grouped (up to ``max_batch``, waiting at
-most ``max_wait_s``) and handed to one worker thread, which owns the model and the device.
+most ``max_wait_s``) and handed to one worker thread, which makes the scorer's calls in turn.
 
 - Identical queries in flight share one computation (and the later deadline of the two).
 - A bounded queue answers Overloaded (429); so does a full queue of exclusive jobs
@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from indexer import Example
 
-from .scorer import BatchScorer, Scored
+from .scorer import Scored, Scoring
 
 T = TypeVar("T")
 
@@ -56,7 +56,7 @@ class MicroBatcher:
 
     def __init__(
         self,
-        scorer: BatchScorer,
+        scorer: Scoring,
         max_batch: int,
         max_wait_s: float,
         queue_size: int,
@@ -171,6 +171,9 @@ class MicroBatcher:
                 continue
             for j, r in zip(jobs, results, strict=True):
                 self._finish(j, r, started)
+                # One answer per turn of the event loop: a whole batch woken at once (and its
+                # clients' next requests) held up requests already in flight, cache hits too.
+                await asyncio.sleep(0)
 
     def _finish(self, job: _Job, result: Scored, started: float) -> None:
         if not result.finite:

@@ -1,7 +1,7 @@
-"""What one serving process holds: settings, the verified index and its model (the query
-engine), the batcher that owns the worker thread, the result cache, recently shown examples and
-the metrics; started and stopped by the app's lifespan. Routes reach it through
-:func:`runtime`."""
+"""What one serving process holds: settings, the verified index, the query checker (tokenizer),
+the scorer (the model and the scan: a child process, or this process with ``scorer = "thread"``),
+the batcher that owns the worker thread, the result cache, recently shown examples and the
+metrics; started and stopped by the app's lifespan. Routes reach it through :func:`runtime`."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from indexer import (
     Explanation,
     Index,
     IndexFormatError,
+    QueryChecker,
     QueryEngine,
     QueryTooLongError,
     VerifyReport,
@@ -38,7 +39,8 @@ from .cache import ExampleCache, LRUCache, RedisCache, ResultCache, query_key
 from .errors import ApiError
 from .metrics import Metrics
 from .protocol import Result
-from .scorer import BatchScorer, Scored, ScoringOptions
+from .scorer import BatchScorer, Scored, Scoring, ScoringOptions
+from .scorer_process import ScorerProcess, ScorerSpec, ScorerUnavailable
 from .settings import ServiceSettings
 
 log = logging.getLogger("lorif")
@@ -56,6 +58,7 @@ class Runtime:
                 settings.redis_url,
                 settings.cache_ttl_s,
                 settings.redis_timeout_s,
+                connections=settings.redis_connections,
                 reset_s=settings.redis_breaker_reset_s,
                 on_error=errors_counter.inc,
             )
@@ -63,9 +66,11 @@ class Runtime:
             else LRUCache(settings.cache_size)
         )
         self.options = ScoringOptions(settings.query_rank, settings.candidates)
-        self._engine: QueryEngine | None = None
+        self._index: Index | None = None
+        self._checker: QueryChecker | None = None
+        self._scorer: Scoring | None = None
         self._batcher: MicroBatcher | None = None
-        self.examples = ExampleCache(lambda ids: self.engine.index.examples_at(ids))
+        self.examples = ExampleCache(lambda ids: self.index.examples_at(ids))
         self.content_id = ""  # set by start(): what cache keys are made of
         self.ready = False
         # Tokenizing, HDF5 reads and large JSON run here, off the event loop; few threads, so
@@ -73,9 +78,19 @@ class Runtime:
         self.cpu = ThreadPoolExecutor(OFFLOAD_THREADS, thread_name_prefix="lorif-cpu")
 
     @property
-    def engine(self) -> QueryEngine:
-        assert self._engine is not None, "the runtime is not started"
-        return self._engine
+    def index(self) -> Index:
+        assert self._index is not None, "the runtime is not started"
+        return self._index
+
+    @property
+    def scorer(self) -> Scoring:
+        assert self._scorer is not None, "the runtime is not started"
+        return self._scorer
+
+    @property
+    def scoring(self) -> bool:
+        """The scorer can take calls (false while a dead scorer process restarts)."""
+        return self._scorer is not None and self._scorer.available
 
     @property
     def batcher(self) -> MicroBatcher:
@@ -102,12 +117,10 @@ class Runtime:
         )
         # Only what this process read and checked may share cache entries with other replicas.
         self.content_id = report.content_id or f"unverified-{index.fingerprint}-{uuid.uuid4().hex}"
-        self._engine = await loop.run_in_executor(
-            None, lambda: QueryEngine.open(index, model=s.model, device=s.device)
-        )
-        scorer = BatchScorer(self.engine, s.block_rows, self.options, on_scan=self.metrics.on_scan)
+        self._index = index
+        await self._start_scorer(index)
         self._batcher = MicroBatcher(
-            scorer,
+            self.scorer,
             s.max_batch,
             s.max_wait_ms / 1000,
             s.queue_size,
@@ -132,6 +145,36 @@ class Runtime:
         gc.freeze()
         self.ready = True
 
+    async def _start_scorer(self, index: Index) -> None:
+        """The scorer process (while this process loads the tokenizer), or the engine here."""
+        s, loop = self.settings, asyncio.get_running_loop()
+        if s.scorer == "thread":
+            engine = await loop.run_in_executor(
+                None, lambda: QueryEngine.open(index, model=s.model, device=s.device)
+            )
+            self._checker = engine.checker
+            self._scorer = BatchScorer(
+                engine, s.block_rows, self.options, on_scan=self.metrics.on_scan
+            )
+            return
+        spec = ScorerSpec(
+            str(index.path),
+            index.fingerprint,
+            s.model,
+            s.device,
+            s.threads,
+            s.block_rows,
+            self.options,
+            s.scorer_nice,
+        )
+        process = ScorerProcess(spec, on_scan=self.metrics.on_scan)
+        checker = loop.run_in_executor(None, QueryChecker.for_index, index, s.model)
+        try:
+            await loop.run_in_executor(None, process.start)
+        finally:
+            self._checker = await checker
+        self._scorer = process
+
     async def offload(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on the CPU pool (off the event loop)."""
         return await asyncio.get_running_loop().run_in_executor(self.cpu, fn, *args)
@@ -141,8 +184,10 @@ class Runtime:
         self.cpu.shutdown(wait=False)
         if self._batcher is not None:
             await self._batcher.stop()
-        if self._engine is not None:
-            self._engine.close()
+        if self._scorer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._scorer.close)
+        if self._index is not None:
+            self._index.close()
         if isinstance(self.cache, RedisCache):
             await self.cache.close()
 
@@ -152,8 +197,9 @@ class Runtime:
     def checked_query(self, prompt: str, completion: str | None) -> tuple[Example, int]:
         """The query as an Example and its token count; 422 when it is empty or too long.
         Tokenizes: call it off the event loop."""
+        assert self._checker is not None, "the runtime is not started"
         try:
-            return self.engine.checked_query(prompt, completion, self.settings.max_prompt_tokens)
+            return self._checker.checked_query(prompt, completion, self.settings.max_prompt_tokens)
         except QueryTooLongError as e:
             raise ApiError(422, "Query too long", str(e)) from None
         except DataError as e:
@@ -180,13 +226,13 @@ class Runtime:
         with _admitted("the explanation was not computed", timeout):
             return await asyncio.wait_for(
                 self.batcher.run_exclusive(
-                    time.monotonic() + timeout, self.engine.explain, query, example_id
+                    time.monotonic() + timeout, self.scorer.explain, query, example_id
                 ),
                 timeout,
             )
 
     def check_example_id(self, example_id: int) -> None:
-        n = len(self.engine.index)
+        n = len(self.index)
         if not 0 <= example_id < n:
             raise ApiError(404, "Unknown example", f"example_id must be in [0, {n})")
 
@@ -221,11 +267,16 @@ def _admitted(what: str, timeout: float) -> Iterator[None]:
         raise ApiError(
             429, "Too many requests", str(e), headers={"Retry-After": str(e.retry_after)}
         ) from None
+    except ScorerUnavailable as e:
+        raise ApiError(
+            503, "Scorer unavailable", str(e), headers={"Retry-After": str(e.retry_after)}
+        ) from None
     except (TimeoutError, DeadlineExceeded):
         raise ApiError(504, "Deadline exceeded", f"{what} within {timeout} s") from None
 
 
-def runtime(request: Request) -> Runtime:
-    """FastAPI dependency: the app's runtime."""
+async def runtime(request: Request) -> Runtime:
+    """FastAPI dependency: the app's runtime (async: FastAPI runs a plain function dependency
+    in its thread pool, a thread hop on every request)."""
     rt: Runtime = request.app.state.lorif
     return rt

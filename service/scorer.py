@@ -1,16 +1,19 @@
-"""Batched scoring on the worker thread: featurize and precondition a batch of distinct queries,
-then one scan of the factor store through the indexer's query engine serves the whole batch."""
+"""Batched scoring: featurize and precondition a batch of distinct queries, then one scan of the
+factor store through the indexer's query engine serves the whole batch. ``Scoring`` is what the
+batcher's worker thread calls: a ``BatchScorer`` in this process (``scorer = "thread"``) or the
+same scorer in a process of its own (``scorer_process.ScorerProcess``)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from indexer import Example, QueryEngine
+from indexer import Example, Explanation, QueryEngine
 
 
 @dataclass
@@ -47,8 +50,25 @@ class ScoringOptions:
         return "low-rank" if self.query_rank else "exact"
 
 
+class Scoring(Protocol):
+    """The worker's calls (one at a time, from the batcher's worker thread)."""
+
+    def score(self, queries: list[Example], ks: Sequence[int]) -> list[Scored]:
+        """Each query's own top-``ks[i]`` (the same answer it would get scanned alone)."""
+
+    def explain(self, query: Example, example_id: int) -> Explanation:
+        """One (query, example) score split over both texts' tokens."""
+
+    def close(self) -> None:
+        """Release the model, the device and the index."""
+
+    @property
+    def available(self) -> bool:
+        """Calls can be made now."""
+
+
 class BatchScorer:
-    """Score many queries with one scan (runs on the worker thread)."""
+    """Score many queries with one scan, in this process."""
 
     def __init__(
         self,
@@ -60,6 +80,7 @@ class BatchScorer:
         self.engine, self.options = engine, options
         self.block_rows = block_rows
         self.on_scan = on_scan  # callback(n_queries, n_bytes, seconds) for metrics
+        self.available = True
 
     def score(self, queries: list[Example], ks: Sequence[int]) -> list[Scored]:
         """Each query's own top-``ks[i]`` (the same answer it would get scanned alone)."""
@@ -89,3 +110,9 @@ class BatchScorer:
             )
             for i in range(len(queries))
         ]
+
+    def explain(self, query: Example, example_id: int) -> Explanation:
+        return self.engine.explain(query, example_id)
+
+    def close(self) -> None:
+        self.engine.close()

@@ -6,40 +6,47 @@ and at most ``max_connections`` connections and requests are served at once (503
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import socket
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from indexer import ConfigError
 
 from .settings import ServiceSettings
 
 
-class HeaderTimeoutProtocol(H11Protocol):
-    """h11 protocol that closes a connection whose request headers do not all arrive within
-    ``header_timeout_s`` of its first byte (or of the connection, for the first request)."""
+class HeaderTimeout:
+    """Mixin for uvicorn's HTTP protocols (h11, httptools): closes a connection whose request
+    headers do not all arrive within ``header_timeout_s`` of its first byte (or of the
+    connection, for the first request)."""
 
     header_timeout_s = 10.0
     _header_timer: asyncio.TimerHandle | None = None
+    cycle: Any
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    logger: Any
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
         self._arm()
 
     def data_received(self, data: bytes) -> None:
         if self._header_timer is None and (self.cycle is None or self.cycle.response_complete):
             self._arm()  # the first byte of a keep-alive connection's next request
         before = self.cycle
-        super().data_received(data)
+        super().data_received(data)  # type: ignore[misc]
         if self.cycle is not before:  # a complete request line and headers were parsed
             self._disarm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[misc]
 
     def _arm(self) -> None:
         self._disarm()
@@ -57,6 +64,14 @@ class HeaderTimeoutProtocol(H11Protocol):
                 "closing a connection whose request headers took over %.1f s", self.header_timeout_s
             )
             self.transport.close()
+
+
+class HeaderTimeoutProtocol(HeaderTimeout, H11Protocol):
+    """h11 (pure Python) with the header timeout."""
+
+
+class HeaderTimeoutHttpTools(HeaderTimeout, HttpToolsProtocol):
+    """httptools (C parser) with the header timeout."""
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -86,15 +101,18 @@ def run(
     log_level: str = "info",
 ) -> None:
     """Serve ``app`` in this process until SIGINT/SIGTERM (graceful shutdown)."""
-    protocol: Any = type(
-        "LorifHTTP", (HeaderTimeoutProtocol,), {"header_timeout_s": settings.header_timeout_s}
-    )
+    http = settings.http
+    if http == "auto":
+        http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    base = HeaderTimeoutHttpTools if http == "httptools" else HeaderTimeoutProtocol
+    protocol: Any = type("LorifHTTP", (base,), {"header_timeout_s": settings.header_timeout_s})
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         workers=1,
         http=protocol,
+        loop=settings.loop,
         limit_concurrency=settings.max_connections,
         log_level=log_level,
     )

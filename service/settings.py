@@ -20,12 +20,27 @@ class ServiceSettings(BaseSettings):
         ge=0,
         description="CPU threads for torch (0 = the CPUs available: affinity and cgroup quota).",
     )
+    scorer: Literal["process", "thread"] = Field(
+        "process",
+        description="Where the model and the scan run: process = a child process at a lower CPU "
+        "priority (answers from the cache stay fast while it is busy); thread = a worker thread "
+        "of the serving process (one process, one model copy).",
+    )
+    scorer_nice: int = Field(
+        10, ge=0, le=19, description="CPU priority (nice) added to the scorer process."
+    )
     verify: Literal["full", "fast", "off"] = Field(
         "full",
         description="Start-up integrity check: full = every stored byte against its build-time "
         "checksum; fast = manifest, curvature and examples (factor blocks unchecked); off.",
     )
     host: str = Field("127.0.0.1", description="Bind address.")
+    http: Literal["auto", "httptools", "h11"] = Field(
+        "auto", description="HTTP parser (auto = httptools when installed, else h11)."
+    )
+    loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        "auto", description="Event loop (auto = uvloop when installed, else asyncio)."
+    )
     port: int = Field(8000, description="Bind port.")
     max_batch: int = Field(32, ge=1, description="Most queries scored in one scan.")
     max_wait_ms: float = Field(5.0, ge=0, description="How long a batch waits to fill up.")
@@ -56,6 +71,12 @@ class ServiceSettings(BaseSettings):
     redis_url: str | None = Field(None, description="redis://host:port/db for the shared cache.")
     cache_ttl_s: int = Field(24 * 3600, ge=1, description="Lifetime of a cached result.")
     redis_timeout_s: float = Field(0.05, gt=0, description="Per-call Redis timeout.")
+    redis_connections: int = Field(
+        16,
+        ge=1,
+        description="Redis connections, opened at start; a request waits for a free one (within "
+        "the Redis timeout) rather than opening more.",
+    )
     redis_breaker_reset_s: float = Field(
         5.0, gt=0, description="Seconds Redis is skipped after repeated failures."
     )

@@ -73,18 +73,12 @@ def load_causal_lm(spec: str, device: torch.device | str = "cpu") -> LoadedModel
 
     ``spec``: a local HF directory, a .gguf file, or a short name (see registry).
     """
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     directory, gguf, convert_to = locate_model(spec)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+    from transformers import AutoModelForCausalLM
 
-    hf_logging.disable_progress_bar()
-
-    kwargs: dict[str, Any] = {"local_files_only": True}
-    if gguf:
-        kwargs["gguf_file"] = gguf
+    kwargs = _offline_kwargs(gguf)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(directory), **kwargs)
+        tokenizer = _tokenizer(directory, kwargs)
         model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32, **kwargs)
     except Exception as e:  # noqa: BLE001 - surface any loader failure as one line
         raise ModelLoadError(f"cannot load model from {spec}: {type(e).__name__}: {e}") from None
@@ -103,6 +97,34 @@ def load_causal_lm(spec: str, device: torch.device | str = "cpu") -> LoadedModel
     module: nn.Module = model
     module.to(device).eval()
     return LoadedModel(module, tokenizer, str(directory), gguf)
+
+
+def load_tokenizer(spec: str) -> Any:
+    """The tokenizer of a model spec (as ``load_causal_lm``) without loading its weights."""
+    directory, gguf, _ = locate_model(spec)
+    try:
+        return _tokenizer(directory, _offline_kwargs(gguf))
+    except Exception as e:  # noqa: BLE001 - surface any loader failure as one line
+        raise ModelLoadError(
+            f"cannot load the tokenizer of {spec}: {type(e).__name__}: {e}"
+        ) from None
+
+
+def _offline_kwargs(gguf: str | None) -> dict[str, Any]:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    kwargs: dict[str, Any] = {"local_files_only": True}
+    if gguf:
+        kwargs["gguf_file"] = gguf
+    return kwargs
+
+
+def _tokenizer(directory: Path, kwargs: dict[str, Any]) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(directory), **kwargs)
 
 
 def model_fingerprint(model: nn.Module) -> str:

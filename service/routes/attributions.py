@@ -1,8 +1,8 @@
 """POST /v1/attributions: the top-k proponents and/or opponents of a query (cached, batched).
 
 A cached answer costs no tokenization and, when its examples are in the example cache, no
-thread hop; everything else that takes CPU (tokenizing, HDF5 reads, large JSON) runs in a
-thread, so the event loop keeps answering while the scorer is busy.
+thread hop; everything else that takes CPU (tokenizing, HDF5 reads, rendering fresh or large
+answers) runs in a thread, so the event loop keeps answering while the scorer is busy.
 """
 
 from __future__ import annotations
@@ -45,7 +45,9 @@ async def attributions(
         *(scored.proponent_ids[: req.k] if req.direction != "opponents" else []),
         *(scored.opponent_ids[: req.k] if req.direction != "proponents" else []),
     ]
-    if 2 * req.k <= INLINE_RESULTS and not rt.examples.missing(int(i) for i in ids):
+    # Only cached answers are rendered here: a finished batch wakes up to max_batch requests
+    # at once, and rendering them all on the event loop stalled it for tens of ms.
+    if cached and 2 * req.k <= INLINE_RESULTS and not rt.examples.missing(int(i) for i in ids):
         return _render(rt, req, scored, cached, t0)
     return await rt.offload(_render, rt, req, scored, cached, t0)
 
@@ -71,7 +73,7 @@ def _render(
         total_ms=(time.perf_counter() - t0) * 1000,
     )
     body = AttributionResponse(
-        index_fingerprint=rt.engine.index.fingerprint,
+        index_fingerprint=rt.index.fingerprint,
         query_tokens=scored.n_tokens,
         scoring=Approximation(
             path=rt.options.path, query_rank=rt.options.query_rank, residual=scored.residual

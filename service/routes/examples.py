@@ -20,7 +20,7 @@ async def example(
     row = int(example_id)
     rt.check_example_id(row)
     ex = (await rt.offload(rt.examples.get_many, [row]))[0]
-    n_tokens = await rt.offload(rt.engine.index.n_tokens, row)
+    n_tokens = await rt.offload(rt.index.n_tokens, row)
     return ExampleResponse(
         example_id=row,
         prompt=ex.prompt,

@@ -7,8 +7,9 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
+from fastapi.responses import Response
 
-from indexer import ConfigError, DataError, TokenContribution
+from indexer import ConfigError, DataError, Explanation, TokenContribution
 
 from ..errors import ApiError
 from ..protocol import ExplanationRequest, ExplanationResponse, TokenScore
@@ -24,7 +25,7 @@ def _tokens(tokens: list[TokenContribution]) -> list[TokenScore]:
 @router.post("/v1/explanations", response_model=ExplanationResponse)
 async def explanations(
     req: ExplanationRequest, rt: Annotated[Runtime, Depends(runtime)]
-) -> ExplanationResponse:
+) -> Response:
     """Split one training example's score for the query over both texts' tokens."""
     rt.check_example_id(req.example_id)
     q, _ = await rt.offload(rt.checked_query, req.prompt, req.completion)
@@ -33,15 +34,20 @@ async def explanations(
         e = await rt.explain(q, req.example_id)
     except (ConfigError, DataError) as err:
         raise ApiError(422, "Cannot explain this pair", str(err)) from None
-    meta = (await rt.offload(rt.examples.get_many, [e.example_id]))[0].meta
-    return ExplanationResponse(
-        index_fingerprint=rt.engine.index.fingerprint,
+    return await rt.offload(_render, rt, e, (time.perf_counter() - t0) * 1000)
+
+
+def _render(rt: Runtime, e: Explanation, compute_ms: float) -> Response:
+    """The response's JSON (off the event loop: up to twice max_tokens token entries)."""
+    body = ExplanationResponse(
+        index_fingerprint=rt.index.fingerprint,
         example_id=e.example_id,
         score=e.score,
         index_score=e.index_score,
         query_tokens=_tokens(e.query_tokens),
         example_tokens=_tokens(e.example_tokens),
         example_truncated=e.example_truncated,
-        meta=meta,
-        compute_ms=(time.perf_counter() - t0) * 1000,
+        meta=rt.examples.get_many([e.example_id])[0].meta,
+        compute_ms=compute_ms,
     )
+    return Response(body.model_dump_json(), media_type="application/json")

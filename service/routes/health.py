@@ -23,11 +23,13 @@ async def live() -> dict[str, Any]:
 async def ready(rt: Annotated[Runtime, Depends(runtime)]) -> JSONResponse:
     if not rt.ready:
         return errors.problem(503, "Not ready", "the index is loading", "/health/ready")
+    if not rt.scoring:
+        return errors.problem(503, "Not ready", "the scorer process is restarting", "/health/ready")
     return JSONResponse(
         {
             "status": "ready" if rt.cache.healthy else "degraded",
             "cache": "ok" if rt.cache.healthy else "unavailable",
-            "index": rt.engine.index.fingerprint,
+            "index": rt.index.fingerprint,
         }
     )
 

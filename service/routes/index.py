@@ -16,5 +16,5 @@ router = APIRouter()
 @router.get("/v1/index", response_model=IndexSummary)
 async def index_summary(rt: Annotated[Runtime, Depends(runtime)]) -> IndexSummary:
     return IndexSummary(
-        **rt.engine.index.summary(), scoring_path=rt.options.path, query_rank=rt.options.query_rank
+        **rt.index.summary(), scoring_path=rt.options.path, query_rank=rt.options.query_rank
     )

@@ -17,12 +17,13 @@ from service.settings import ServiceSettings
 PROMPTS = ["the king and the queen.", "storm night crown fool gold.", "love death and honour."]
 
 
-@pytest.fixture(scope="module")
-def client(small_index):
+@pytest.fixture(scope="module", params=["process", "thread"])
+def client(small_index, request):
     app = create_app(
         ServiceSettings(
             index=str(small_index),
             device="cpu",
+            scorer=request.param,
             max_wait_ms=50,
             max_prompt_tokens=64,
             max_body_bytes=4096,
@@ -84,7 +85,9 @@ def test_results_equal_reference_scorer_unbatched_and_batched(client, reference)
 
 def test_low_rank_path_returns_exact_scores_and_reports_its_residual(small_index, reference):
     app = create_app(
-        ServiceSettings(index=str(small_index), device="cpu", query_rank=1, candidates=3)
+        ServiceSettings(
+            index=str(small_index), device="cpu", scorer="thread", query_rank=1, candidates=3
+        )
     )
     with TestClient(app) as c:
         assert c.get("/v1/index").json()["scoring_path"] == "low-rank"
@@ -202,6 +205,7 @@ def test_overload_answers_429_with_retry_after(small_index):
         ServiceSettings(
             index=str(small_index),
             device="cpu",
+            scorer="thread",
             queue_size=1,
             max_batch=1,
             max_wait_ms=0,
@@ -221,21 +225,15 @@ def test_overload_answers_429_with_retry_after(small_index):
     assert busy.headers["content-type"].startswith("application/problem+json")
 
 
-def test_api_key(small_index):
-    app = create_app(ServiceSettings(index=str(small_index), device="cpu", api_key="s3cret"))
-    with TestClient(app) as c:
-        r = c.post("/v1/attributions", json={"prompt": "the king."})
-        assert r.status_code == 401 and r.json()["title"] == "Unauthorized"
-        ok = c.post(
-            "/v1/attributions", json={"prompt": "the king."}, headers={"X-API-Key": "s3cret"}
-        )
-        assert ok.status_code == 200
-        assert c.get("/health/live").status_code == 200  # health stays open
-
-
 def test_deadline_gives_504_and_service_recovers(small_index):
     app = create_app(
-        ServiceSettings(index=str(small_index), device="cpu", request_timeout_s=0.001, cache_size=0)
+        ServiceSettings(
+            index=str(small_index),
+            device="cpu",
+            scorer="thread",
+            request_timeout_s=0.001,
+            cache_size=0,
+        )
     )
     with TestClient(app) as c:
         r = c.post("/v1/attributions", json={"prompt": "the king and the sea."})

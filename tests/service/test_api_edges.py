@@ -13,7 +13,9 @@ from service.settings import ServiceSettings
 
 @pytest.fixture(scope="module")
 def client(small_index):
-    with TestClient(create_app(ServiceSettings(index=str(small_index), device="cpu"))) as c:
+    with TestClient(
+        create_app(ServiceSettings(index=str(small_index), device="cpu", scorer="thread"))
+    ) as c:
         yield c
 
 
@@ -76,7 +78,11 @@ def test_docs_are_served_locally_with_a_csp(client):
 def test_docs_behind_the_key_unless_public(small_index):
     for public, code in ((False, 401), (True, 200)):
         settings = ServiceSettings(
-            index=str(small_index), device="cpu", api_key="s3cret", public_docs=public
+            index=str(small_index),
+            device="cpu",
+            scorer="thread",
+            api_key="s3cret",
+            public_docs=public,
         )
         with TestClient(create_app(settings)) as c:
             assert c.get("/openapi.json").status_code == code
@@ -94,3 +100,17 @@ def test_api_key_file(tmp_path):
         ServiceSettings(api_key="x", api_key_file=str(key))
     with pytest.raises(ValidationError, match="cannot read the API key file"):
         ServiceSettings(api_key_file=str(tmp_path / "missing"))
+
+
+def test_api_key(small_index):
+    app = create_app(
+        ServiceSettings(index=str(small_index), device="cpu", scorer="thread", api_key="s3cret")
+    )
+    with TestClient(app) as c:
+        r = c.post("/v1/attributions", json={"prompt": "the king."})
+        assert r.status_code == 401 and r.json()["title"] == "Unauthorized"
+        ok = c.post(
+            "/v1/attributions", json={"prompt": "the king."}, headers={"X-API-Key": "s3cret"}
+        )
+        assert ok.status_code == 200
+        assert c.get("/health/live").status_code == 200  # health stays open

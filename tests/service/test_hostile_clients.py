@@ -50,8 +50,9 @@ def test_chunked_bodies_over_the_limit_are_refused_as_they_arrive(small_index):
             assert time.perf_counter() - t0 < 5, f"{total} bytes took {time.perf_counter() - t0}"
 
 
-def test_slow_headers_are_cut_off_and_slow_bodies_get_408(small_index):
-    env = {"LORIF_HEADER_TIMEOUT_S": "1", "LORIF_BODY_TIMEOUT_S": "1"}
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+def test_slow_headers_are_cut_off_and_slow_bodies_get_408(small_index, http):
+    env = {"LORIF_HEADER_TIMEOUT_S": "1", "LORIF_BODY_TIMEOUT_S": "1", "LORIF_HTTP": http}
     with lorif_serve(small_index, env=env) as (url, _):
         port = int(url.rsplit(":", 1)[1])
         slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]

@@ -29,6 +29,9 @@ PROMPTS = [
 
 
 def app_client(small_index, **settings) -> TestClient:
+    """The batcher's limits do not depend on where the scorer runs: in-process here (fast
+    start); the scorer process is covered by test_api and test_scorer_process."""
+    settings.setdefault("scorer", "thread")
     return TestClient(create_app(ServiceSettings(index=str(small_index), device="cpu", **settings)))
 
 

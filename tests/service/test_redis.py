@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fastapi.testclient import TestClient
@@ -31,6 +32,7 @@ def test_cache_survives_redis_death_and_recovers(small_index):
     settings = ServiceSettings(
         index=str(small_index),
         device="cpu",
+        scorer="thread",
         redis_url=f"redis://127.0.0.1:{port}/0",
         redis_breaker_reset_s=0.5,
     )
@@ -60,5 +62,35 @@ def test_cache_survives_redis_death_and_recovers(small_index):
             assert ask("the moon.").json()["cached"] is True
             assert c.get("/health/ready").json()["status"] == "ready"
     finally:
+        redis.kill()
+        redis.wait()
+
+
+def test_redis_connections_are_opened_at_start_and_bounded(small_index):
+    import redis as redis_py
+
+    port = free_port()
+    redis = start_redis(port)
+    settings = ServiceSettings(
+        index=str(small_index),
+        device="cpu",
+        scorer="thread",
+        redis_url=f"redis://127.0.0.1:{port}/0",
+        redis_connections=4,
+        redis_timeout_s=1.0,
+    )
+    probe = redis_py.Redis(port=port)
+    others = lambda: len(probe.client_list()) - 1  # noqa: E731 - all but the probe itself
+    try:
+        with TestClient(create_app(settings)) as c:
+            assert others() == 4, "the pool is not opened at start"
+            body = {"prompt": "the king.", "k": 3}
+            assert c.post("/v1/attributions", json=body).status_code == 200
+            with ThreadPoolExecutor(16) as pool:
+                answers = list(pool.map(lambda _: c.post("/v1/attributions", json=body), range(64)))
+            assert all(a.status_code == 200 and a.json()["cached"] for a in answers)
+            assert others() <= 4
+    finally:
+        probe.close()
         redis.kill()
         redis.wait()

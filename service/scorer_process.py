@@ -1,0 +1,246 @@
+"""The scorer in a process of its own (``scorer = "process"``, the default).
+
+Why a process: the model's forward and backward are Python code, and on a worker thread of the
+serving process they held the GIL and the cores the event loop needs, so answers from the
+cache waited behind scans (p99 17-60 ms with a saturated scorer on 2 cores). In a child process
+at a lower CPU priority (``scorer_nice``) the event loop keeps its own GIL and wins the cores.
+The child opens the index read-only (the parent verified it; the fingerprint must still match)
+and loads the model; the parent keeps only the index (examples, metadata) and the tokenizer.
+
+One call at a time over a pipe: ``("score", queries, ks)`` or ``("explain", query, id)`` ->
+``("ok", value)`` or ``("error", exception)``. When the child dies (OOM kill, crash) the call
+in flight and every call until it is back raise ScorerUnavailable (503 with Retry-After); it
+is restarted in the background, with back-off while restarts fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from indexer import Example, Explanation, Index, IndexFormatError, QueryEngine, use_threads
+
+from .scorer import BatchScorer, Scored, ScoringOptions
+
+log = logging.getLogger("lorif")
+RETRY_AFTER_S = 5
+MAX_BACKOFF_S = 30.0
+
+
+class ScorerUnavailable(Exception):
+    """The scorer process is not running (it died and is being restarted)."""
+
+    retry_after = RETRY_AFTER_S
+
+
+@dataclass(frozen=True)
+class ScorerSpec:
+    """What the child needs to build its BatchScorer (pickled to it)."""
+
+    index: str
+    fingerprint: str  # of the index the parent verified
+    model: str | None
+    device: str
+    threads: int
+    block_rows: int
+    options: ScoringOptions
+    nice: int
+
+
+class ScorerProcess:
+    """The ``Scoring`` calls, answered by a child process (see the module docstring)."""
+
+    def __init__(
+        self, spec: ScorerSpec, on_scan: Callable[[int, int, float], None] | None = None
+    ) -> None:
+        self.spec, self.on_scan = spec, on_scan
+        self.restarts = 0
+        self._lock = threading.Lock()  # one call on the pipe at a time
+        self._conn: Connection | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._scan_bytes = 0
+        self._closed = threading.Event()
+
+    @property
+    def available(self) -> bool:
+        return self._conn is not None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self) -> None:
+        """Start the child and wait until it has loaded the index and model; its load error
+        (or ScorerUnavailable when it dies while loading) is raised here."""
+        # A fresh interpreter (not multiprocessing's spawn, which re-runs the caller's
+        # __main__; never fork a process that holds torch), talking over a socket pair.
+        ours, theirs = socket.socketpair()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service.scorer_process", str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+        )
+        theirs.close()
+        conn = Connection(ours.detach())
+        try:
+            conn.send(self.spec)
+            status, value = conn.recv()
+        except (EOFError, OSError):
+            conn.close()
+            raise ScorerUnavailable(
+                f"the scorer process exited with code {proc.wait()} while loading"
+            ) from None
+        if status != "ready":
+            conn.close()
+            proc.wait(10)
+            raise value
+        with self._lock:
+            self._conn, self._proc, self._scan_bytes = conn, proc, value
+        log.info("scorer process %d ready (nice %d)", proc.pid, self.spec.nice)
+
+    def score(self, queries: list[Example], ks: Sequence[int]) -> list[Scored]:
+        scored: list[Scored] = self._call("score", queries, list(ks))
+        if self.on_scan and scored:
+            self.on_scan(len(queries), self._scan_bytes, scored[0].scan_s)
+        return scored
+
+    def explain(self, query: Example, example_id: int) -> Explanation:
+        explanation: Explanation = self._call("explain", query, example_id)
+        return explanation
+
+    def close(self) -> None:
+        """Stop the child (it finishes the call in flight first) and any restart."""
+        self._closed.set()
+        with self._lock:
+            conn, proc, self._conn, self._proc = self._conn, self._proc, None, None
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.send(("stop",))
+            conn.close()
+        if proc is not None:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    def _call(self, *message: Any) -> Any:
+        with self._lock:
+            if self._conn is None:
+                raise ScorerUnavailable("the scorer process is restarting")
+            try:
+                self._conn.send(message)
+                status, value = self._conn.recv()
+            except (EOFError, OSError):
+                self._died()
+                raise ScorerUnavailable("the scorer process died; it is restarting") from None
+        if status == "error":
+            raise value
+        return value
+
+    def _died(self) -> None:
+        """Called with the lock held: forget the dead child, restart in the background."""
+        conn, proc, self._conn, self._proc = self._conn, self._proc, None, None
+        if conn is not None:
+            conn.close()
+        code = None
+        if proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                code = proc.wait(1)
+        log.error("the scorer process died (exit code %s); restarting it", code)
+        if not self._closed.is_set():
+            threading.Thread(target=self._restart, name="lorif-scorer-restart", daemon=True).start()
+
+    def _restart(self) -> None:
+        delay = 1.0
+        while not self._closed.is_set():
+            try:
+                self.start()
+            except Exception as e:  # noqa: BLE001 - logged; retried with back-off
+                log.error("restarting the scorer process failed: %s; retry in %.0f s", e, delay)
+                if self._closed.wait(delay):
+                    return
+                delay = min(2 * delay, MAX_BACKOFF_S)
+                continue
+            self.restarts += 1
+            if self._closed.is_set():  # closed while it was loading
+                self.close()
+            return
+
+
+def _child(conn: Connection) -> None:
+    """The child's main: receive the spec, load, report ready (with the bytes one scan reads),
+    then serve calls until "stop" or until the parent is gone."""
+    spec: ScorerSpec = conn.recv()
+    # Ctrl+C reaches the whole process group; the parent decides when the scorer stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(OSError):
+        os.nice(spec.nice)
+    try:
+        use_threads(spec.threads)
+        index = Index(spec.index)
+        if index.fingerprint != spec.fingerprint:
+            index.close()
+            raise IndexFormatError(
+                f"{spec.index} changed on disk since the service opened it (fingerprint "
+                f"{index.fingerprint}, expected {spec.fingerprint}); restart the service"
+            )
+        engine = QueryEngine.open(index, model=spec.model, device=spec.device)
+        scorer = BatchScorer(engine, spec.block_rows, spec.options)
+    except BaseException as e:  # noqa: BLE001 - the parent reports it
+        _send(conn, ("error", _picklable(e)))
+        return
+    if not _send(conn, ("ready", engine.store.row_bytes * len(engine.store))):
+        return
+    gc.collect()
+    gc.freeze()  # the model's objects: keep full collections off them (as in the parent)
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            break
+        op, args = message[0], message[1:]
+        if op == "stop":
+            break
+        try:
+            value = scorer.score(*args) if op == "score" else scorer.explain(*args)
+            reply: tuple[str, Any] = ("ok", value)
+        except Exception as e:  # noqa: BLE001 - the error belongs to the caller
+            reply = ("error", _picklable(e))
+        if not _send(conn, reply):
+            break
+    scorer.close()
+
+
+def _send(conn: Connection, message: tuple[str, Any]) -> bool:
+    """False when the parent is gone."""
+    try:
+        conn.send(message)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def _picklable(e: BaseException) -> BaseException:
+    """``e`` if it survives pickling (the library's errors do), else a RuntimeError with its
+    text."""
+    try:
+        pickle.loads(pickle.dumps(e))
+        return e
+    except Exception:  # noqa: BLE001
+        return RuntimeError(f"{type(e).__name__}: {e}")
+
+
+if __name__ == "__main__":
+    _child(Connection(int(sys.argv[1])))

@@ -1,0 +1,86 @@
+"""The scorer in a child process: priority, death and restart, shutdown, a changed index."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import psutil
+import pytest
+from fastapi.testclient import TestClient
+
+from indexer import Index, IndexFormatError
+from service.app import create_app
+from service.scorer import ScoringOptions
+from service.scorer_process import ScorerProcess, ScorerSpec
+from service.settings import ServiceSettings
+from tests.helpers import lorif_serve
+
+
+def wait_for(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} within {timeout_s} s"
+        time.sleep(0.1)
+
+
+def test_killed_scorer_answers_503_then_restarts_with_the_same_answers(small_index):
+    settings = ServiceSettings(index=str(small_index), device="cpu", cache_size=0)
+    with TestClient(create_app(settings)) as c:
+        rt = c.app.state.lorif
+        body = {"prompt": "the king.", "k": 5, "direction": "both"}
+        ask = lambda: c.post("/v1/attributions", json=body)  # noqa: E731
+        before = ask()
+        assert before.status_code == 200
+        first = rt.scorer.pid
+        child = psutil.Process(first)
+        assert child.ppid() == os.getpid()
+        assert child.nice() == psutil.Process().nice() + settings.scorer_nice
+
+        os.kill(first, signal.SIGKILL)
+        # (not child.wait(): that would reap it, and the server must see the SIGKILL)
+        wait_for(lambda: child.status() == psutil.STATUS_ZOMBIE, 10, "the scorer died")
+        down = ask()
+        assert down.status_code == 503, down.text
+        assert down.headers["content-type"] == "application/problem+json"
+        assert int(down.headers["retry-after"]) > 0
+        assert "restarting" in down.json()["detail"]
+        not_ready = c.get("/health/ready")
+        assert not_ready.status_code == 503 and "restarting" in not_ready.json()["detail"]
+
+        wait_for(lambda: c.get("/health/ready").status_code == 200, 120, "scorer restarted")
+        assert rt.scorer.pid not in (None, first) and rt.scorer.restarts == 1
+        after = ask()
+        assert after.status_code == 200
+        assert after.json()["proponents"] == before.json()["proponents"]
+        assert after.json()["opponents"] == before.json()["opponents"]
+        explained = c.post("/v1/explanations", json={"prompt": "the king.", "example_id": 3})
+        assert explained.status_code == 200
+        last = rt.scorer.pid
+    assert not psutil.pid_exists(last), "the scorer outlived the app"
+
+
+def test_scorer_stops_with_the_server_and_after_a_kill_9_of_the_server(small_index):
+    with lorif_serve(small_index) as (_, proc):
+        server = psutil.Process(proc.pid)
+        (child,) = server.children()
+        assert "service.scorer_process" in " ".join(child.cmdline())
+        proc.terminate()
+        proc.wait(30)
+        child.wait(10)  # stopped by the server's shutdown
+    with lorif_serve(small_index) as (_, proc):
+        (child,) = psutil.Process(proc.pid).children()
+        proc.kill()  # no shutdown: the scorer must notice its parent is gone
+        proc.wait(10)
+        child.wait(30)
+
+
+def test_scorer_refuses_an_index_that_changed_since_the_server_verified_it(small_index):
+    with Index(small_index) as index:
+        fingerprint = index.fingerprint
+    spec = ScorerSpec(
+        str(small_index), "0" * len(fingerprint), None, "cpu", 1, 64, ScoringOptions(), 0
+    )
+    with pytest.raises(IndexFormatError, match="changed on disk"):
+        ScorerProcess(spec).start()
