@@ -28,6 +28,7 @@ _PUBLIC = {
     "FORMAT_VERSION": "storage.format",
     "QueryEngine": "query",
     "QueryChecker": "queries",
+    "Resident": "storage.resident",
     "Explanation": "query",
     "top_rows": "query",
     "TokenContribution": "query",
@@ -60,6 +61,7 @@ __all__ = [
     "FORMAT_VERSION",
     "QueryEngine",
     "QueryChecker",
+    "Resident",
     "Explanation",
     "TokenContribution",
     "top_rows",
@@ -97,10 +99,12 @@ if TYPE_CHECKING:
     )
     from .models.featurizer import Featurizer
     from .models.tasks import CausalLMTask, ClassificationTask, Task
+    from .queries import QueryChecker
     from .query import Explanation, QueryEngine, TokenContribution, top_rows
     from .storage.format import FORMAT_VERSION
     from .storage.integrity import VerifyReport
     from .storage.reader import Index
+    from .storage.resident import Resident
     from .threads import available_cpus, use_threads
 
 

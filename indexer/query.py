@@ -23,7 +23,8 @@ from .models.loading import load_causal_lm, model_fingerprint, resolve_device
 from .models.tasks import CausalLMTask, Task
 from .queries import QueryChecker, model_spec
 from .storage.reader import Index
-from .storage.store import MmapFactorStore
+from .storage.resident import Resident, make_resident
+from .storage.store import FactorStore
 
 
 @dataclass
@@ -48,13 +49,19 @@ class QueryEngine:
     index: Index
     featurizer: Featurizer
     preconditioners: dict[str, LayerPreconditioner]
-    store: MmapFactorStore
+    store: FactorStore  # memory-mapped (streamed) or resident in device memory
 
     @classmethod
     def attach(
-        cls, index: Index, model: torch.nn.Module, task: Task, device: torch.device | str = "cpu"
+        cls,
+        index: Index,
+        model: torch.nn.Module,
+        task: Task,
+        device: torch.device | str = "cpu",
+        resident: Resident = "auto",
     ) -> QueryEngine:
-        """Bind an open index to an in-memory model (projections verified by checksum)."""
+        """Bind an open index to an in-memory model (projections verified by checksum).
+        ``resident``: keep the factor rows in device memory (see storage/resident.py)."""
         dev = device if isinstance(device, torch.device) else resolve_device(device)
         m = index.manifest
         featurizer = Featurizer.from_layers(
@@ -69,7 +76,7 @@ class QueryEngine:
             {d["name"]: (d["proj_in_sha256"], d["proj_out_sha256"]) for d in m["layers"]}
         )
         pre = {n: LayerPreconditioner.from_curvature(c, dev) for n, c in index.curvature().items()}
-        return cls(index, featurizer, pre, index.store())
+        return cls(index, featurizer, pre, make_resident(index.store(), dev, resident))
 
     @classmethod
     def open(
@@ -78,6 +85,7 @@ class QueryEngine:
         model: str | None = None,
         device: str = "auto",
         check_model: bool = True,
+        resident: Resident = "auto",
     ) -> QueryEngine:
         """Open an LM index (a path, or an Index already open, which the engine then owns) and
         load its model (or ``model``, which must have the same weights)."""
@@ -97,7 +105,7 @@ class QueryEngine:
             task = CausalLMTask(
                 loaded.tokenizer, m["task"]["max_tokens"], m["task"]["chat_template"]
             )
-            return cls.attach(index, loaded.model, task, dev)
+            return cls.attach(index, loaded.model, task, dev, resident)
         except Exception:
             index.close()
             raise
@@ -144,7 +152,7 @@ class QueryEngine:
         p: dict[str, torch.Tensor],
         k: int | Sequence[int] = 10,
         keep_scores: bool = False,
-        block_rows: int = 4096,
+        block_rows: int = 0,
         query_rank: int = 0,
         candidates: int = 4,
     ) -> ScoreResult:
@@ -165,7 +173,7 @@ class QueryEngine:
         queries: list[Example],
         k: int | Sequence[int] = 10,
         keep_scores: bool = True,
-        block_rows: int = 4096,
+        block_rows: int = 0,
         query_rank: int = 0,
         candidates: int = 4,
     ) -> ScoreResult:

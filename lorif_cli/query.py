@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import typer
 
 from indexer.errors import ConfigError
+
+if TYPE_CHECKING:
+    from indexer import Resident
 
 CHUNK = 32  # queries per scan when scoring a file of queries
 
@@ -35,6 +38,10 @@ def query(
     model: str = typer.Option(None, help="Model path if it moved since the build."),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:N]."),
     threads: int = typer.Option(0, min=0, help="CPU threads (0 = the CPUs available)."),
+    resident: str = typer.Option(
+        "auto",
+        help="Keep the factor rows in device memory: auto (on a GPU when they fit), on, off.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Top-k proponents (and opponents) of queries among the indexed examples."""
@@ -46,10 +53,14 @@ def query(
         raise ConfigError("give a PROMPT or --queries FILE (one of them)")
     if all_scores != (output is not None):
         raise ConfigError("--all-scores and --output go together")
+    if resident not in ("auto", "on", "off"):
+        raise ConfigError(f"--resident must be auto, on or off, not {resident!r}")
     # Bad text and bad files are refused before the model loads.
     examples = [query_example(prompt, completion)] if queries is None else load_examples(queries)
     use_threads(threads)
-    engine = QueryEngine.open(index, model=model, device=device)
+    engine = QueryEngine.open(
+        index, model=model, device=device, resident=cast("Resident", resident)
+    )
     try:
         for q in examples:
             engine.check_query(q)

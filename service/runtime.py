@@ -150,7 +150,10 @@ class Runtime:
         s, loop = self.settings, asyncio.get_running_loop()
         if s.scorer == "thread":
             engine = await loop.run_in_executor(
-                None, lambda: QueryEngine.open(index, model=s.model, device=s.device)
+                None,
+                lambda: QueryEngine.open(
+                    index, model=s.model, device=s.device, resident=s.resident
+                ),
             )
             self._checker = engine.checker
             self._scorer = BatchScorer(
@@ -164,6 +167,7 @@ class Runtime:
             s.device,
             s.threads,
             s.block_rows,
+            s.resident,
             self.options,
             s.scorer_nice,
         )

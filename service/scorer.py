@@ -73,7 +73,7 @@ class BatchScorer:
     def __init__(
         self,
         engine: QueryEngine,
-        block_rows: int = 4096,
+        block_rows: int = 0,
         options: ScoringOptions = ScoringOptions(),
         on_scan: Callable[[int, int, float], None] | None = None,
     ):

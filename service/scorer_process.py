@@ -30,7 +30,15 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from indexer import Example, Explanation, Index, IndexFormatError, QueryEngine, use_threads
+from indexer import (
+    Example,
+    Explanation,
+    Index,
+    IndexFormatError,
+    QueryEngine,
+    Resident,
+    use_threads,
+)
 
 from .scorer import BatchScorer, Scored, ScoringOptions
 
@@ -55,6 +63,7 @@ class ScorerSpec:
     device: str
     threads: int
     block_rows: int
+    resident: Resident
     options: ScoringOptions
     nice: int
 
@@ -196,7 +205,9 @@ def _child(conn: Connection) -> None:
                 f"{spec.index} changed on disk since the service opened it (fingerprint "
                 f"{index.fingerprint}, expected {spec.fingerprint}); restart the service"
             )
-        engine = QueryEngine.open(index, model=spec.model, device=spec.device)
+        engine = QueryEngine.open(
+            index, model=spec.model, device=spec.device, resident=spec.resident
+        )
         scorer = BatchScorer(engine, spec.block_rows, spec.options)
     except BaseException as e:  # noqa: BLE001 - the parent reports it
         _send(conn, ("error", _picklable(e)))

@@ -51,7 +51,14 @@ class ServiceSettings(BaseSettings):
     )
     max_prompt_tokens: int = Field(1024, ge=2, description="Longest accepted query, in tokens.")
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="Largest accepted request body.")
-    block_rows: int = Field(4096, ge=1, description="Factor rows per streamed block.")
+    block_rows: int = Field(
+        0, ge=0, description="Factor rows per scanned block (0 = 4,096 on CPU, 65,536 on CUDA)."
+    )
+    resident: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Keep the factor rows in device memory: auto = on a GPU when they fit "
+        "(with 2 GiB to spare), on, off (stream them from the file).",
+    )
     query_rank: int = Field(
         0,
         ge=0,

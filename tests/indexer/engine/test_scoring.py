@@ -36,3 +36,31 @@ def test_lowrank_path_returns_exact_scores_of_its_candidates():
     wide = score_store(store, p, k=10, block_rows=64, query_rank=1, candidates=50)
     np.testing.assert_array_equal(wide.proponent_ids, exact.proponent_ids)
     np.testing.assert_array_equal(wide.opponent_ids, exact.opponent_ids)
+
+
+def test_grouped_layers_score_like_one_layer_at_a_time():
+    """The CUDA path (same-shape layers stacked, one batched GEMM per shape) against the
+    per-layer path, on a layout with repeated and distinct shapes, c = 1 and c = 3."""
+    from indexer.engine.kernels import layer_groups
+    from indexer.engine.layout import FactorLayout, TrackedLayer
+
+    for c in (1, 3):
+        shapes = [(6, 5), (4, 7), (6, 5), (6, 5), (4, 7), (3, 3)]
+        layout = FactorLayout(
+            tuple(TrackedLayer(f"l{i}", 9, 9, d1, d2) for i, (d1, d2) in enumerate(shapes)), c
+        )
+        assert [len(g.layers) for g in layer_groups(layout, "cpu")] == [3, 2, 1]
+        gen = torch.Generator().manual_seed(c)
+        rows = torch.randn(700, layout.width, generator=gen)
+        p = {t.name: torch.randn(5, t.d1, t.d2, generator=gen) for t in layout.layers}
+        per_layer = score_rows(layout, rows, p, grouped=False)
+        grouped = score_rows(layout, rows, p, grouped=True)
+        assert grouped.shape == (5, 700)
+        torch.testing.assert_close(grouped, per_layer, rtol=1e-5, atol=1e-4)
+        lr = LowRankQueries.factor(p, rank=2)
+        torch.testing.assert_close(
+            score_rows_lowrank(layout, rows, lr, grouped=True),
+            score_rows_lowrank(layout, rows, lr, grouped=False),
+            rtol=1e-5,
+            atol=1e-4,
+        )
