@@ -35,18 +35,27 @@ def synthetic(n: int, seed: int = 0) -> list[str]:
     return [" ".join(rng.choice(words) for _ in range(rng.randint(20, 160))) for _ in range(n)]
 
 
-def plain_forward_backward(model, task, examples, batch_size) -> float:
-    """Seconds for loss + full weight gradients over the build's length-sorted batches."""
+def plain_forward_backward(
+    model, task, examples, batch_size, device: str = "cpu", autocast: bool = False
+) -> float:
+    """Seconds for loss + full weight gradients over the build's length-sorted batches (with
+    the build's device and mixed precision)."""
     lengths = np.array([task.length(e) for e in examples])
     order = np.argsort(lengths, kind="stable")
     model.train(False)
     for p in model.parameters():
         p.requires_grad_(True)
+    dev = torch.device(device)
     t = time.perf_counter()
     for s in range(0, len(order), batch_size):
         batch = task.collate([examples[i] for i in order[s : s + batch_size]])
-        task.loss(model, batch).sum().backward()
+        batch = {k: v.to(dev) for k, v in batch.items()}
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
+            loss = task.loss(model, batch).sum()
+        loss.backward()
         model.zero_grad(set_to_none=True)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
     return time.perf_counter() - t
 
 
@@ -62,8 +71,19 @@ def main() -> None:
     ap.add_argument("--proj-factor", type=int, default=8)
     ap.add_argument("--rank", type=int, default=1)
     ap.add_argument("--curvature-rank", type=int, default=64)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--autocast", default="none", choices=["none", "bf16"])
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    result = measure(args)
+    if args.json:
+        print(json.dumps(result))
+        return
+    report(args, result)
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """Plain forward+backward and a full build of the same batches; the figures."""
 
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
@@ -81,14 +101,19 @@ def main() -> None:
                     tiny_lm("llama", len(tok), hidden=256, layers=4, heads=8), tok, tmpdir / "model"
                 )
             )
-        loaded = load_causal_lm(model_spec)
+        loaded = load_causal_lm(model_spec, args.device)
         n_params = sum(p.numel() for p in loaded.model.parameters())
         task = CausalLMTask(loaded.tokenizer, args.max_tokens)
         examples = load_examples(data, args.n)
         tokens = sum(task.length(e) for e in examples)
 
-        plain_forward_backward(loaded.model, task, examples[: args.batch_size], args.batch_size)
-        plain_s = plain_forward_backward(loaded.model, task, examples, args.batch_size)
+        bf16 = args.autocast == "bf16"
+        warm = examples[: args.batch_size]
+        plain_forward_backward(loaded.model, task, warm, args.batch_size, args.device, bf16)
+        plain_s = plain_forward_backward(
+            loaded.model, task, examples, args.batch_size, args.device, bf16
+        )
+        del loaded
 
         cfg = BuildConfig(
             model=model_spec,
@@ -100,7 +125,8 @@ def main() -> None:
             proj_factor=args.proj_factor,
             rank=args.rank,
             curvature=CurvatureConfig(rank=args.curvature_rank),
-            device="cpu",
+            device=args.device,
+            autocast=args.autocast,
         )
         t = time.perf_counter()
         path = build_index(cfg, progress=False)
@@ -130,26 +156,29 @@ def main() -> None:
         "ratio_build_over_plain": round((build_s - info["load_seconds"]) / plain_s, 2),
         "ratio_featurize_over_plain": round(info["featurize_seconds_this_run"] / plain_s, 2),
     }
-    if args.json:
-        print(json.dumps(result))
-        return
+    return result
+
+
+def report(args: argparse.Namespace, result: dict) -> None:
+    n_params, n, tokens = result["model_params"], result["n"], result["tokens"]
+    plain_s = result["plain_seconds"]
     print(
         f"model {n_params / 1e6:.1f}M params, {n} examples, {tokens} tokens, batch "
         f"{args.batch_size}, {result['threads']} threads, f={args.proj_factor} "
-        f"c={args.rank} r={args.curvature_rank}"
+        f"c={args.rank} r={args.curvature_rank} device {args.device} autocast {args.autocast}"
     )
     print(f"{'':28s}{'seconds':>9s}{'examples/s':>12s}{'tokens/s':>10s}")
     print(
         f"{'plain forward+backward':28s}{plain_s:9.2f}{n / plain_s:12.1f}{tokens / plain_s:10.0f}"
     )
-    work = build_s - info["load_seconds"]
+    work = result["build_seconds_excl_load"]
     print(
         f"{'lorif index build':28s}{work:9.2f}{n / work:12.1f}{tokens / work:10.0f}"
         "   (excluding the one-time model/data load)"
     )
-    print(f"{'  featurize+factorize+store':28s}{info['featurize_seconds_this_run']:9.2f}")
-    print(f"{'  curvature':28s}{info['curvature_seconds']:9.2f}")
-    print(f"{'  model + data load (once)':28s}{info['load_seconds']:9.2f}")
+    print(f"{'  featurize+factorize+store':28s}{result['featurize_seconds']:9.2f}")
+    print(f"{'  curvature':28s}{result['curvature_seconds']:9.2f}")
+    print(f"{'  model + data load (once)':28s}{result['load_seconds']:9.2f}")
     print(
         f"ratio build / plain = {result['ratio_build_over_plain']:.2f}x "
         f"(featurize+store alone {result['ratio_featurize_over_plain']:.2f}x; goal <= 2x)"

@@ -21,17 +21,16 @@ from tqdm.auto import tqdm
 from .config import BuildConfig
 from .data import Example, load_examples
 from .engine.curvature import LayerCurvature, compute_curvature, passes
-from .engine.factorize import factorize
+from .engine.factorize import factorize_layers
 from .errors import ConfigError, IndexFormatError, ResumeMismatchError
 from .manifest import make_manifest
 from .models.featurizer import Featurizer
 from .models.loading import load_causal_lm, model_fingerprint, resolve_device
 from .models.registry import canonical
 from .models.tasks import CausalLMTask
-from .storage.codec import encode_rows
 from .storage.format import partial_path
 from .storage.store import MemoryFactorStore
-from .storage.writer import IndexWriter, build_lock
+from .storage.writer import BackgroundRows, IndexWriter, build_lock
 from .threads import use_threads
 
 log = logging.getLogger("lorif")
@@ -119,6 +118,7 @@ def _language_model(cfg: BuildConfig) -> tuple[Featurizer, dict[str, Any], dict[
         seed=cfg.seed,
         device=device,
     )
+    featurizer.autocast = torch.bfloat16 if cfg.autocast == "bf16" else None
     model_info = {
         "spec": cfg.model,
         "path": cfg.model if canonical(cfg.model) else str(Path(cfg.model).resolve()),
@@ -225,14 +225,18 @@ def _featurize(
         mininterval=0.5,
     )
     tokens, t0 = 0, time.perf_counter()
-    for rows in todo:
-        grads = featurizer.gradients([examples[i] for i in rows])
-        factors = {name: factorize(g, cfg.rank, cfg.factor_method) for name, g in grads.items()}
-        writer.write_rows(rows, encode_rows(writer.layout.pack(factors), cfg.dtype))
-        tokens += int(lengths[rows].sum())
-        bar.update(len(rows))
-        bar.set_postfix(tok_s=f"{tokens / max(time.perf_counter() - t0, 1e-9):.0f}")
-    bar.close()
+    background = BackgroundRows(writer, cfg.dtype)
+    try:
+        for rows in todo:
+            grads = featurizer.gradients([examples[i] for i in rows])
+            factors = factorize_layers(grads, cfg.rank, cfg.factor_method)
+            background.submit(rows, writer.layout.pack(factors))
+            tokens += int(lengths[rows].sum())
+            bar.update(len(rows))
+            bar.set_postfix(tok_s=f"{tokens / max(time.perf_counter() - t0, 1e-9):.0f}")
+    finally:
+        background.close()  # every submitted batch is written (and marked done) first
+        bar.close()
     return {
         "featurize_seconds_this_run": round(time.perf_counter() - t0, 3),
         "resumed_rows": int(len(examples) - sum(len(b) for b in todo)),

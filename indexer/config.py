@@ -113,6 +113,12 @@ class BuildConfig:
         "bf16", "Storage dtype of the factors: bf16 | fp16 | fp32.", choices=STORAGE_DTYPES
     )
     batch_size: int = setting(8, "Examples per forward/backward batch.")
+    autocast: str = setting(
+        "none",
+        "Mixed precision of the model's forward/backward while indexing: none | bf16 (the "
+        "capture's projections and factors stay float32).",
+        choices=("none", "bf16"),
+    )
     device: str = setting("auto", "Torch device for featurization: auto | cpu | cuda[:N].")
     threads: int = setting(
         0,

@@ -37,6 +37,7 @@ class Featurizer:
     modules: dict[str, nn.Module] = field(default_factory=dict, repr=False)
     projections: Projections = field(default_factory=dict, repr=False)
     _proj_t: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, repr=False)
+    autocast: torch.dtype | None = None  # e.g. torch.bfloat16 for the model's forward pass
 
     @classmethod
     def create(
@@ -129,7 +130,10 @@ class Featurizer:
                 self.modules, self._proj_t, position_mask=mask, keep_positions=keep_positions
             ) as cap,
         ):
-            losses = self.task.loss(self.model, batch)
+            with torch.autocast(
+                self.device.type, dtype=self.autocast, enabled=self.autocast is not None
+            ):
+                losses = self.task.loss(self.model, batch)
             if losses.requires_grad:
                 losses.sum().backward()
         return cap

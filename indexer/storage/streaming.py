@@ -2,10 +2,13 @@
 
 The reader thread copies raw rows (storage dtype) from the store into one of ``depth`` buffers
 (page faults and disk reads happen there, off the compute thread; numpy and torch release the
-GIL for the copies). On CPU the reader thread also decodes the block into a reused float32
-buffer, so decoding overlaps the previous block's GEMMs and no block allocates fresh memory.
-On CUDA the raw buffers are pinned and the host-to-device copy runs on its own stream, so
-transfers overlap the GEMMs of the previous block; the device decodes.
+GIL for the copies). With ``readers`` > 1 (the CUDA default) each block is copied in that many
+stripes by a small thread pool: one thread reading a memory map stalls on one page fault at a
+time, several keep the page cache (or the disk's queue) busy. On CPU the reader thread also
+decodes the block into a reused float32 buffer, so decoding overlaps the previous block's
+GEMMs and no block allocates fresh memory. On CUDA the raw buffers are pinned and the
+host-to-device copy runs on its own stream, so transfers overlap the GEMMs of the previous
+block; the device decodes.
 
 Yielded rows live in a reused buffer: they are valid until the next block is requested (copy
 them to keep them).
@@ -13,9 +16,11 @@ them to keep them).
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -45,10 +50,12 @@ class BlockReader:
         block_rows: int,
         device: torch.device | str = "cpu",
         depth: int = 3,
+        readers: int = 0,
     ):
-        if block_rows < 1 or depth < 2:
-            raise ValueError("block_rows must be >= 1 and depth >= 2")
+        if block_rows < 1 or depth < 2 or readers < 0:
+            raise ValueError("block_rows must be >= 1, depth >= 2 and readers >= 0")
         self.store, self.device = store, torch.device(device)
+        self.readers = readers or default_readers(self.device)
         self.block_rows = max(1, min(block_rows, len(store)))
         cuda = self.device.type == "cuda"
         shape = (self.block_rows, store.layout.width)
@@ -71,8 +78,16 @@ class BlockReader:
         for slot in range(len(self.buffers)):
             free.put(slot)
         stop = threading.Event()
+        pool = (
+            ThreadPoolExecutor(self.readers, thread_name_prefix="lorif-stripe")
+            if self.readers > 1
+            else None
+        )
         thread = threading.Thread(
-            target=self._read, args=(free, ready, stop), name="lorif-block-reader", daemon=True
+            target=self._read,
+            args=(free, ready, stop, pool),
+            name="lorif-block-reader",
+            daemon=True,
         )
         thread.start()
         held = None  # CPU: the slot the consumer is reading, freed when it asks for more
@@ -99,9 +114,15 @@ class BlockReader:
             stop.set()
             free.put(-1)  # wake the reader if it waits for a buffer
             thread.join()
+            if pool is not None:
+                pool.shutdown()
 
     def _read(
-        self, free: queue.Queue[int], ready: queue.Queue[Ready], stop: threading.Event
+        self,
+        free: queue.Queue[int],
+        ready: queue.Queue[Ready],
+        stop: threading.Event,
+        pool: ThreadPoolExecutor | None,
     ) -> None:
         try:
             for start in range(0, len(self.store), self.block_rows):
@@ -110,15 +131,28 @@ class BlockReader:
                     return
                 stop_row = min(start + self.block_rows, len(self.store))
                 n = stop_row - start
-                raw = self.store.read(start, stop_row)
-                if self.copy_stream is None:
-                    decode_into(self.views[slot][:n], raw, self.store.dtype)
-                else:
-                    np.copyto(self.views[slot][:n], raw)
+                raw, out = self.store.read(start, stop_row), self.views[slot][:n]
+                if pool is None:
+                    self._fill(out, raw)
+                else:  # stripes of rows, copied in parallel (list() re-raises their errors)
+                    cuts = np.linspace(0, n, self.readers + 1).astype(int)
+                    parts = [
+                        (out[a:b], raw[a:b])
+                        for a, b in zip(cuts[:-1], cuts[1:], strict=True)
+                        if b > a
+                    ]
+                    list(pool.map(lambda part: self._fill(*part), parts))
                 ready.put((start, n, slot))
             ready.put(_DONE)
         except BaseException as e:  # noqa: BLE001 - re-raised on the consumer's thread
             ready.put(e)
+
+    def _fill(self, out: np.ndarray, raw: np.ndarray) -> None:
+        """raw rows -> a host buffer: decoded to float32 (CPU) or copied as stored (CUDA)."""
+        if self.copy_stream is None:
+            decode_into(out, raw, self.store.dtype)
+        else:
+            np.copyto(out, raw)
 
     def _to_device(self, host: torch.Tensor) -> torch.Tensor:
         """CUDA: pinned host block -> float32 on the device; the buffer is free after."""
@@ -138,10 +172,21 @@ def _as_float(raw: torch.Tensor, dtype: str) -> torch.Tensor:
     return (raw.view(torch.bfloat16) if dtype == "bf16" else raw).float()
 
 
+def default_readers(device: torch.device) -> int:
+    """Copy threads per block: 1 on CPU (the cores are the GEMMs'), up to 8 on CUDA."""
+    if device.type != "cuda":
+        return 1
+    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
+
+
 def iter_blocks(
-    store: FactorStore, block_rows: int, device: torch.device | str = "cpu", depth: int = 3
+    store: FactorStore,
+    block_rows: int,
+    device: torch.device | str = "cpu",
+    depth: int = 3,
+    readers: int = 0,
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """(start, float32 rows (B, width)) for consecutive blocks of the store, read ahead."""
     if len(store) == 0:
         return iter(())
-    return iter(BlockReader(store, block_rows, device, depth))
+    return iter(BlockReader(store, block_rows, device, depth, readers))

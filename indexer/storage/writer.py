@@ -8,6 +8,8 @@ import contextlib
 import fcntl
 import json
 import os
+import queue
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 import h5py
 import numpy as np
 import numpy.typing as npt
+import torch
 
 from ..data import Example
 from ..engine.curvature import LayerCurvature
@@ -22,7 +25,7 @@ from ..engine.layout import FactorLayout
 from ..engine.projection import Projections
 from ..errors import ConfigError, IndexFormatError
 from . import integrity
-from .codec import NUMPY_STORAGE
+from .codec import NUMPY_STORAGE, encode_rows
 from .format import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -172,3 +175,51 @@ def build_lock(out: Path) -> Iterator[None]:
             yield
         finally:
             lock.unlink(missing_ok=True)
+
+
+class BackgroundRows:
+    """Encodes and writes batches of factor rows on a thread of its own, so the next batch's
+    forward and backward start at once; at most ``depth`` batches wait. On CUDA the caller's
+    device-to-host copy is asynchronous (pinned memory) and this thread waits for its event.
+    An error on the thread is raised by the next ``submit`` or by ``close``."""
+
+    def __init__(self, writer: IndexWriter, dtype: str, depth: int = 2):
+        self.writer, self.dtype = writer, dtype
+        self.jobs: queue.Queue[tuple[Any, torch.Tensor, Any] | None] = queue.Queue(depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="lorif-row-writer", daemon=True)
+        self.thread.start()
+
+    def submit(self, rows: npt.NDArray[np.integer[Any]], values: torch.Tensor) -> None:
+        """Queue ``values`` (B, width) float rows for ``rows`` (any device)."""
+        self._raise()
+        event = None
+        if values.device.type == "cuda":
+            host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
+            host.copy_(values, non_blocking=True)
+            event = torch.cuda.Event()  # type: ignore[no-untyped-call]
+            event.record()
+            values = host
+        self.jobs.put((rows, values, event))
+
+    def close(self) -> None:
+        """Wait for every queued batch to be written; raise the thread's error if any."""
+        self.jobs.put(None)
+        self.thread.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def _run(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            if self.error is not None:
+                continue  # drain: the caller sees the first error
+            rows, values, event = job
+            try:
+                if event is not None:
+                    event.synchronize()
+                self.writer.write_rows(rows, encode_rows(values, self.dtype))
+            except BaseException as e:  # noqa: BLE001 - re-raised on the caller's thread
+                self.error = e

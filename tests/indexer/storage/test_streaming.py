@@ -27,10 +27,11 @@ def random_queries(q: int, seed: int = 1) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp16", "fp32"])
 @pytest.mark.parametrize("block_rows", [1, 7, 64, 1000])
-def test_reader_yields_every_row_once_in_order(dtype, block_rows):
+@pytest.mark.parametrize("readers", [1, 3])
+def test_reader_yields_every_row_once_in_order(dtype, block_rows, readers):
     store = random_store(101, dtype)
     seen = []
-    for start, rows in BlockReader(store, block_rows, depth=2):
+    for start, rows in BlockReader(store, block_rows, depth=2, readers=readers):
         expect = decode(store.read(start, start + rows.shape[0]), dtype)
         assert rows.dtype == torch.float32 and torch.equal(rows, expect)
         seen.append((start, rows.shape[0]))
