@@ -28,14 +28,15 @@ import torch
 from indexer.build import build_index
 from indexer.config import BuildConfig, CurvatureConfig
 from indexer.data import Example
+from indexer.engine.layout import FactorLayout, TrackedLayer
 from indexer.engine.scoring import score_store
 from indexer.models.featurizer import Featurizer
 from indexer.models.loading import load_causal_lm
 from indexer.models.tasks import CausalLMTask
 from indexer.query import QueryEngine
-from indexer.storage.codec import decode_rows, encode_rows
+from indexer.storage.codec import encode_rows
 from indexer.storage.reader import Index
-from indexer.storage.store import MmapFactorStore
+from indexer.storage.store import MemoryFactorStore, MmapFactorStore
 
 BATCH = 32
 
@@ -106,6 +107,11 @@ def lorif(model, task, train, queries, f, c, r, tmp: Path, tile: int = 1) -> dic
     return out
 
 
+def dense_layout(width: int) -> FactorLayout:
+    """A layout whose row is ``width`` values: lets the dense rows go through LoRIF's reader."""
+    return FactorLayout((TrackedLayer("dense", width, 1, width - 1, 1),), rank=1)
+
+
 def logra_dense(model, task, train, queries, f, tmp: Path, tile: int = 1) -> dict:
     feat = Featurizer.create(model, task, proj_factor=f, seed=0)
     names = [t.name for t in feat.layers]
@@ -134,9 +140,11 @@ def logra_dense(model, task, train, queries, f, tmp: Path, tile: int = 1) -> dic
     pq = torch.cat([gq[n].reshape(len(queries), -1) @ inverses[n] for n in names], dim=1)
     data = np.load(path, mmap_mode="r")
 
-    def scan(p: torch.Tensor, block: int = 1024) -> None:
-        for s in range(0, data.shape[0], block):
-            x = decode_rows(np.asarray(data[s : s + block]), "bf16")
+    def scan(p: torch.Tensor, block: int = 4096) -> None:
+        # the same block reader (read-ahead thread, decode off the compute thread, reused
+        # buffers) and block size as LoRIF's scan: only the arithmetic differs
+        dense = MemoryFactorStore(dense_layout(width), data, "bf16")
+        for _, x in dense.blocks(block):
             scores = x @ p.T  # (B, Q): all layers at once, the per-layer sums add up
             torch.topk(scores, min(10, scores.shape[0]), dim=0)
 

@@ -129,7 +129,10 @@ class GradientCapture:
         def hook(module: nn.Module, inputs: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
             x = inputs[0]
             x = x.reshape(x.shape[0], -1, x.shape[-1])  # (B, T, I); T = 1 for 2-D inputs
-            xp = self._mask(x.detach().float() @ p_in)  # (B, T, d1)
+            # float32 even under the model's autocast (bf16 forward): the capture math is not
+            # the model's, and the backward hook below runs outside any autocast region
+            with torch.autocast(x.device.type, enabled=False):
+                xp = self._mask(x.detach().float() @ p_in)  # (B, T, d1)
             if not output.requires_grad:
                 output = output.detach().requires_grad_(True)
 

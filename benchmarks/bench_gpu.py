@@ -1,0 +1,232 @@
+"""The GPU issue's table in one run: bandwidths, streamed and resident scans, indexing against a
+plain forward+backward, and what bf16 autocast does to the factors.
+
+Rows are random bf16 factors in the layout of the quick demo index (the committed Shakespeare
+Llama at f = 8, c = 1: 4,864 bytes per row), written to a file and memory-mapped (warm page
+cache), so nothing needs the network. Needs only torch, numpy, h5py, transformers (the GPU
+image's packages) and this checkout. On CPU it runs as a smoke test with small sizes.
+
+    python -m benchmarks.bench_gpu [--rows 1230000] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from indexer.engine.layout import FactorLayout
+from indexer.engine.scoring import score_store
+from indexer.storage.resident import ResidentFactorStore
+from indexer.storage.store import MmapFactorStore
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT / "models" / "shakespeare-llama"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device: torch.device, repeat: int = 1) -> float:
+    fn()  # warm-up (kernels, page cache)
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    sync(device)
+    return (time.perf_counter() - t) / repeat
+
+
+def demo_layout() -> FactorLayout:
+    from indexer.models.featurizer import Featurizer
+    from indexer.models.loading import load_causal_lm
+    from indexer.models.tasks import CausalLMTask
+
+    loaded = load_causal_lm(str(MODEL))
+    feat = Featurizer.create(loaded.model, CausalLMTask(loaded.tokenizer), proj_factor=8)
+    return FactorLayout(tuple(feat.layers), 1)
+
+
+def write_rows(path: Path, layout: FactorLayout, n: int) -> MmapFactorStore:
+    """n random bf16 rows (scaled like factors), written in chunks."""
+    gen = torch.Generator().manual_seed(0)
+    with open(path, "wb") as f:
+        for start in range(0, n, 65536):
+            block = torch.randn(min(65536, n - start), layout.width, generator=gen) * 0.05
+            f.write(block.bfloat16().view(torch.int16).numpy().tobytes())
+    return MmapFactorStore(layout, str(path), 0, n, "bf16")
+
+
+def bandwidths(store: MmapFactorStore, device: torch.device) -> dict[str, float]:
+    """GB/s: one-thread and 8-thread page-cache reads, pinned host->device, device copy."""
+    raw = store.array
+    nbytes = raw.nbytes
+    out = np.empty_like(raw[: min(len(raw), 65536)])
+
+    def read(threads: int) -> None:
+        spans = [(s, min(s + len(out), len(raw))) for s in range(0, len(raw), len(out))]
+        parts = np.array_split(np.arange(len(spans)), threads)
+
+        def run(ix: np.ndarray) -> None:
+            buf = np.empty_like(out)
+            for i in ix:
+                a, b = spans[i]
+                np.copyto(buf[: b - a], raw[a:b])
+
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(run, parts))
+
+    figures = {
+        "page_cache_read_1_thread": nbytes / timed(lambda: read(1), device) / 1e9,
+        "page_cache_read_8_threads": nbytes / timed(lambda: read(8), device) / 1e9,
+    }
+    size = min(nbytes, 2 << 30) // 4
+    if device.type == "cuda":
+        host = torch.empty(size, dtype=torch.float32, pin_memory=True)
+        dev = torch.empty(size, dtype=torch.float32, device=device)
+        figures["host_to_device_pinned"] = 4 * size / timed(lambda: dev.copy_(host), device) / 1e9
+        other = torch.empty_like(dev)
+        # a copy reads and writes every byte
+        figures["device_copy"] = 8 * size / timed(lambda: other.copy_(dev), device, 5) / 1e9
+    return figures
+
+
+def scans(store: MmapFactorStore, device: torch.device) -> dict[str, float]:
+    """Seconds: 1 query, 32 batched, 32 one after another; streamed and resident."""
+    gen = torch.Generator().manual_seed(1)
+    p32 = {
+        t.name: torch.randn(32, t.d1, t.d2, generator=gen).to(device) for t in store.layout.layers
+    }
+    p1 = {n: t[:1] for n, t in p32.items()}
+    sources = {"streamed": store}
+    try:
+        sources["resident"] = ResidentFactorStore(store, device)
+    except (RuntimeError, torch.cuda.OutOfMemoryError) as e:  # does not fit: report it
+        print(f"resident: {e}")
+    out = {}
+    for mode, source in sources.items():
+
+        def scan(p: dict[str, torch.Tensor], source=source) -> object:
+            return score_store(source, p, k=10, keep_scores=False, device=device)
+
+        singles = [{n: t[i : i + 1] for n, t in p32.items()} for i in range(32)]
+        out[f"{mode}_1"] = timed(lambda scan=scan: scan(p1), device)
+        out[f"{mode}_32_batched"] = timed(lambda scan=scan: scan(p32), device)
+        out[f"{mode}_32_sequential"] = timed(
+            lambda scan=scan, singles=singles: [scan(p) for p in singles], device
+        )
+    return out
+
+
+def indexing(device: torch.device, n: int, autocast: str) -> dict:
+    from benchmarks.bench_indexing import measure
+
+    args = argparse.Namespace(
+        model=str(MODEL), data="", n=n, batch_size=32, max_tokens=256, proj_factor=8, rank=1,
+        curvature_rank=64, device=str(device), autocast=autocast,
+    )  # fmt: skip
+    return measure(args)
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Rank correlation (no ties in continuous scores; numpy only: the GPU image has no scipy)."""
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def autocast_effect(device: torch.device, n: int) -> dict[str, float]:
+    """Factors of the same examples with and without bf16 autocast: relative error of
+    L R^T per example, and the scores of 8 queries (Spearman, top-10 overlap)."""
+    from benchmarks.bench_indexing import synthetic
+    from indexer import Example
+    from indexer.engine.factorize import factorize_layers
+    from indexer.models.featurizer import Featurizer
+    from indexer.models.loading import load_causal_lm
+    from indexer.models.tasks import CausalLMTask
+
+    loaded = load_causal_lm(str(MODEL), device)
+    feat = Featurizer.create(
+        loaded.model, CausalLMTask(loaded.tokenizer, 256), proj_factor=8, device=device
+    )
+    texts = [Example(completion=t) for t in synthetic(n + 8, seed=3)]
+    dense = {}
+    for mode in (None, torch.bfloat16):
+        feat.autocast = mode
+        grads = {k: [] for k in feat.modules}
+        for s in range(0, len(texts), 16):
+            for k, g in feat.gradients(texts[s : s + 16]).items():
+                grads[k].append(g)
+        dense[mode] = {k: torch.cat(v) for k, v in grads.items()}
+    errs, s32, s16 = [], [], []
+    for k, g in dense[None].items():
+        h = dense[torch.bfloat16][k]
+        (l32, r32), (l16, r16) = (factorize_layers({k: x[:n]}, 1)[k] for x in (g, h))
+        p32, p16 = l32 @ r32.mT, l16 @ r16.mT
+        errs.append(((p16 - p32).flatten(1).norm(dim=1) / p32.flatten(1).norm(dim=1)).cpu())
+        s32.append(torch.einsum("nij,qij->qn", p32, g[n:]).cpu())
+        s16.append(torch.einsum("nij,qij->qn", p16, g[n:]).cpu())
+    err = torch.cat(errs)
+    a, b = sum(s32).numpy(), sum(s16).numpy()
+    rho = [spearman(a[q], b[q]) for q in range(a.shape[0])]
+    top = [len(set(np.argsort(-a[q])[:10]) & set(np.argsort(-b[q])[:10])) / 10 for q in range(8)]
+    return {
+        "factor_rel_error_median": float(err.median()),
+        "factor_rel_error_max": float(err.max()),
+        "score_spearman_min": float(min(rho)),
+        "top10_overlap_mean": float(np.mean(top)),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=0, help="0 = 1.23 M on CUDA, 50 k on CPU")
+    ap.add_argument("--examples", type=int, default=0, help="0 = 2048 on CUDA, 64 on CPU")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cuda = device.type == "cuda"
+    rows, n_ex = (
+        args.rows or (1_230_000 if cuda else 50_000),
+        args.examples or (2048 if cuda else 64),
+    )
+    name = torch.cuda.get_device_name(device) if cuda else "CPU"
+    print(f"device: {name}; torch {torch.__version__}; {rows:,} rows; {n_ex} examples", flush=True)
+    layout = demo_layout()
+    result: dict = {"device": name, "rows": rows}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = write_rows(Path(tmp) / "rows.bin", layout, rows)
+        gb = len(store) * store.row_bytes / 1e9
+        result["stored_gb"] = gb
+        result["bandwidth_gb_s"] = bandwidths(store, device)
+        print(json.dumps(result["bandwidth_gb_s"], indent=1), flush=True)
+        result["scan_s"] = scans(store, device)
+        for k, v in result["scan_s"].items():
+            print(
+                f"scan {k:24s} {v:8.3f} s  {gb / v if '32_seq' not in k else 32 * gb / v:7.1f} GB/s"
+            )
+    for mode in ("none", "bf16") if cuda else ("none",):
+        r = indexing(device, n_ex, mode)
+        result[f"indexing_{mode}"] = r
+        build, plain = r["build_seconds_excl_load"], r["plain_seconds"]
+        ratio = r["ratio_build_over_plain"]
+        print(f"indexing, autocast {mode}: build {build} s, fwd+bwd {plain} s, ratio {ratio}")
+    result["autocast_effect"] = autocast_effect(device, min(n_ex, 256))
+    print("bf16 autocast vs fp32 factors:", json.dumps(result["autocast_effect"]), flush=True)
+    s = result["scan_s"]
+    for mode in ("streamed", "resident"):
+        if f"{mode}_1" in s:
+            print(f"{mode}: 32 batched / 1 = {s[f'{mode}_32_batched'] / s[f'{mode}_1']:.2f}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

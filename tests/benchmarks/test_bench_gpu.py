@@ -1,0 +1,29 @@
+"""bench_gpu.py runs end to end (on CPU, small sizes): GPU time is scarce, so the script a GPU
+machine runs must not be the first thing to find its bugs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.helpers import ROOT
+
+
+def test_bench_gpu_runs_on_cpu_and_reports_every_figure(tmp_path):
+    out = tmp_path / "gpu.json"
+    cmd = [sys.executable, "-m", "benchmarks.bench_gpu", "--rows", "3000", "--examples", "16"]
+    res = subprocess.run(
+        [*cmd, "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert figures["rows"] == 3000 and figures["device"] == "CPU"
+    for mode in ("streamed", "resident"):
+        for kind in ("1", "32_batched", "32_sequential"):
+            assert figures["scan_s"][f"{mode}_{kind}"] > 0
+    assert figures["bandwidth_gb_s"]["page_cache_read_1_thread"] > 0
+    assert 0 < figures["indexing_none"]["ratio_build_over_plain"] < 100
+    effect = figures["autocast_effect"]
+    assert 0 <= effect["factor_rel_error_median"] <= effect["factor_rel_error_max"] < 1
+    assert "32 batched / 1" in res.stdout
