@@ -26,16 +26,20 @@ def metric(client, name: str, label: str) -> float:
     return 0.0
 
 
-def test_cache_survives_redis_death_and_recovers(small_index):
-    port = free_port()
-    redis = start_redis(port)
-    settings = ServiceSettings(
+def redis_settings(small_index, port: int, **settings) -> ServiceSettings:
+    return ServiceSettings(
         index=str(small_index),
         device="cpu",
         scorer="thread",
         redis_url=f"redis://127.0.0.1:{port}/0",
-        redis_breaker_reset_s=0.5,
+        **settings,
     )
+
+
+def test_cache_survives_redis_death_and_recovers(small_index):
+    port = free_port()
+    redis = start_redis(port)
+    settings = redis_settings(small_index, port, redis_breaker_reset_s=0.5)
     try:
         with TestClient(create_app(settings)) as c:
             ask = lambda p: c.post("/v1/attributions", json={"prompt": p, "k": 3})  # noqa: E731
@@ -71,14 +75,7 @@ def test_redis_connections_are_opened_at_start_and_bounded(small_index):
 
     port = free_port()
     redis = start_redis(port)
-    settings = ServiceSettings(
-        index=str(small_index),
-        device="cpu",
-        scorer="thread",
-        redis_url=f"redis://127.0.0.1:{port}/0",
-        redis_connections=4,
-        redis_timeout_s=1.0,
-    )
+    settings = redis_settings(small_index, port, redis_connections=4, redis_timeout_s=1.0)
     probe = redis_py.Redis(port=port)
     others = lambda: len(probe.client_list()) - 1  # noqa: E731 - all but the probe itself
     try:

@@ -80,7 +80,15 @@ def test_scorer_refuses_an_index_that_changed_since_the_server_verified_it(small
     with Index(small_index) as index:
         fingerprint = index.fingerprint
     spec = ScorerSpec(
-        str(small_index), "0" * len(fingerprint), None, "cpu", 1, 64, ScoringOptions(), 0
+        index=str(small_index),
+        fingerprint="0" * len(fingerprint),
+        model=None,
+        device="cpu",
+        threads=1,
+        block_rows=64,
+        resident="off",
+        options=ScoringOptions(),
+        nice=0,
     )
     with pytest.raises(IndexFormatError, match="changed on disk"):
         ScorerProcess(spec).start()
