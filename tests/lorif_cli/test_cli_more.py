@@ -103,3 +103,39 @@ def test_max_tokens_clamped_to_the_models_context(monkeypatch, capsys, tokenizer
         assert np.isfinite(engine.score([Example(completion="the king.")], k=2).scores).all()
     finally:
         engine.close()
+
+
+def test_autocast_build_and_resident_query(monkeypatch, capsys, model_dirs, data_jsonl, tmp_path):
+    """--autocast bf16 builds an index recorded as such whose answers stay close to the fp32
+    build's; --resident on answers like the streamed scan; a bad --resident is one line."""
+    import json
+
+    from indexer import Index
+
+    paths = {}
+    for mode in ("none", "bf16"):
+        paths[mode] = str(tmp_path / f"{mode}.h5")
+        code, _, err = run_cli(
+            monkeypatch, capsys, "index", "build", "--model", str(model_dirs["llama"]),
+            "--data", str(data_jsonl), "--output", paths[mode], "--proj-factor", "4",
+            "--device", "cpu", "--autocast", mode,
+        )  # fmt: skip
+        assert code == 0, err
+    with Index(paths["bf16"]) as index, Index(paths["none"]) as plain:
+        assert index.manifest["build_config"]["autocast"] == "bf16"
+        mixed, full = index.store().array, plain.store().array
+        assert (mixed != full).any(), "--autocast bf16 changed nothing: not applied"
+    answers = {}
+    for name, path, resident in (("fp32", paths["none"], "off"), ("resident", paths["none"], "on"),
+                                 ("bf16", paths["bf16"], "off")):  # fmt: skip
+        code, out, err = run_cli(
+            monkeypatch, capsys, "query", path, "the king and the queen.", "-k", "5", "--json",
+            "--device", "cpu", "--resident", resident,
+        )  # fmt: skip
+        assert code == 0, err
+        answers[name] = json.loads(out)["proponents"]
+    ids = {name: [r["example_id"] for r in rows] for name, rows in answers.items()}
+    assert ids["resident"] == ids["fp32"]
+    assert len(set(ids["bf16"]) & set(ids["fp32"])) >= 4, ids
+    code, _, err = run_cli(monkeypatch, capsys, "query", paths["none"], "x", "--resident", "maybe")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--resident" in err
