@@ -23,7 +23,7 @@ from .models.loading import load_causal_lm, model_fingerprint, resolve_device
 from .models.tasks import CausalLMTask, Task
 from .queries import QueryChecker, model_spec
 from .storage.reader import Index
-from .storage.resident import Resident, make_resident
+from .storage.resident import Resident, ResidentFactorStore, make_resident
 from .storage.store import FactorStore
 
 
@@ -118,6 +118,11 @@ class QueryEngine:
     @property
     def device(self) -> torch.device:
         return self.featurizer.device
+
+    @property
+    def resident(self) -> bool:
+        """The factor rows are held in device memory (not streamed from the file)."""
+        return isinstance(self.store, ResidentFactorStore)
 
     @property
     def checker(self) -> QueryChecker:

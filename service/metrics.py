@@ -19,6 +19,12 @@ class Metrics:
         self.bytes_scanned = Counter("lorif_bytes_scanned", "Factor bytes read", registry=r)
         self.scan_seconds = Histogram("lorif_scan_seconds", "Seconds per scan", registry=r)
         self.cache = Counter("lorif_cache", "Cache lookups", ["result"], registry=r)
+        self.scorer_up = Gauge(
+            "lorif_scorer_up", "1 while the scorer takes calls, 0 while it restarts", registry=r
+        )
+        self.scorer_restarts = Gauge(
+            "lorif_scorer_restarts", "Times the scorer process was restarted", registry=r
+        )
         self.responses = Counter(
             "lorif_responses", "HTTP responses", ["route", "status"], registry=r
         )

@@ -66,6 +66,10 @@ class Scoring(Protocol):
     def available(self) -> bool:
         """Calls can be made now."""
 
+    @property
+    def placement(self) -> tuple[str, bool]:
+        """(torch device, factor rows resident in its memory)."""
+
 
 class BatchScorer:
     """Score many queries with one scan, in this process."""
@@ -81,6 +85,7 @@ class BatchScorer:
         self.block_rows = block_rows
         self.on_scan = on_scan  # callback(n_queries, n_bytes, seconds) for metrics
         self.available = True
+        self.placement = (str(engine.device), engine.resident)
 
     def score(self, queries: list[Example], ks: Sequence[int]) -> list[Scored]:
         """Each query's own top-``ks[i]`` (the same answer it would get scanned alone)."""

@@ -80,6 +80,7 @@ class ScorerProcess:
         self._conn: Connection | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._scan_bytes = 0
+        self.placement = ("", False)  # (device, resident) as the child reports them
         self._closed = threading.Event()
 
     @property
@@ -115,7 +116,8 @@ class ScorerProcess:
             proc.wait(10)
             raise value
         with self._lock:
-            self._conn, self._proc, self._scan_bytes = conn, proc, value
+            self._conn, self._proc = conn, proc
+            self._scan_bytes, self.placement = value["scan_bytes"], value["placement"]
         log.info("scorer process %d ready (nice %d)", proc.pid, self.spec.nice)
 
     def score(self, queries: list[Example], ks: Sequence[int]) -> list[Scored]:
@@ -189,8 +191,8 @@ class ScorerProcess:
 
 
 def _child(conn: Connection) -> None:
-    """The child's main: receive the spec, load, report ready (with the bytes one scan reads),
-    then serve calls until "stop" or until the parent is gone."""
+    """The child's main: receive the spec, load, report ready (the bytes one scan reads and
+    where the rows are), then serve calls until "stop" or until the parent is gone."""
     spec: ScorerSpec = conn.recv()
     # Ctrl+C reaches the whole process group; the parent decides when the scorer stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -212,7 +214,11 @@ def _child(conn: Connection) -> None:
     except BaseException as e:  # noqa: BLE001 - the parent reports it
         _send(conn, ("error", _picklable(e)))
         return
-    if not _send(conn, ("ready", engine.store.row_bytes * len(engine.store))):
+    ready = {
+        "scan_bytes": engine.store.row_bytes * len(engine.store),
+        "placement": (str(engine.device), engine.resident),
+    }
+    if not _send(conn, ("ready", ready)):
         return
     gc.collect()
     gc.freeze()  # the model's objects: keep full collections off them (as in the parent)

@@ -38,4 +38,6 @@ async def ready(rt: Annotated[Runtime, Depends(runtime)]) -> JSONResponse:
 async def metrics(rt: Annotated[Runtime, Depends(runtime)]) -> Response:
     if rt.ready:
         rt.metrics.queue_depth.set(rt.batcher.depth)
+        rt.metrics.scorer_up.set(1 if rt.scoring else 0)
+        rt.metrics.scorer_restarts.set(getattr(rt.scorer, "restarts", 0))
     return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)

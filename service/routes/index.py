@@ -15,6 +15,12 @@ router = APIRouter()
 
 @router.get("/v1/index", response_model=IndexSummary)
 async def index_summary(rt: Annotated[Runtime, Depends(runtime)]) -> IndexSummary:
+    device, resident = rt.scorer.placement
     return IndexSummary(
-        **rt.index.summary(), scoring_path=rt.options.path, query_rank=rt.options.query_rank
+        **rt.index.summary(),
+        scoring_path=rt.options.path,
+        query_rank=rt.options.query_rank,
+        scorer=rt.settings.scorer,
+        device=device,
+        resident=resident,
     )

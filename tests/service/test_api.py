@@ -116,6 +116,8 @@ def test_repeat_is_cached_and_examples_and_index(client):
     assert ex["text"] == ex["prompt"] + ex["completion"] and ex["n_tokens"] >= 2
     summary = client.get("/v1/index").json()
     assert summary["n_examples"] == 60 and summary["dense_ratio"] > 1
+    assert summary["scorer"] == client.app.state.lorif.settings.scorer
+    assert summary["device"] == "cpu" and summary["resident"] is False  # auto streams on CPU
     assert client.get("/health/live").json() == {"status": "live"}
     assert client.get("/health/ready").json()["status"] == "ready"
 

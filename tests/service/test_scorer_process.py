@@ -48,9 +48,12 @@ def test_killed_scorer_answers_503_then_restarts_with_the_same_answers(small_ind
         assert "restarting" in down.json()["detail"]
         not_ready = c.get("/health/ready")
         assert not_ready.status_code == 503 and "restarting" in not_ready.json()["detail"]
+        assert "lorif_scorer_up 0.0" in c.get("/metrics").text
 
         wait_for(lambda: c.get("/health/ready").status_code == 200, 120, "scorer restarted")
         assert rt.scorer.pid not in (None, first) and rt.scorer.restarts == 1
+        scraped = c.get("/metrics").text
+        assert "lorif_scorer_up 1.0" in scraped and "lorif_scorer_restarts 1.0" in scraped
         after = ask()
         assert after.status_code == 200
         assert after.json()["proponents"] == before.json()["proponents"]
