@@ -28,6 +28,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from indexer import (
@@ -95,13 +96,18 @@ class ScorerProcess:
         """Start the child and wait until it has loaded the index and model; its load error
         (or ScorerUnavailable when it dies while loading) is raised here."""
         # A fresh interpreter (not multiprocessing's spawn, which re-runs the caller's
-        # __main__; never fork a process that holds torch), talking over a socket pair.
+        # __main__; never fork a process that holds torch), talking over a socket pair. It
+        # imports the very packages this process runs: -P keeps the working directory (which
+        # may hold another "service" package) off its path, PYTHONPATH puts ours first.
         ours, theirs = socket.socketpair()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "service.scorer_process", str(theirs.fileno())],
-            pass_fds=[theirs.fileno()],
-        )
-        theirs.close()
+        here = str(Path(__file__).resolve().parents[1])
+        path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+        with theirs:
+            proc = subprocess.Popen(
+                [sys.executable, "-P", "-m", "service.scorer_process", str(theirs.fileno())],
+                pass_fds=[theirs.fileno()],
+                env={**os.environ, "PYTHONPATH": path},
+            )
         conn = Connection(ours.detach())
         try:
             conn.send(self.spec)
@@ -109,11 +115,11 @@ class ScorerProcess:
         except (EOFError, OSError):
             conn.close()
             raise ScorerUnavailable(
-                f"the scorer process exited with code {proc.wait()} while loading"
+                f"the scorer process exited with code {_reap(proc)} while loading"
             ) from None
         if status != "ready":
             conn.close()
-            proc.wait(10)
+            _reap(proc)
             raise value
         with self._lock:
             self._conn, self._proc = conn, proc
@@ -140,11 +146,7 @@ class ScorerProcess:
                 conn.send(("stop",))
             conn.close()
         if proc is not None:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            _reap(proc)
 
     def _call(self, *message: Any) -> Any:
         with self._lock:
@@ -238,6 +240,15 @@ def _child(conn: Connection) -> None:
         if not _send(conn, reply):
             break
     scorer.close()
+
+
+def _reap(proc: subprocess.Popen[bytes], timeout_s: float = 10) -> int:
+    """The child's exit code, killing it if it has not exited within ``timeout_s``."""
+    try:
+        return proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
 
 
 def _send(conn: Connection, message: tuple[str, Any]) -> bool:

@@ -102,7 +102,11 @@ def start_redis(port: int) -> subprocess.Popen:
 
 @contextmanager
 def lorif_serve(
-    index: str | Path, *args: str, env: dict[str, str] | None = None, timeout_s: float = 90
+    index: str | Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 90,
+    cwd: str | Path | None = None,
 ) -> Iterator[tuple[str, subprocess.Popen]]:
     """``lorif serve INDEX`` in a subprocess; yields (base URL, process) once ready.
 
@@ -115,6 +119,7 @@ def lorif_serve(
         env={**os.environ, "LORIF_DEVICE": "cpu", **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        cwd=cwd,
     )
     url = f"http://127.0.0.1:{port}"
     try:

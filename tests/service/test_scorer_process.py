@@ -6,6 +6,7 @@ import os
 import signal
 import time
 
+import httpx
 import psutil
 import pytest
 from fastapi.testclient import TestClient
@@ -77,6 +78,15 @@ def test_scorer_stops_with_the_server_and_after_a_kill_9_of_the_server(small_ind
         proc.kill()  # no shutdown: the scorer must notice its parent is gone
         proc.wait(10)
         child.wait(30)
+
+
+def test_scorer_imports_our_packages_not_the_working_directorys(small_index, tmp_path):
+    """Started from a project that has a package called ``service`` of its own."""
+    (tmp_path / "service").mkdir()
+    (tmp_path / "service" / "__init__.py").write_text("raise ImportError('not lorif')\n")
+    with lorif_serve(small_index, cwd=tmp_path) as (url, _):
+        body = {"prompt": "the king.", "k": 2}
+        assert httpx.post(f"{url}/v1/attributions", json=body, timeout=60).status_code == 200
 
 
 def test_scorer_refuses_an_index_that_changed_since_the_server_verified_it(small_index):
