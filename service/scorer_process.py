@@ -124,7 +124,14 @@ class ScorerProcess:
         with self._lock:
             self._conn, self._proc = conn, proc
             self._scan_bytes, self.placement = value["scan_bytes"], value["placement"]
-        log.info("scorer process %d ready (nice %d)", proc.pid, self.spec.nice)
+        device, resident = self.placement
+        log.info(
+            "scorer process %d ready on %s (nice +%d); factor rows %s",
+            proc.pid,
+            device,
+            self.spec.nice,
+            f"resident ({self._scan_bytes / 2**30:.2f} GiB)" if resident else "streamed",
+        )
 
     def score(self, queries: list[Example], ks: Sequence[int]) -> list[Scored]:
         scored: list[Scored] = self._call("score", queries, list(ks))
