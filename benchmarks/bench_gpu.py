@@ -23,6 +23,7 @@ import torch
 
 from indexer.engine.layout import FactorLayout
 from indexer.engine.scoring import score_store
+from indexer.storage.codec import encode_rows
 from indexer.storage.resident import ResidentFactorStore
 from indexer.storage.store import MmapFactorStore
 
@@ -61,7 +62,7 @@ def write_rows(path: Path, layout: FactorLayout, n: int) -> MmapFactorStore:
     with open(path, "wb") as f:
         for start in range(0, n, 65536):
             block = torch.randn(min(65536, n - start), layout.width, generator=gen) * 0.05
-            f.write(block.bfloat16().view(torch.int16).numpy().tobytes())
+            f.write(encode_rows(block, "bf16").tobytes())
     return MmapFactorStore(layout, str(path), 0, n, "bf16")
 
 

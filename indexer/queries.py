@@ -5,12 +5,26 @@ another process (the service's scorer process) can refuse a bad query without th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .data import Example, query_example
 from .errors import DataError, IndexFormatError, QueryTooLongError
 from .models.loading import load_tokenizer
 from .models.tasks import CausalLMTask, Task
 from .storage.reader import Index
+
+
+def require_lm_index(index: Index) -> None:
+    """IndexFormatError unless ``index`` was built for a causal LM (the CLI and service kind)."""
+    if index.manifest.get("task", {}).get("kind") != "causal_lm":
+        raise IndexFormatError(f"{index.path}: not a language-model index; use the Python API")
+
+
+def lm_task(index: Index, tokenizer: Any) -> CausalLMTask:
+    """The task an LM index was built with (its max_tokens and chat template)."""
+    require_lm_index(index)
+    t = index.manifest["task"]
+    return CausalLMTask(tokenizer, t["max_tokens"], t["chat_template"])
 
 
 def model_spec(index: Index, model: str | None = None) -> str:
@@ -26,11 +40,8 @@ class QueryChecker:
     @classmethod
     def for_index(cls, index: Index, model: str | None = None) -> QueryChecker:
         """The checker of an LM index, loading only its model's tokenizer."""
-        m = index.manifest
-        if m.get("task", {}).get("kind") != "causal_lm":
-            raise IndexFormatError(f"{index.path}: not a language-model index; use the Python API")
-        tokenizer = load_tokenizer(model_spec(index, model))
-        return cls(CausalLMTask(tokenizer, m["task"]["max_tokens"], m["task"]["chat_template"]))
+        require_lm_index(index)
+        return cls(lm_task(index, load_tokenizer(model_spec(index, model))))
 
     def query_tokens(self, query: Example) -> int:
         """Token count of a query; raises DataError when no token counts in its loss."""

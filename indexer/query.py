@@ -21,7 +21,7 @@ from .errors import ConfigError, DataError, IndexFormatError
 from .models.featurizer import Featurizer
 from .models.loading import load_causal_lm, model_fingerprint, resolve_device
 from .models.tasks import CausalLMTask, Task
-from .queries import QueryChecker, model_spec
+from .queries import QueryChecker, lm_task, model_spec, require_lm_index
 from .storage.reader import Index
 from .storage.resident import Resident, ResidentFactorStore, make_resident
 from .storage.store import FactorStore
@@ -91,21 +91,15 @@ class QueryEngine:
         load its model (or ``model``, which must have the same weights)."""
         index = path if isinstance(path, Index) else Index(path)
         try:
-            m = index.manifest
-            if m.get("task", {}).get("kind") != "causal_lm":
-                raise IndexFormatError(
-                    f"{index.path}: not a language-model index; use the Python API"
-                )
+            require_lm_index(index)  # before the model loads
             dev = resolve_device(device)
             loaded = load_causal_lm(cls.model_spec(index, model), dev)
-            if check_model and model_fingerprint(loaded.model) != m["model"].get("fingerprint"):
+            recorded = index.manifest["model"].get("fingerprint")
+            if check_model and model_fingerprint(loaded.model) != recorded:
                 raise IndexFormatError(
                     "the model's weights differ from those the index was built with"
                 )
-            task = CausalLMTask(
-                loaded.tokenizer, m["task"]["max_tokens"], m["task"]["chat_template"]
-            )
-            return cls.attach(index, loaded.model, task, dev, resident)
+            return cls.attach(index, loaded.model, lm_task(index, loaded.tokenizer), dev, resident)
         except Exception:
             index.close()
             raise

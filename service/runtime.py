@@ -26,7 +26,6 @@ from indexer import (
     Index,
     IndexFormatError,
     QueryChecker,
-    QueryEngine,
     QueryTooLongError,
     VerifyReport,
     available_cpus,
@@ -149,16 +148,14 @@ class Runtime:
         """The scorer process (while this process loads the tokenizer), or the engine here."""
         s, loop = self.settings, asyncio.get_running_loop()
         if s.scorer == "thread":
-            engine = await loop.run_in_executor(
+            scorer = await loop.run_in_executor(
                 None,
-                lambda: QueryEngine.open(
-                    index, model=s.model, device=s.device, resident=s.resident
+                lambda: BatchScorer.open(
+                    index, s.model, s.device, s.resident, s.block_rows, self.options,
+                    self.metrics.on_scan,
                 ),
-            )
-            self._checker = engine.checker
-            self._scorer = BatchScorer(
-                engine, s.block_rows, self.options, on_scan=self.metrics.on_scan
-            )
+            )  # fmt: skip
+            self._checker, self._scorer = scorer.engine.checker, scorer
             return
         spec = ScorerSpec(
             str(index.path),

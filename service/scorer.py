@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from indexer import Example, Explanation, QueryEngine
+from indexer import Example, Explanation, Index, QueryEngine, Resident
 
 
 @dataclass
@@ -86,6 +86,21 @@ class BatchScorer:
         self.on_scan = on_scan  # callback(n_queries, n_bytes, seconds) for metrics
         self.available = True
         self.placement = (str(engine.device), engine.resident)
+
+    @classmethod
+    def open(
+        cls,
+        index: Index,
+        model: str | None,
+        device: str,
+        resident: Resident,
+        block_rows: int = 0,
+        options: ScoringOptions = ScoringOptions(),
+        on_scan: Callable[[int, int, float], None] | None = None,
+    ) -> BatchScorer:
+        """Load the index's model and open its factor store (the engine owns ``index``)."""
+        engine = QueryEngine.open(index, model=model, device=device, resident=resident)
+        return cls(engine, block_rows, options, on_scan)
 
     def score(self, queries: list[Example], ks: Sequence[int]) -> list[Scored]:
         """Each query's own top-``ks[i]`` (the same answer it would get scanned alone)."""

@@ -36,7 +36,6 @@ from indexer import (
     Explanation,
     Index,
     IndexFormatError,
-    QueryEngine,
     Resident,
     use_threads,
 )
@@ -216,10 +215,10 @@ def _child(conn: Connection) -> None:
                 f"{spec.index} changed on disk since the service opened it (fingerprint "
                 f"{index.fingerprint}, expected {spec.fingerprint}); restart the service"
             )
-        engine = QueryEngine.open(
-            index, model=spec.model, device=spec.device, resident=spec.resident
+        scorer = BatchScorer.open(
+            index, spec.model, spec.device, spec.resident, spec.block_rows, spec.options
         )
-        scorer = BatchScorer(engine, spec.block_rows, spec.options)
+        engine = scorer.engine
     except BaseException as e:  # noqa: BLE001 - the parent reports it
         _send(conn, ("error", _picklable(e)))
         return

@@ -19,6 +19,8 @@ NUMPY_STORAGE: dict[str, np.dtype[Any]] = {
     "fp32": np.dtype("<f4"),
 }
 TORCH_STORAGE = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+# host tensors that share memory with a numpy array in NUMPY_STORAGE (numpy has no bf16)
+TORCH_HOST = {"bf16": torch.int16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def encode_rows(values: torch.Tensor, dtype: str) -> RawRows:

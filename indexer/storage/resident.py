@@ -17,7 +17,7 @@ import numpy.typing as npt
 import torch
 
 from ..errors import ConfigError
-from .codec import NUMPY_STORAGE, TORCH_STORAGE, RawRows
+from .codec import NUMPY_STORAGE, TORCH_HOST, TORCH_STORAGE, RawRows, encode_rows
 from .store import FactorStore
 
 Resident = Literal["auto", "on", "off"]
@@ -37,7 +37,7 @@ class ResidentFactorStore(FactorStore):
         # one (pinned, on CUDA) staging buffer: the file's pages go through it chunk by chunk
         staging = torch.empty(
             (min(chunk_rows, max(n, 1)), width),
-            dtype=torch.int16 if self.dtype == "bf16" else torch_dtype,
+            dtype=TORCH_HOST[self.dtype],
             pin_memory=self.device.type == "cuda",
         )
         host = staging.numpy().view(NUMPY_STORAGE[self.dtype])
@@ -50,17 +50,10 @@ class ResidentFactorStore(FactorStore):
         return int(self.data.shape[0])
 
     def read(self, start: int, stop: int) -> RawRows:
-        raw: RawRows = self._host(self.data[start:stop])
-        return raw
+        return encode_rows(self.data[start:stop], self.dtype)
 
     def take(self, ids: npt.NDArray[np.int64]) -> RawRows:
-        raw: RawRows = self._host(self.data[torch.as_tensor(ids, device=self.device)])
-        return raw
-
-    def _host(self, t: torch.Tensor) -> RawRows:
-        t = t.cpu()
-        raw: RawRows = (t.view(torch.int16) if self.dtype == "bf16" else t).numpy()
-        return raw.view(NUMPY_STORAGE[self.dtype])
+        return encode_rows(self.data[torch.as_tensor(ids, device=self.device)], self.dtype)
 
     def blocks(
         self, block_rows: int, device: torch.device | str = "cpu"

@@ -26,12 +26,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .codec import NUMPY_STORAGE, decode_into
+from .codec import NUMPY_STORAGE, TORCH_HOST, decode_into
 
 if TYPE_CHECKING:
     from .store import FactorStore
 
-_HOST_DTYPE = {"bf16": torch.int16, "fp16": torch.float16, "fp32": torch.float32}
 _DONE = object()
 Ready = tuple[int, int, int] | BaseException | object  # (start, rows, slot), error or _DONE
 
@@ -63,7 +62,7 @@ class BlockReader:
         # thread decodes straight into from the store (one pass over the bytes).
         self.buffers = [
             torch.empty(
-                shape, dtype=_HOST_DTYPE[store.dtype] if cuda else torch.float32, pin_memory=cuda
+                shape, dtype=TORCH_HOST[store.dtype] if cuda else torch.float32, pin_memory=cuda
             )
             for _ in range(depth)
         ]
