@@ -57,16 +57,16 @@ def available_cpus(cgroup: Path = CGROUP) -> int:
 
 
 def auto_threads() -> int:
-    """``$LORIF_THREADS`` if set (> 0), else the available CPUs."""
+    """``$LORIF_THREADS`` if set (> 0), else the available CPUs (also for 0, which the
+    service's setting documents as "the CPUs available")."""
     env = os.environ.get(ENV, "").strip()
-    if not env:
-        return available_cpus()
     try:
-        if int(env) > 0:
-            return int(env)
+        n = int(env) if env else 0
     except ValueError:
-        pass
-    raise ConfigError(f"{ENV} must be a positive integer, got {env!r}")
+        n = -1
+    if n < 0:
+        raise ConfigError(f"{ENV} must be 0 (the CPUs available) or a thread count, got {env!r}")
+    return n or available_cpus()
 
 
 def use_threads(n: int = 0) -> int:

@@ -1,5 +1,6 @@
 """Result caches: an in-process LRU (the default) and Redis with short timeouts and a circuit
-breaker, so a slow or dead Redis never stalls or fails a query (it only stops caching)."""
+breaker, so a slow or dead Redis never stalls or fails a query (it only stops caching); with
+Redis, the LRU sits in front of it as a near cache (``NearCache``)."""
 
 from __future__ import annotations
 
@@ -83,6 +84,10 @@ class ResultCache(Protocol):
     @property
     def healthy(self) -> bool: ...
 
+    async def warm(self) -> None: ...
+
+    async def close(self) -> None: ...
+
 
 class LRUCache:
     def __init__(self, size: int):
@@ -101,6 +106,12 @@ class LRUCache:
             self.data.move_to_end(key)
             while len(self.data) > self.size:
                 self.data.popitem(last=False)
+
+    async def warm(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
 
 
 class RedisCache:
@@ -184,6 +195,39 @@ class RedisCache:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+class NearCache:
+    """This process's LRU in front of a shared cache. A hit in the LRU costs no round trip and
+    no await, so under a burst it is not queued behind other requests' Redis calls or the
+    connection pool; and recently asked answers keep coming from the cache while Redis is down.
+    Never stale: keys name the index content, the options and the query, and a value is the
+    deterministic answer for its key."""
+
+    def __init__(self, near: LRUCache, far: ResultCache):
+        self.near, self.far = near, far
+
+    @property
+    def healthy(self) -> bool:
+        return self.far.healthy
+
+    async def get(self, key: str) -> Scored | None:
+        value = await self.near.get(key)
+        if value is None:
+            value = await self.far.get(key)
+            if value is not None:
+                await self.near.put(key, value)
+        return value
+
+    async def put(self, key: str, value: Scored) -> None:
+        await self.near.put(key, value)
+        await self.far.put(key, value)
+
+    async def warm(self) -> None:
+        await self.far.warm()
+
+    async def close(self) -> None:
+        await self.far.close()
 
 
 class ExampleCache:

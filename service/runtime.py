@@ -34,7 +34,7 @@ from indexer import (
 )
 
 from .batcher import DeadlineExceeded, MicroBatcher, NonFiniteScores, Overloaded
-from .cache import ExampleCache, LRUCache, RedisCache, ResultCache, query_key
+from .cache import ExampleCache, LRUCache, NearCache, RedisCache, ResultCache, query_key
 from .errors import ApiError
 from .metrics import Metrics
 from .protocol import Result
@@ -52,8 +52,9 @@ class Runtime:
         self.settings = settings
         self.metrics = Metrics()
         errors_counter = self.metrics.cache.labels("error")
-        self.cache: ResultCache = (
-            RedisCache(
+        self.cache: ResultCache = LRUCache(settings.cache_size)
+        if settings.redis_url:
+            redis = RedisCache(
                 settings.redis_url,
                 settings.cache_ttl_s,
                 settings.redis_timeout_s,
@@ -61,9 +62,7 @@ class Runtime:
                 reset_s=settings.redis_breaker_reset_s,
                 on_error=errors_counter.inc,
             )
-            if settings.redis_url
-            else LRUCache(settings.cache_size)
-        )
+            self.cache = NearCache(self.cache, redis) if settings.cache_size else redis
         self.options = ScoringOptions(settings.query_rank, settings.candidates)
         self._index: Index | None = None
         self._checker: QueryChecker | None = None
@@ -128,8 +127,7 @@ class Runtime:
             on_result=self.cache.put,
         )
         self.batcher.start()
-        if isinstance(self.cache, RedisCache):
-            await self.cache.warm()
+        await self.cache.warm()
         warm_up = Example(completion="warm up the scorer.")
         try:
             await self.batcher.submit("warm-up", warm_up, 1, 0, time.monotonic() + 3600)
@@ -189,8 +187,7 @@ class Runtime:
             await asyncio.get_running_loop().run_in_executor(None, self._scorer.close)
         if self._index is not None:
             self._index.close()
-        if isinstance(self.cache, RedisCache):
-            await self.cache.close()
+        await self.cache.close()
 
     def key(self, query: Example, k: int) -> str:
         return query_key(self.content_id, self.options, query, k)

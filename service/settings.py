@@ -73,7 +73,13 @@ class ServiceSettings(BaseSettings):
     )
     snippet_chars: int = Field(240, ge=16, description="Characters of example text per result.")
     cache_size: int = Field(
-        1024, ge=0, description="In-process LRU entries (0 = off); used when no Redis URL is set."
+        1024,
+        ge=0,
+        description=(
+            "In-process LRU of answers (0 = off): the cache without a Redis URL, a near "
+            "cache in front of Redis with one (no round trip for recent answers; they keep "
+            "coming while Redis is down)."
+        ),
     )
     redis_url: str | None = Field(None, description="redis://host:port/db for the shared cache.")
     cache_ttl_s: int = Field(24 * 3600, ge=1, description="Lifetime of a cached result.")

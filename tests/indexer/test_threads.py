@@ -35,9 +35,12 @@ def test_the_environment_wins(monkeypatch):
     assert threads.auto_threads() == 8
     monkeypatch.setenv(threads.ENV, "3")
     assert threads.auto_threads() == 3
-    monkeypatch.setenv(threads.ENV, "many")
-    with pytest.raises(ConfigError, match="LORIF_THREADS"):
-        threads.auto_threads()
+    monkeypatch.setenv(threads.ENV, "0")  # the service documents 0 as "the CPUs available"
+    assert threads.auto_threads() == 8
+    for bad in ("many", "-1"):
+        monkeypatch.setenv(threads.ENV, bad)
+        with pytest.raises(ConfigError, match="LORIF_THREADS"):
+            threads.auto_threads()
 
 
 def test_use_threads_sets_torch():

@@ -53,9 +53,13 @@ def test_cache_survives_redis_death_and_recovers(small_index):
 
             redis.kill()
             redis.wait()
-            answers = [ask(f"the queen {i}.") for i in range(6)] + [ask("the king.")]
+            answers = [ask(f"the queen {i}.") for i in range(6)]
             assert all(a.status_code == 200 for a in answers)
             assert not any(a.json()["cached"] for a in answers)
+            # what this replica answered before keeps coming from its near cache
+            king = ask("the king.")
+            assert king.json()["cached"] is True
+            assert king.json()["proponents"] == first.json()["proponents"]
             assert metric(c, "lorif_cache_total", "error") >= 3
             ready = c.get("/health/ready")
             assert ready.status_code == 200 and ready.json()["status"] == "degraded"
@@ -75,7 +79,9 @@ def test_redis_connections_are_opened_at_start_and_bounded(small_index):
 
     port = free_port()
     redis = start_redis(port)
-    settings = redis_settings(small_index, port, redis_connections=4, redis_timeout_s=1.0)
+    settings = redis_settings(
+        small_index, port, redis_connections=4, redis_timeout_s=1.0, cache_size=0
+    )
     probe = redis_py.Redis(port=port)
     others = lambda: len(probe.client_list()) - 1  # noqa: E731 - all but the probe itself
     try:
@@ -87,6 +93,41 @@ def test_redis_connections_are_opened_at_start_and_bounded(small_index):
                 answers = list(pool.map(lambda _: c.post("/v1/attributions", json=body), range(64)))
             assert all(a.status_code == 200 and a.json()["cached"] for a in answers)
             assert others() <= 4
+    finally:
+        probe.close()
+        redis.kill()
+        redis.wait()
+
+
+def test_near_cache_answers_without_a_round_trip(small_index):
+    """With Redis, recent answers come from the process's own LRU: no GET reaches Redis; an
+    answer another replica cached comes from Redis once, then from the near cache."""
+    import redis as redis_py
+
+    port = free_port()
+    redis = start_redis(port)
+    probe = redis_py.Redis(port=port)
+    gets = lambda: probe.info("commandstats").get("cmdstat_get", {}).get("calls", 0)  # noqa: E731
+    settings = redis_settings(small_index, port)
+    body = {"prompt": "the king.", "k": 3}
+    try:
+        with TestClient(create_app(settings)) as c:
+            first = c.post("/v1/attributions", json=body).json()
+            before = gets()
+            again = [c.post("/v1/attributions", json=body).json() for _ in range(5)]
+            assert all(a["cached"] and a["proponents"] == first["proponents"] for a in again)
+            assert gets() == before
+            with TestClient(create_app(settings)) as other:
+                before = gets()
+                for _ in range(3):
+                    assert other.post("/v1/attributions", json=body).json()["cached"] is True
+                assert gets() == before + 1
+        off = redis_settings(small_index, port, cache_size=0)
+        with TestClient(create_app(off)) as c:
+            before = gets()
+            for _ in range(3):
+                assert c.post("/v1/attributions", json=body).json()["cached"] is True
+            assert gets() == before + 3
     finally:
         probe.close()
         redis.kill()
