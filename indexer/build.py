@@ -22,6 +22,7 @@ from .config import BuildConfig
 from .data import Example, load_examples
 from .engine.curvature import LayerCurvature, compute_curvature, passes
 from .engine.factorize import factorize_layers
+from .engine.projection import Projections
 from .errors import ConfigError, IndexFormatError, ResumeMismatchError
 from .manifest import make_manifest
 from .models.featurizer import Featurizer
@@ -29,7 +30,8 @@ from .models.loading import load_causal_lm, model_fingerprint, resolve_device
 from .models.registry import canonical
 from .models.tasks import CausalLMTask
 from .storage.format import partial_path
-from .storage.store import MemoryFactorStore
+from .storage.shard_builds import sharded_writer
+from .storage.shards import BUILDING, MANIFEST, ShardedWriter
 from .storage.writer import BackgroundRows, IndexWriter, build_lock
 from .threads import use_threads
 
@@ -56,7 +58,7 @@ def build_index(
     if examples is None and not cfg.data:
         raise ConfigError("--data is required")
     out = _check_output(cfg)
-    threads = use_threads(cfg.threads)
+    use_threads(cfg.threads)
     with build_lock(out):
         started = time.perf_counter()
         if examples is None:
@@ -66,36 +68,57 @@ def build_index(
         _check_rank(cfg, featurizer)
         lengths = np.array([featurizer.task.length(ex) for ex in examples], dtype=np.int64)
         manifest = make_manifest(cfg, featurizer, len(examples), model_info or {}, task_info or {})
-        writer = _resume_or_create(cfg, manifest, examples, lengths, featurizer)
-        info = {"load_seconds": round(time.perf_counter() - started, 3)}
-        info.update(_featurize(cfg, writer, featurizer, examples, lengths, progress))
-        t1 = time.perf_counter()
-        curvature = _curvature(cfg, writer, featurizer.device, progress)
-        manifest["curvature"] = {
-            "rank": cfg.curvature.rank,
-            "oversample": cfg.curvature.oversample,
-            "power_iters": cfg.curvature.power_iters,
-            "damping": cfg.curvature.damping,
-            "damping_abs": cfg.curvature.damping_abs,
-            "lambda": {n: c.lam for n, c in curvature.items()},
-        }
-        manifest["build_info"] = {
-            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            **info,
-            "curvature_seconds": round(time.perf_counter() - t1, 3),
-            "total_seconds_this_run": round(time.perf_counter() - started, 3),
-            "total_tokens": int(lengths.sum()),
-            "device": str(featurizer.device),
-            "threads": threads,
-            "output": str(out),
-        }
-        writer.publish(manifest, curvature, threads)
-        return out
+        writer: IndexWriter | ShardedWriter = (
+            sharded_writer(cfg, manifest, examples, lengths, _projections_to_store(cfg, featurizer))
+            if cfg.shard_size
+            else _resume_or_create(cfg, manifest, examples, lengths, featurizer)
+        )
+        return _fill_and_publish(
+            cfg, writer, featurizer, examples, lengths, manifest, started, progress
+        )
+
+
+def _fill_and_publish(
+    cfg: BuildConfig,
+    writer: IndexWriter | ShardedWriter,
+    featurizer: Featurizer,
+    examples: list[Example],
+    lengths: npt.NDArray[np.int64],
+    manifest: dict[str, Any],
+    started: float,
+    progress: bool,
+) -> Path:
+    """Featurize the writer's pending rows, compute the curvature over all its rows, publish."""
+    info: dict[str, Any] = {"load_seconds": round(time.perf_counter() - started, 3)}
+    info.update(_featurize(cfg, writer, featurizer, examples, lengths, progress))
+    t1 = time.perf_counter()
+    curvature = _curvature(cfg, writer, featurizer.device, progress)
+    manifest["curvature"] = {
+        "rank": cfg.curvature.rank,
+        "oversample": cfg.curvature.oversample,
+        "power_iters": cfg.curvature.power_iters,
+        "damping": cfg.curvature.damping,
+        "damping_abs": cfg.curvature.damping_abs,
+        "lambda": {n: c.lam for n, c in curvature.items()},
+    }
+    manifest["build_info"] = {
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        **info,
+        "curvature_seconds": round(time.perf_counter() - t1, 3),
+        "total_seconds_this_run": round(time.perf_counter() - started, 3),
+        "total_tokens": int(lengths.sum()),
+        "device": str(featurizer.device),
+        "threads": torch.get_num_threads(),
+        "output": str(cfg.output),
+    }
+    writer.publish(manifest, curvature, torch.get_num_threads())
+    return Path(cfg.output)
 
 
 def _check_output(cfg: BuildConfig) -> Path:
     out = Path(cfg.output)
-    if out.exists() and not cfg.overwrite:
+    resuming = cfg.shard_size and (out / BUILDING).exists() and not (out / MANIFEST).exists()
+    if out.exists() and not cfg.overwrite and not resuming:
         raise ConfigError(f"{out} already exists (pass --overwrite to replace it)")
     if not out.parent.exists():
         raise ConfigError(f"output directory does not exist: {out.parent}")
@@ -193,16 +216,21 @@ def _resume_or_create(
                 f"({', '.join(diff)}); rerun with the same settings or pass --overwrite"
             )
         return writer
+    return IndexWriter.create(
+        out, manifest, examples, n_tokens, _projections_to_store(cfg, featurizer)
+    )
+
+
+def _projections_to_store(cfg: BuildConfig, featurizer: Featurizer) -> Projections | None:
+    """The projection matrices when they total at most ``store_projections_mb``."""
     stored = featurizer.projections
     size_mb = sum(a.nbytes + b.nbytes for a, b in stored.values()) / 2**20
-    return IndexWriter.create(
-        out, manifest, examples, n_tokens, stored if size_mb <= cfg.store_projections_mb else None
-    )
+    return stored if size_mb <= cfg.store_projections_mb else None
 
 
 def _featurize(
     cfg: BuildConfig,
-    writer: IndexWriter,
+    writer: IndexWriter | ShardedWriter,
     featurizer: Featurizer,
     examples: list[Example],
     lengths: npt.NDArray[np.int64],
@@ -244,9 +272,9 @@ def _featurize(
 
 
 def _curvature(
-    cfg: BuildConfig, writer: IndexWriter, device: torch.device, progress: bool
+    cfg: BuildConfig, writer: IndexWriter | ShardedWriter, device: torch.device, progress: bool
 ) -> dict[str, LayerCurvature]:
-    store = MemoryFactorStore(writer.layout, writer.factors, cfg.dtype)
+    store = writer.store()
     with tqdm(
         total=len(store) * passes(cfg.curvature),
         unit="row",

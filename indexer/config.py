@@ -136,9 +136,14 @@ class BuildConfig:
     overwrite: bool = setting(
         False, "Replace an existing finished index / discard a partial build."
     )
+    shard_size: int = setting(
+        0,
+        "Rows per shard: > 0 writes a sharded index, a directory of shard files (format 2, "
+        "grows with `lorif index add`); 0 = one file (format 1).",
+    )
 
     # Fields that do not change the index's content; a resume may differ in these.
-    RUNTIME_FIELDS = ("output", "overwrite", "device", "threads")
+    RUNTIME_FIELDS = ("output", "overwrite", "device", "threads", "shard_size")
 
     def validate(self) -> None:
         _check(
@@ -158,6 +163,7 @@ class BuildConfig:
                 ),
                 (self.batch_size >= 1, "--batch-size must be >= 1"),
                 (self.threads >= 0, "--threads must be >= 0"),
+                (self.shard_size >= 0, "--shard-size must be >= 0"),
             ]
         )
         self.curvature.validate()

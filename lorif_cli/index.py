@@ -1,9 +1,9 @@
-"""``lorif index build | info | verify``: every BuildConfig field is one ``build`` flag."""
+"""``lorif index build | add | curvature | info | verify``: every BuildConfig field is one
+``build`` flag."""
 
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import typer
@@ -33,7 +33,7 @@ def info_dict(path: str) -> dict[str, Any]:
     from indexer.storage.reader import Index
 
     with Index(path) as index:
-        return {"path": path, **index.summary(), "file_bytes": os.path.getsize(path)}
+        return {"path": path, **index.summary(), "file_bytes": index.disk_bytes()}
 
 
 def _print_info(d: dict[str, Any]) -> None:
@@ -50,7 +50,8 @@ def _print_info(d: dict[str, Any]) -> None:
         "= c*sum(d1+d2)*bytes/value",
         f"dense/example  {d['dense_bytes_per_example']} (LoGRA-style sum d1*d2), "
         f"ratio {d['dense_ratio']:.1f}x",
-        f"file size      {d['file_bytes'] / 2**20:.1f} MiB",
+        f"size on disk   {d['file_bytes'] / 2**20:.1f} MiB"
+        + (f" in {d['shards']} shards" if d.get("shards") else ""),
         "layer                                    in x out      d1 x d2      D   lambda",
     ]
     for x in d["layers"]:
@@ -59,6 +60,38 @@ def _print_info(d: dict[str, Any]) -> None:
             f"{x['d1']:4d}x{x['d2']:<5d} {x['D']:7d}  {x['lambda']:.3g}"
         )
     typer.echo("\n".join(lines))
+
+
+@index_app.command("add")
+def add(
+    path: str = typer.Argument(..., help="A sharded index (a directory built with --shard-size)."),
+    data: str = typer.Option(..., "--data", help="Examples to add (.jsonl or a saved dataset)."),
+    limit: int = typer.Option(0, "--limit", help="Add only the first LIMIT examples (0 = all)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]."),
+    threads: int = typer.Option(0, "--threads", help="CPU threads for torch (0 = available)."),
+) -> None:
+    """Add examples as new shards, with the index's own model and settings (refused when they
+    differ), then refresh the curvature over every shard and publish atomically."""
+    from indexer.growth import add_examples
+
+    before = info_dict(path)["n_examples"]
+    add_examples(path, data, limit=limit, device=device, threads=threads)
+    d = info_dict(path)
+    typer.echo(f"added {d['n_examples'] - before} examples to {path}")
+    _print_info(d)
+
+
+@index_app.command("curvature")
+def curvature(
+    path: str = typer.Argument(..., help="A sharded index (a directory)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]."),
+    threads: int = typer.Option(0, "--threads", help="CPU threads for torch (0 = available)."),
+) -> None:
+    """Recompute the curvature basis over every shard and publish it atomically."""
+    from indexer.growth import refresh_curvature
+
+    fingerprint = refresh_curvature(path, device=device, threads=threads)
+    typer.echo(f"curvature refreshed: {path} (fingerprint {fingerprint})")
 
 
 @index_app.command("info")

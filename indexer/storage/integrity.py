@@ -112,15 +112,10 @@ def projections_digest(f: h5py.File) -> bytes:
     )
 
 
-def write(
-    f: h5py.File,
-    n: int,
-    block_rows: int,
-    factor_blocks: npt.NDArray[np.uint8],
-    curvature: Mapping[str, LayerCurvature],
-) -> None:
-    """Write the ``integrity`` group of a file whose examples, projections and curvature are
-    final, given the factors' block digests (``factor_digests``, taken while they were mapped)."""
+def write_rows(f: h5py.File, n: int, block_rows: int, factor_blocks: npt.NDArray[np.uint8]) -> None:
+    """Write the ``integrity`` group's row checksums (factors and examples) of a file whose
+    examples are final, given the factors' block digests (``factor_digests``, taken while they
+    were mapped)."""
     if "integrity" in f:
         del f["integrity"]
     g = f.create_group("integrity")
@@ -128,8 +123,32 @@ def write(
     g.attrs["block_rows"] = block_rows
     g.create_dataset("factors", data=factor_blocks)
     g.create_dataset("examples", data=example_digests(f["examples"], n, block_rows))
+
+
+def write_basis(f: h5py.File, curvature: Mapping[str, LayerCurvature]) -> None:
+    """The basis checksums (curvature and projections) as attributes of ``integrity``."""
+    g = f.require_group("integrity")
+    g.attrs["algorithm"] = ALGORITHM
     g.attrs["curvature"] = curvature_digest(curvature).hex()
     g.attrs["projections"] = projections_digest(f).hex()
+
+
+def write(
+    f: h5py.File,
+    n: int,
+    block_rows: int,
+    factor_blocks: npt.NDArray[np.uint8],
+    curvature: Mapping[str, LayerCurvature],
+) -> None:
+    """Write the whole ``integrity`` group of a single-file index (format 1)."""
+    write_rows(f, n, block_rows, factor_blocks)
+    write_basis(f, curvature)
+
+
+def rows_digest(f: h5py.File) -> str:
+    """One digest of a file's row checksums (factors and examples): a shard's fingerprint."""
+    g = f["integrity"]
+    return _digest([g["factors"][()].tobytes(), g["examples"][()].tobytes()]).hex()
 
 
 def check_curvature(curvature: Mapping[str, LayerCurvature]) -> None:
@@ -147,17 +166,8 @@ def check_curvature(curvature: Mapping[str, LayerCurvature]) -> None:
             )
 
 
-def verify(
-    f: h5py.File,
-    factors: npt.NDArray[Any],
-    curvature: Mapping[str, LayerCurvature],
-    mode: VerifyMode,
-    threads: int = 1,
-) -> VerifyReport:
-    """Check a published file against its checksums (see the module docstring)."""
-    t0 = time.perf_counter()
-    if mode == "off":
-        return VerifyReport(mode, 0, 0.0, "none")
+def check_basis(f: h5py.File, curvature: Mapping[str, LayerCurvature]) -> None:
+    """The curvature (finite, and as checksummed) and the projections of ``f``."""
     check_curvature(curvature)
     g = f["integrity"]
     bad = [
@@ -170,25 +180,57 @@ def verify(
     ]
     if bad:
         raise IndexFormatError(f"the {bad[0]} does not match its checksum (corrupted)")
+
+
+def check_rows(
+    f: h5py.File, factors: npt.NDArray[Any], mode: VerifyMode, threads: int = 1
+) -> bytes:
+    """The examples (``fast``) and also the factor rows (``full``) of ``f`` against its row
+    checksums; returns the row digests as read (factor blocks + examples; b"" unless full)."""
+    g = f["integrity"]
     n, block_rows = factors.shape[0], int(g.attrs["block_rows"])
     _compare(
         "examples", g["examples"][()], example_digests(f["examples"], n, block_rows), block_rows, n
     )
-    if mode == "fast":
-        return VerifyReport(mode, 0, time.perf_counter() - t0, "checksums")
+    if mode != "full":
+        return b""
     blocks = factor_digests(factors, block_rows, threads)
     _compare("factor rows", g["factors"][()], blocks, block_rows, n)
-    manifest = f["manifest"][()]
-    content = _digest(
+    return bytes(blocks.tobytes() + g["examples"][()].tobytes())
+
+
+def content_id(manifest: bytes, rows: Iterable[bytes], basis: h5py.File) -> str:
+    """A digest of the content as this process read and checked it (manifest, every file's
+    row digests, the basis checksums)."""
+    g = basis["integrity"]
+    return _digest(
         [
-            manifest if isinstance(manifest, bytes) else manifest.encode(),
-            blocks.tobytes(),
-            g["examples"][()].tobytes(),
+            manifest,
+            *rows,
             bytes.fromhex(g.attrs["curvature"]),
             bytes.fromhex(g.attrs["projections"]),
         ]
-    )
-    return VerifyReport(mode, factors.nbytes, time.perf_counter() - t0, "checksums", content.hex())
+    ).hex()
+
+
+def verify(
+    f: h5py.File,
+    factors: npt.NDArray[Any],
+    curvature: Mapping[str, LayerCurvature],
+    mode: VerifyMode,
+    threads: int = 1,
+) -> VerifyReport:
+    """Check a published single-file index against its checksums (module docstring)."""
+    t0 = time.perf_counter()
+    if mode == "off":
+        return VerifyReport(mode, 0, 0.0, "none")
+    check_basis(f, curvature)
+    rows = check_rows(f, factors, mode, threads)
+    if mode == "fast":
+        return VerifyReport(mode, 0, time.perf_counter() - t0, "checksums")
+    manifest = f["manifest"][()]
+    content = content_id(manifest if isinstance(manifest, bytes) else manifest.encode(), [rows], f)
+    return VerifyReport(mode, factors.nbytes, time.perf_counter() - t0, "checksums", content)
 
 
 def _compare(

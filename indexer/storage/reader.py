@@ -19,8 +19,10 @@ from ..engine.projection import Projections
 from ..errors import IndexFormatError
 from . import integrity
 from .codec import NUMPY_STORAGE
+from .directory import Part, check_rows, open_parts, read_dir_manifest, verify_parts
 from .format import PARTIAL_SUFFIX, fingerprint, h5open, read_manifest
-from .store import MmapFactorStore
+from .sharded import ShardedFactorStore
+from .store import FactorStore, MmapFactorStore
 
 MODEL_SUMMARY_KEYS = ("spec", "name", "class", "fingerprint")  # never paths of the build host
 
@@ -45,7 +47,8 @@ def _model_summary(model: dict[str, Any]) -> dict[str, Any]:
 
 
 class Index:
-    """A finished index opened read-only."""
+    """A finished index opened read-only: one file (format 1) or a directory of shards
+    (format 2); example ids are global either way."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -56,35 +59,34 @@ class Index:
             )
         if not self.path.exists():
             raise IndexFormatError(f"index not found: {self.path}")
-        if self.path.is_dir():
-            raise IndexFormatError(f"{self.path} is a directory, not an index file")
         if not os.access(self.path, os.R_OK):
             raise IndexFormatError(f"{self.path}: permission denied (the index must be readable)")
-        self.file = h5open(self.path, "r")
-        try:
-            self.manifest = read_manifest(self.file, self.path)
-            self._validate()
-        except Exception:
-            self.file.close()
-            raise
+        self.sharded = self.path.is_dir()
+        if self.sharded:
+            self.manifest = read_dir_manifest(self.path)
+            # file: the basis (curvature, projections); parts: the shards
+            self.file, self.parts = open_parts(self.path, self.manifest)
+        else:
+            self.file = h5open(self.path, "r")
+            try:
+                self.manifest = read_manifest(self.file, self.path)
+                self._validate()
+            except Exception:
+                self.file.close()
+                raise
+            self.parts = [Part(self.file, self.path, 0, int(self.manifest["n_examples"]))]
         self.layout = FactorLayout.from_manifest(self.manifest)
         self.dtype: str = self.manifest["storage_dtype"]
         self.fingerprint: str = self.manifest["fingerprint"]
 
     def _validate(self) -> None:
         f, m, p = self.file, self.manifest, self.path
+        if f.attrs.get("status") == "shard":
+            raise IndexFormatError(f"{p}: one shard of a sharded index (open its directory)")
         if f.attrs.get("status") != "complete" or "fingerprint" not in m:
             raise IndexFormatError(f"{p}: the build did not complete")
         layout = FactorLayout.from_manifest(m)
-        shape = (int(m["n_examples"]), layout.width)
-        if "factors" not in f or f["factors"].shape != shape:
-            raise IndexFormatError(f"{p}: factor array missing or not of shape {shape}")
-        ds = f["factors"]
-        offset = ds.id.get_offset()
-        if offset is None or offset + ds.id.get_storage_size() > os.path.getsize(p):
-            raise IndexFormatError(f"{p}: truncated (factor data extends past the end of file)")
-        if not np.all(f["done"][()]):
-            raise IndexFormatError(f"{p}: some factor rows were never computed")
+        check_rows(f, p, int(m["n_examples"]), layout.width)
         for t in layout.layers:
             if f"curvature/{t.name}/V" not in f:
                 raise IndexFormatError(f"{p}: no curvature basis for layer {t.name}")
@@ -99,7 +101,18 @@ class Index:
         self.close()
 
     def close(self) -> None:
+        for part in self.parts:
+            part.file.close()
         self.file.close()
+
+    def disk_bytes(self) -> int:
+        """Bytes of the index's files (a sharded index: manifest, basis and shards)."""
+        if not self.sharded:
+            return os.path.getsize(self.path)
+        files = [self.path / "manifest.json", self.path / self.manifest["basis"]]
+        return sum(os.path.getsize(f) for f in files) + sum(
+            os.path.getsize(p.path) for p in self.parts
+        )
 
     def bytes_per_example(self) -> tuple[int, int]:
         """(LoRIF factor bytes c * sum(d1 + d2), dense LoGRA-style bytes sum(d1 * d2)) per
@@ -138,15 +151,22 @@ class Index:
             "curvature_rank_r": m["curvature"]["rank"],
             "storage_dtype": self.dtype,
             "bytes_per_example": per,
-            "stored_bytes_per_example": self.file["factors"].id.get_storage_size() / max(n, 1),
+            "stored_bytes_per_example": sum(
+                p.file["factors"].id.get_storage_size() for p in self.parts
+            )
+            / max(n, 1),
+            "shards": len(self.parts) if self.sharded else 0,
             "dense_bytes_per_example": dense,
             "dense_ratio": round(dense / per, 2),
             "created": m.get("build_info", {}).get("created"),
         }
 
-    def store(self) -> MmapFactorStore:
-        offset = self.file["factors"].id.get_offset()
-        return MmapFactorStore(self.layout, str(self.path), offset, len(self), self.dtype)
+    def store(self) -> FactorStore:
+        """Every factor row, memory-mapped (shard after shard for a sharded index)."""
+        stores = [
+            MmapFactorStore(self.layout, str(p.path), p.offset, p.n, self.dtype) for p in self.parts
+        ]
+        return stores[0] if len(stores) == 1 else ShardedFactorStore(stores)
 
     def curvature(self) -> dict[str, LayerCurvature]:
         out = {}
@@ -170,25 +190,33 @@ class Index:
         return self.examples_at([i])[0]
 
     def examples_at(self, ids: Sequence[int]) -> list[Example]:
-        """Several examples with one read per field (ids in any order, repeats allowed)."""
+        """Several examples with one read per field and shard (ids in any order, repeats
+        allowed)."""
         if not ids:
             return []
-        uniq = sorted({int(i) for i in ids})
+        uniq = np.array(sorted({int(i) for i in ids}), dtype=np.int64)
         if uniq[0] < 0 or uniq[-1] >= len(self):
             raise IndexError(f"example ids must be in [0, {len(self)}), got {uniq[0]}..{uniq[-1]}")
-        g = self.file["examples"]
-        fields = {f: g[f].asstr(errors="replace")[uniq] for f in ("prompt", "completion", "meta")}
-        at = {
-            i: Example(completion=c, prompt=p, meta=parse_meta(m))
-            for i, p, c, m in zip(
-                uniq, fields["prompt"], fields["completion"], fields["meta"], strict=True
-            )
-        }
+        at: dict[int, Example] = {}
+        for part in self.parts:
+            mine = uniq[(uniq >= part.first) & (uniq < part.first + part.n)]
+            if not len(mine):
+                continue
+            g = part.file["examples"]
+            local = mine - part.first
+            fields = [g[f].asstr(errors="replace")[local] for f in ("prompt", "completion", "meta")]
+            for i, p, c, m in zip(mine, *fields, strict=True):
+                at[int(i)] = Example(completion=c, prompt=p, meta=parse_meta(m))
         return [at[int(i)] for i in ids]
+
+    def column(self, field: str) -> list[str]:
+        """Every example's ``prompt``, ``completion`` or ``meta`` (raw JSON), in id order."""
+        return [t for p in self.parts for t in p.file[f"examples/{field}"].asstr()[()]]
 
     def n_tokens(self, i: int) -> int:
         """Tokens of example ``i`` as indexed (after truncation to the build's max_tokens)."""
-        return int(self.file["examples/n_tokens"][i])
+        part = next(p for p in self.parts if p.first <= i < p.first + p.n)
+        return int(part.file["examples/n_tokens"][i - part.first])
 
     def verify(
         self, mode: integrity.VerifyMode = "full", threads: int = 1
@@ -196,7 +224,14 @@ class Index:
         """Check the stored bytes against the checksums written at build time (see
         storage/integrity.py); IndexFormatError names what is corrupted. A file without
         checksums (built before they existed) is checked by recomputing its fingerprint."""
-        factors, curvature = self.store().array, self.curvature()
+        curvature = self.curvature()
+        if self.sharded:
+            return verify_parts(
+                self.path, self.file, self.parts, self.layout, self.dtype, curvature, mode, threads
+            )
+        factors = MmapFactorStore(
+            self.layout, str(self.path), self.parts[0].offset, len(self), self.dtype
+        ).array
         try:
             if "integrity" in self.file:
                 return integrity.verify(self.file, factors, curvature, mode, threads)

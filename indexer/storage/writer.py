@@ -12,7 +12,7 @@ import queue
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import h5py
 import numpy as np
@@ -38,6 +38,7 @@ from .format import (
     read_manifest,
     write_manifest,
 )
+from .store import MemoryFactorStore
 
 
 class IndexWriter:
@@ -106,6 +107,10 @@ class IndexWriter:
                 raise IndexFormatError(f"{path}: partial build without factor storage")
         return cls(Path(final), manifest), manifest
 
+    def store(self) -> MemoryFactorStore:
+        """The rows written so far (for the curvature, once every row is)."""
+        return MemoryFactorStore(self.layout, self.factors, self.manifest["storage_dtype"])
+
     def pending(self) -> npt.NDArray[np.bool_]:
         """Bool (N,): rows still to compute."""
         pending: npt.NDArray[np.bool_] = np.asarray(self.done) == 0
@@ -146,11 +151,27 @@ class IndexWriter:
             write_manifest(f, manifest)
             f.attrs["fingerprint"] = digest
             f.attrs["status"] = "complete"
-        _fsync_rename(self.path, self.final)
+        fsync_rename(self.path, self.final)
+        return digest
+
+    def finish_shard(self, threads: int = 1) -> str:
+        """Publish this file as a shard of a sharded index (format 2): row checksums, status
+        ``shard``, atomic rename; returns its fingerprint (a digest of its row checksums)."""
+        if not np.all(self.done):
+            raise IndexFormatError(f"cannot finish {self.path}: some rows are not computed")
+        block_rows = integrity.block_rows_for(self.layout.width * self.factors.itemsize)
+        blocks = integrity.factor_digests(self.factors, block_rows, threads)
+        del self.factors, self.done
+        with h5py.File(self.path, "r+") as f:
+            integrity.write_rows(f, self.n, block_rows, blocks)
+            digest = integrity.rows_digest(f)
+            f.attrs["fingerprint"] = digest
+            f.attrs["status"] = "shard"
+        fsync_rename(self.path, self.final)
         return digest
 
 
-def _fsync_rename(src: Path, dst: Path) -> None:
+def fsync_rename(src: Path, dst: Path) -> None:
     """Make ``src`` durable, rename it to ``dst`` atomically, and make the rename durable."""
     with open(src, "rb+") as fh:
         os.fsync(fh.fileno())
@@ -177,13 +198,19 @@ def build_lock(out: Path) -> Iterator[None]:
             lock.unlink(missing_ok=True)
 
 
+class RowSink(Protocol):
+    def write_rows(
+        self, rows: npt.NDArray[np.integer[Any]], values: npt.NDArray[np.generic]
+    ) -> None: ...
+
+
 class BackgroundRows:
     """Encodes and writes batches of factor rows on a thread of its own, so the next batch's
     forward and backward start at once; at most ``depth`` batches wait. On CUDA the caller's
     device-to-host copy is asynchronous (pinned memory) and this thread waits for its event.
     An error on the thread is raised by the next ``submit`` or by ``close``."""
 
-    def __init__(self, writer: IndexWriter, dtype: str, depth: int = 2):
+    def __init__(self, writer: RowSink, dtype: str, depth: int = 2):
         self.writer, self.dtype = writer, dtype
         self.jobs: queue.Queue[tuple[Any, torch.Tensor, Any] | None] = queue.Queue(depth)
         self.error: BaseException | None = None

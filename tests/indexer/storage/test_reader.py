@@ -12,7 +12,7 @@ from indexer.storage.reader import Index
 
 
 def test_a_directory_is_not_called_corrupted(tmp_path):
-    with pytest.raises(IndexFormatError, match="is a directory, not an index file"):
+    with pytest.raises(IndexFormatError, match="is a directory, not an index .no manifest.json"):
         Index(tmp_path)
 
 

@@ -49,7 +49,8 @@ def done_count(partial: Path) -> int:
 
 def arrays(path: Path) -> dict[str, np.ndarray]:
     with Index(path) as index:
-        out = {"factors": np.array(index.file["factors"]), "fingerprint": index.fingerprint}
+        factors = np.concatenate([np.array(p.file["factors"]) for p in index.parts])
+        out = {"factors": factors, "fingerprint": index.fingerprint}
         for name, c in index.curvature().items():
             out[f"V/{name}"], out[f"s/{name}"], out[f"l/{name}"] = c.V, c.sigma2, c.lam
     return out
@@ -61,22 +62,29 @@ def big_data(tmp_path_factory) -> Path:
     return write_jsonl(tmp_path_factory.mktemp("resume") / "data.jsonl", rows)
 
 
-def kill_mid_build(model_dir: Path, data: Path, out: Path, env: dict[str, str]) -> int:
+def rows_done(out: Path) -> int:
+    """Rows a build of ``out`` has written: its partial file, or its partial shards."""
+    if out.is_dir():
+        return sum(done_count(p) for p in (out / "shards").glob("*.h5.partial"))
+    return done_count(partial_path(out))
+
+
+def kill_mid_build(model_dir: Path, data: Path, out: Path, env: dict[str, str], **extra) -> int:
     """Start a build in a subprocess, SIGKILL it once 40 rows are done; the rows done."""
     proc = subprocess.Popen(
-        build_args(model_dir, data, out),
+        build_args(model_dir, data, out, **extra),
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120
-    while done_count(partial_path(out)) < 40 and time.monotonic() < deadline:
+    while rows_done(out) < 40 and time.monotonic() < deadline:
         assert proc.poll() is None, "build finished before it could be killed"
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    return done_count(partial_path(out))
+    return rows_done(out)
 
 
 def run_build(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -121,6 +129,41 @@ def test_sigkill_then_resume_gives_identical_arrays(model_dirs, big_data, tmp_pa
     )
     build_index(cfg, progress=False)
     a, b = arrays(out), arrays(ref)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert np.array_equal(a[key], b[key]), key
+
+
+def test_sharded_build_killed_then_resumed_is_the_straight_build(model_dirs, big_data, tmp_path):
+    from indexer.errors import IndexFormatError
+
+    out, shards = tmp_path / "killed", {"shard-size": 64}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    killed_at = kill_mid_build(model_dirs["llama"], big_data, out, env, **shards)
+    assert 40 <= killed_at < 300, killed_at
+    with pytest.raises(IndexFormatError, match="unfinished build"):
+        Index(out)
+    res = run_build(build_args(model_dirs["llama"], big_data, out, rank=3, **shards), env)
+    assert res.returncode == 2 and "rank" in res.stderr, res.stderr[-2000:]
+    assert rows_done(out) == killed_at
+    res = run_build(build_args(model_dirs["llama"], big_data, out, **shards), env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    with Index(out) as index:
+        assert index.manifest["build_info"]["resumed_rows"] == killed_at
+        assert [p.n for p in index.parts] == [64, 64, 64, 64, 44]
+
+    cfg = BuildConfig(
+        model=str(model_dirs["llama"]),
+        data=str(big_data),
+        output=str(tmp_path / "straight"),
+        proj_factor=4,
+        rank=2,
+        curvature=CurvatureConfig(rank=8),
+        batch_size=2,
+        seed=5,
+        shard_size=64,
+    )
+    a, b = arrays(out), arrays(build_index(cfg, progress=False))
     assert a.keys() == b.keys()
     for key in a:
         assert np.array_equal(a[key], b[key]), key

@@ -1,0 +1,111 @@
+"""A sharded index over time: add examples (new shards, the index's own model and settings) and
+refresh the curvature over every shard. Each publishes a new basis and replaces manifest.json
+atomically; a server that opened the index keeps answering from the files it opened."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .build import _fill_and_publish, _language_model, _projections_to_store
+from .config import BuildConfig
+from .data import load_examples
+from .engine.curvature import compute_curvature, passes
+from .errors import ConfigError, IndexFormatError
+from .manifest import make_manifest
+from .models.loading import resolve_device
+from .storage.directory import read_dir_manifest
+from .storage.reader import Index
+from .storage.shard_builds import check_settings, growth_writer
+from .storage.shards import publish_manifest, write_basis
+from .storage.writer import build_lock
+from .threads import use_threads
+
+
+def _sharded(index_dir: str | Path) -> tuple[Path, dict[str, Any]]:
+    path = Path(index_dir)
+    if not path.is_dir():
+        raise ConfigError(
+            f"{path} is a single-file index; examples can be added to a sharded one (build it "
+            "with --shard-size N)"
+        )
+    try:
+        return path, read_dir_manifest(path)
+    except IndexFormatError as e:
+        raise ConfigError(str(e)) from None
+
+
+def index_config(manifest: dict[str, Any], **runtime: Any) -> BuildConfig:
+    """The BuildConfig an index was built with (its content settings), with ``runtime``."""
+    return dataclasses.replace(BuildConfig.from_dict(manifest["build_config"]), **runtime)
+
+
+def add_examples(
+    index_dir: str | Path,
+    data: str,
+    *,
+    limit: int = 0,
+    config: BuildConfig | None = None,
+    device: str = "auto",
+    threads: int = 0,
+    progress: bool = True,
+) -> Path:
+    """Featurize the examples of ``data`` into new shards of the index at ``index_dir`` with
+    its own model and settings (``config``: other settings, refused when they change the rows),
+    refresh the curvature over every shard and publish."""
+    path, old = _sharded(index_dir)
+    cfg = config or index_config(old)
+    cfg = dataclasses.replace(
+        cfg, data=data, limit=limit, output=str(path), device=device, threads=threads
+    )
+    cfg.validate()
+    check_settings(path, old, cfg.content_dict())  # before the model loads
+    use_threads(threads)
+    with build_lock(path):
+        started = time.perf_counter()
+        examples = load_examples(data, limit)
+        featurizer, model_info, task_info = _language_model(cfg)
+        lengths = np.array([featurizer.task.length(ex) for ex in examples], dtype=np.int64)
+        manifest = make_manifest(cfg, featurizer, len(examples), model_info, task_info)
+        manifest["build_config"] = {**manifest["build_config"], "data": old["build_config"]["data"]}
+        projections = _projections_to_store(cfg, featurizer)
+        writer = growth_writer(path, manifest, examples, lengths, projections)
+        return _fill_and_publish(
+            cfg, writer, featurizer, examples, lengths, manifest, started, progress
+        )
+
+
+def refresh_curvature(
+    index_dir: str | Path, *, device: str = "auto", threads: int = 0, progress: bool = True
+) -> str:
+    """Recompute the curvature basis over every row of a sharded index and publish it (the
+    shards stay as they are); returns the new fingerprint."""
+    path, _ = _sharded(index_dir)
+    use_threads(threads)
+    with build_lock(path), Index(path) as index:
+        manifest = dict(index.manifest)
+        cfg = index_config(manifest)
+        store = index.store()
+        with tqdm(
+            total=len(store) * passes(cfg.curvature),
+            unit="row",
+            desc="curvature",
+            disable=not progress,
+            dynamic_ncols=True,
+            mininterval=0.5,
+        ) as bar:
+            curvature = compute_curvature(
+                store, cfg.curvature, resolve_device(device), seed=cfg.seed, progress=bar.update
+            )
+        projections = index.stored_projections()
+        manifest["curvature"] = {
+            **manifest["curvature"],
+            "lambda": {n: c.lam for n, c in curvature.items()},
+        }
+        basis, digest = write_basis(path, curvature, projections)
+        return publish_manifest(path, manifest, basis, digest)

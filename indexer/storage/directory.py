@@ -1,0 +1,131 @@
+"""Opening a sharded index (format 2): ``manifest.json``, the basis file and every shard, each
+checked against what the manifest says of it (docs/index-format.md)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ..engine.curvature import LayerCurvature
+from ..engine.layout import FactorLayout
+from ..errors import IndexFormatError
+from . import integrity
+from .format import FORMAT_NAME, h5open
+from .shards import BUILDING, DIR_FORMAT_VERSION, MANIFEST, read_json
+from .store import MmapFactorStore
+
+
+@dataclass
+class Part:
+    """Rows [first, first + n) of an index and the HDF5 file that holds them."""
+
+    file: h5py.File
+    path: Path
+    first: int
+    n: int
+
+    @property
+    def offset(self) -> int:
+        return int(self.file["factors"].id.get_offset())
+
+
+def check_rows(f: h5py.File, path: Path, n: int, width: int) -> None:
+    """Factors of shape (n, width) inside the file and every row computed."""
+    if "factors" not in f or f["factors"].shape != (n, width):
+        raise IndexFormatError(f"{path}: factor array missing or not of shape {(n, width)}")
+    ds = f["factors"]
+    offset = ds.id.get_offset()
+    if offset is None or offset + ds.id.get_storage_size() > os.path.getsize(path):
+        raise IndexFormatError(f"{path}: truncated (factor data extends past the end of file)")
+    if not np.all(f["done"][()]):
+        raise IndexFormatError(f"{path}: some factor rows were never computed")
+
+
+def read_dir_manifest(path: Path) -> dict[str, Any]:
+    """The manifest of a sharded index directory (else IndexFormatError, naming why)."""
+    if not (path / MANIFEST).exists():
+        if (path / BUILDING).exists():
+            raise IndexFormatError(
+                f"{path}: an unfinished build, not an index (rerun `lorif index build` with the "
+                "same settings to resume)"
+            )
+        raise IndexFormatError(f"{path} is a directory, not an index (no {MANIFEST})")
+    manifest = read_json(path / MANIFEST)
+    if manifest.get("format") != FORMAT_NAME:
+        raise IndexFormatError(f"{path}: not a LoRIF index (no '{FORMAT_NAME}' format marker)")
+    if manifest.get("format_version") != DIR_FORMAT_VERSION:
+        raise IndexFormatError(
+            f"{path}: index format version {manifest.get('format_version')} is not supported "
+            f"(this lorif reads directories of version {DIR_FORMAT_VERSION})"
+        )
+    return manifest
+
+
+def open_parts(path: Path, manifest: dict[str, Any]) -> tuple[h5py.File, list[Part]]:
+    """The basis file and the shards, validated; every file is closed again on failure."""
+    opened: list[h5py.File] = []
+    try:
+        basis = h5open(path / manifest["basis"], "r")
+        opened.append(basis)
+        parts, first, width = [], 0, int(manifest["row_width"])
+        for entry in manifest["shards"]:
+            shard_path = path / entry["file"]
+            f = h5open(shard_path, "r")
+            opened.append(f)
+            if f.attrs.get("status") != "shard" or f.attrs.get("fingerprint") != entry.get(
+                "fingerprint"
+            ):
+                raise IndexFormatError(f"{shard_path}: not the shard the manifest lists")
+            check_rows(f, shard_path, int(entry["rows"]), width)
+            parts.append(Part(f, shard_path, first, int(entry["rows"])))
+            first += int(entry["rows"])
+        if first != int(manifest["n_examples"]):
+            raise IndexFormatError(f"{path}: the shards hold {first} rows, the manifest says N")
+        return basis, parts
+    except KeyError as e:
+        raise IndexFormatError(f"{path}: corrupted manifest (no {e})") from None
+    except BaseException:
+        for f in opened:
+            f.close()
+        raise
+
+
+def verify_parts(
+    path: Path,
+    basis: h5py.File,
+    parts: list[Part],
+    layout: FactorLayout,
+    dtype: str,
+    curvature: Mapping[str, LayerCurvature],
+    mode: integrity.VerifyMode,
+    threads: int = 1,
+) -> integrity.VerifyReport:
+    """The basis, then every shard against its checksums (``integrity.verify`` for a
+    directory); the content id covers ``manifest.json`` as read and every shard's rows."""
+    t0 = time.perf_counter()
+    if mode == "off":
+        return integrity.VerifyReport(mode, 0, 0.0, "none")
+    rows, checked = [], 0
+    try:
+        integrity.check_basis(basis, curvature)
+        for p in parts:
+            factors = MmapFactorStore(layout, str(p.path), p.offset, p.n, dtype).array
+            try:
+                rows.append(integrity.check_rows(p.file, factors, mode, threads))
+            except IndexFormatError as e:
+                raise IndexFormatError(f"{p.path.name}: {e}") from None
+            checked += factors.nbytes if mode == "full" else 0
+    except IndexFormatError as e:
+        raise IndexFormatError(f"{path}: {e}") from None
+    if mode == "fast":
+        return integrity.VerifyReport(mode, 0, time.perf_counter() - t0, "checksums")
+    manifest = (path / MANIFEST).read_bytes()
+    content = integrity.content_id(manifest, rows, basis)
+    return integrity.VerifyReport(mode, checked, time.perf_counter() - t0, "checksums", content)

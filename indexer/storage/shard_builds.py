@@ -1,0 +1,109 @@
+"""Writers of sharded indexes (format 2): a sharded build started or resumed, examples added to
+an index built before, and the removal of an index directory (for --overwrite)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..config import BuildConfig
+from ..data import Example
+from ..engine.projection import Projections
+from ..errors import ConfigError, IndexFormatError, ResumeMismatchError
+from .shards import BUILDING, MANIFEST, ShardedWriter, read_json, write_json
+
+# what `lorif index add` must find equal in the index it grows (besides the build settings)
+SAME_FOR_ADD = ("layers", "rank", "storage_dtype", "row_width", "projection", "task")
+NOT_COMPARED = ("data", "limit")  # what may differ between the index's build and an add
+
+
+def check_settings(
+    index_dir: Path, old: dict[str, Any], build_config: dict[str, Any], diff: Sequence[str] = ()
+) -> None:
+    """ConfigError (one line) when ``build_config`` or ``diff`` says the rows would differ."""
+    diff = [*diff] + [
+        k
+        for k, v in old["build_config"].items()
+        if k not in NOT_COMPARED and build_config.get(k) != v
+    ]
+    if diff:
+        raise ConfigError(
+            f"{index_dir} was built with other {', '.join(sorted(set(diff)))}: examples can be "
+            "added only with the index's own model and settings"
+        )
+
+
+def remove_index_dir(out: Path) -> None:
+    """Delete a sharded index (or a build of one) at ``out``: only the files an index consists
+    of, so a wrong path never takes a user's other files with it."""
+    if not (out / MANIFEST).exists() and not (out / BUILDING).exists():
+        raise ConfigError(f"{out} is a directory but not a LoRIF index; not replacing it")
+    patterns = (MANIFEST, BUILDING, "*.tmp", "basis-*.h5", "basis.h5.partial")
+    for pattern in (*patterns, "shards/*.h5", "shards/*.h5.partial"):
+        for f in out.glob(pattern):
+            f.unlink()
+    for d in (out / "shards", out):
+        if d.exists() and not any(d.iterdir()):
+            d.rmdir()
+    if out.exists():
+        raise ConfigError(f"{out}: other files are in the index directory; remove them first")
+
+
+def sharded_writer(
+    cfg: BuildConfig,
+    manifest: dict[str, Any],
+    examples: list[Example],
+    n_tokens: npt.NDArray[np.int64],
+    projections: Projections | None,
+) -> ShardedWriter:
+    """The writer of a sharded build at ``cfg.output``: a new one, or the one an interrupted
+    run with the same settings left (its finished shards are kept, its partial ones resumed)."""
+    out = Path(cfg.output)
+    if cfg.overwrite and out.is_dir():
+        remove_index_dir(out)
+    manifest = {**manifest, "shard_size": cfg.shard_size}
+    if (out / BUILDING).exists():
+        old = read_json(out / BUILDING)
+        diff = sorted(
+            k for k, v in cfg.content_dict().items() if old["build_config"].get(k) != v
+        ) + [
+            k
+            for k in ("n_examples", "model", "layers", "software", "shard_size")
+            if old.get(k) != manifest[k]
+        ]
+        if diff:
+            raise ResumeMismatchError(
+                f"{out} is a partial build with different settings ({', '.join(diff)}); rerun "
+                "with the same settings or pass --overwrite"
+            )
+    else:
+        out.mkdir()
+        write_json(out / BUILDING, manifest)
+    try:
+        return ShardedWriter(out, manifest, examples, n_tokens, cfg.shard_size, projections)
+    except IndexFormatError as e:
+        raise ResumeMismatchError(f"cannot resume: {e}; pass --overwrite to start over") from None
+
+
+def growth_writer(
+    index_dir: Path,
+    manifest: dict[str, Any],
+    examples: list[Example],
+    n_tokens: npt.NDArray[np.int64],
+    projections: Projections | None,
+) -> ShardedWriter:
+    """The writer that adds ``examples`` to the sharded index at ``index_dir`` (its manifest
+    rebuilt for the same model and settings: ``manifest``); refused in one line when anything
+    that determines the rows differs."""
+    old = read_json(index_dir / MANIFEST)
+    diff = [k for k in SAME_FOR_ADD if old.get(k) != manifest.get(k)]
+    if old["model"].get("fingerprint") != manifest["model"].get("fingerprint"):
+        diff.append("model weights")
+    check_settings(index_dir, old, manifest["build_config"], diff)
+    size = int(old.get("shard_size") or 10_000)
+    manifest = {**manifest, "shard_size": size}
+    return ShardedWriter(index_dir, manifest, examples, n_tokens, size, projections, old["shards"])

@@ -1,0 +1,127 @@
+"""The sharded index (format 2): same answers as one file, verification per shard, growth."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from indexer import ConfigError, Example, Index, IndexFormatError, QueryEngine, build_index
+from indexer.config import BuildConfig, CurvatureConfig
+from indexer.data import load_examples
+from tests.helpers import write_jsonl
+
+QUERIES = [
+    Example(prompt="the king ", completion="loves the sea and the moon."),
+    Example(completion="storm night crown fool gold."),
+]
+
+
+def config(model_dir, data, out, **kw) -> BuildConfig:
+    return BuildConfig(
+        model=str(model_dir),
+        data=str(data),
+        output=str(out),
+        proj_factor=4,
+        rank=2,
+        curvature=CurvatureConfig(rank=16),
+        batch_size=8,
+        **kw,
+    )
+
+
+def scores(path, k=10):
+    engine = QueryEngine.open(path, device="cpu")
+    try:
+        result = engine.score(QUERIES, k=k, keep_scores=True)
+        return result, engine.index.summary(), engine.index.examples_at([0, 17, 59, 33])
+    finally:
+        engine.close()
+
+
+@pytest.fixture(scope="module")
+def single_and_sharded(model_dirs, data_jsonl, tmp_path_factory):
+    root = tmp_path_factory.mktemp("sharded")
+    single = build_index(config(model_dirs["llama"], data_jsonl, root / "one.h5"), progress=False)
+    sharded = build_index(
+        config(model_dirs["llama"], data_jsonl, root / "four", shard_size=16), progress=False
+    )
+    return single, sharded
+
+
+def test_sharded_index_answers_as_one_file(single_and_sharded):
+    single, sharded = single_and_sharded
+    assert sharded.is_dir() and sorted(p.name for p in (sharded / "shards").iterdir()) == [
+        "00000.h5",
+        "00001.h5",
+        "00002.h5",
+        "00003.h5",
+    ]
+    one, info_one, ex_one = scores(single)
+    four, info_four, ex_four = scores(sharded)
+    np.testing.assert_allclose(four.scores, one.scores, rtol=1e-5, atol=1e-6)
+    assert (four.proponent_ids == one.proponent_ids).all()
+    assert ex_four == ex_one  # global ids across shards
+    assert info_four["n_examples"] == 60 and info_four["shards"] == 4
+    with Index(sharded) as index:
+        assert index.verify("full").content_id
+        assert index.column("completion") == Index(single).column("completion")
+
+
+def test_damaged_shard_is_named(single_and_sharded, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(single_and_sharded[1], copy)
+    shard = copy / "shards" / "00002.h5"
+    with Index(copy) as index:
+        offset = index.parts[2].offset
+    raw = bytearray(shard.read_bytes())
+    raw[offset + 10] ^= 0xFF
+    shard.write_bytes(bytes(raw))
+    with Index(copy) as index:
+        index.verify("fast")  # examples only
+        with pytest.raises(IndexFormatError, match=r"00002\.h5: factor rows 0\.\.15"):
+            index.verify("full")
+
+
+def test_a_shard_or_a_half_built_directory_is_not_an_index(single_and_sharded, tmp_path):
+    with pytest.raises(IndexFormatError, match="one shard of a sharded index"):
+        Index(single_and_sharded[1] / "shards" / "00000.h5")
+    (tmp_path / "build.json").write_text("{}")
+    with pytest.raises(IndexFormatError, match="unfinished build"):
+        Index(tmp_path)
+    manifest = json.loads((single_and_sharded[1] / "manifest.json").read_text())
+    assert manifest["format_version"] == 2 and [s["rows"] for s in manifest["shards"]] == [
+        16,
+        16,
+        16,
+        12,
+    ]
+
+
+def test_add_equals_building_everything(single_and_sharded, model_dirs, data_jsonl, tmp_path):
+    from indexer.growth import add_examples
+
+    train = load_examples(data_jsonl)
+    rows = [json.loads(line) for line in data_jsonl.read_text().splitlines()]
+    first = write_jsonl(tmp_path / "a.jsonl", rows[:37])
+    more = write_jsonl(tmp_path / "b.jsonl", rows[37:])
+    cfg = config(model_dirs["llama"], first, tmp_path / "grown", shard_size=16)
+    grown = build_index(cfg, progress=False)
+    add_examples(grown, str(more), progress=False)
+    with Index(grown) as index:
+        assert len(index) == len(train) == 60
+        assert [p.n for p in index.parts] == [16, 16, 5, 16, 7]
+    want, _, ex_want = scores(single_and_sharded[1])
+    got, _, ex_got = scores(grown)
+    assert ex_got == ex_want
+    # the rows of B were featurized in other batches (padding), so bf16 rows may round apart
+    scale = np.abs(want.scores).max()
+    np.testing.assert_allclose(got.scores, want.scores, rtol=1e-3, atol=2e-4 * scale)
+    assert (got.proponent_ids == want.proponent_ids).all()
+    other = dataclasses.replace(cfg, rank=1)
+    with pytest.raises(ConfigError, match="built with other rank: examples can be added only"):
+        add_examples(grown, str(more), config=other, progress=False)
