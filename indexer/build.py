@@ -16,12 +16,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
-from tqdm.auto import tqdm
 
+from .build_steps import curvature_over, featurize_rows
 from .config import BuildConfig
 from .data import Example, load_examples
-from .engine.curvature import LayerCurvature, compute_curvature, passes
-from .engine.factorize import factorize_layers
+from .engine.curvature import LayerCurvature
 from .engine.projection import Projections
 from .errors import ConfigError, IndexFormatError, ResumeMismatchError
 from .manifest import make_manifest
@@ -32,7 +31,7 @@ from .models.tasks import CausalLMTask
 from .storage.format import partial_path
 from .storage.shard_builds import sharded_writer
 from .storage.shards import BUILDING, MANIFEST, ShardedWriter
-from .storage.writer import BackgroundRows, IndexWriter, build_lock
+from .storage.writer import IndexWriter, build_lock
 from .threads import use_threads
 
 log = logging.getLogger("lorif")
@@ -57,6 +56,11 @@ def build_index(
         raise ConfigError("--model is required")
     if examples is None and not cfg.data:
         raise ConfigError("--data is required")
+    from .distributed import build_distributed, ranks_from_env
+
+    ranks = ranks_from_env()
+    if ranks is not None and featurizer is None and examples is None:
+        return build_distributed(cfg, ranks, progress)
     out = _check_output(cfg)
     use_threads(cfg.threads)
     with build_lock(out):
@@ -90,9 +94,25 @@ def _fill_and_publish(
 ) -> Path:
     """Featurize the writer's pending rows, compute the curvature over all its rows, publish."""
     info: dict[str, Any] = {"load_seconds": round(time.perf_counter() - started, 3)}
-    info.update(_featurize(cfg, writer, featurizer, examples, lengths, progress))
+    info.update(featurize_rows(cfg, writer, featurizer, examples, lengths, progress))
     t1 = time.perf_counter()
-    curvature = _curvature(cfg, writer, featurizer.device, progress)
+    curvature = curvature_over(cfg, writer, featurizer.device, progress)
+    build_info(cfg, manifest, curvature, info, started, t1, lengths, featurizer.device)
+    writer.publish(manifest, curvature, torch.get_num_threads())
+    return Path(cfg.output)
+
+
+def build_info(
+    cfg: BuildConfig,
+    manifest: dict[str, Any],
+    curvature: dict[str, LayerCurvature],
+    info: dict[str, Any],
+    started: float,
+    curvature_started: float,
+    lengths: npt.NDArray[np.int64],
+    device: torch.device,
+) -> None:
+    """Record the curvature settings and the build's figures in ``manifest``."""
     manifest["curvature"] = {
         "rank": cfg.curvature.rank,
         "oversample": cfg.curvature.oversample,
@@ -104,15 +124,13 @@ def _fill_and_publish(
     manifest["build_info"] = {
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         **info,
-        "curvature_seconds": round(time.perf_counter() - t1, 3),
+        "curvature_seconds": round(time.perf_counter() - curvature_started, 3),
         "total_seconds_this_run": round(time.perf_counter() - started, 3),
         "total_tokens": int(lengths.sum()),
-        "device": str(featurizer.device),
+        "device": str(device),
         "threads": torch.get_num_threads(),
         "output": str(cfg.output),
     }
-    writer.publish(manifest, curvature, torch.get_num_threads())
-    return Path(cfg.output)
 
 
 def _check_output(cfg: BuildConfig) -> Path:
@@ -226,61 +244,3 @@ def _projections_to_store(cfg: BuildConfig, featurizer: Featurizer) -> Projectio
     stored = featurizer.projections
     size_mb = sum(a.nbytes + b.nbytes for a, b in stored.values()) / 2**20
     return stored if size_mb <= cfg.store_projections_mb else None
-
-
-def _featurize(
-    cfg: BuildConfig,
-    writer: IndexWriter | ShardedWriter,
-    featurizer: Featurizer,
-    examples: list[Example],
-    lengths: npt.NDArray[np.int64],
-    progress: bool,
-) -> dict[str, Any]:
-    """Compute, factorize and write every pending row; returns build_info figures."""
-    # Batches of similar length (less padding); fixed composition so a resume recomputes
-    # exactly the batches an interrupted run would have.
-    order = np.argsort(lengths, kind="stable")
-    batches = [order[s : s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
-    pending = writer.pending()
-    todo = [b for b in batches if pending[b].any()]
-    bar = tqdm(
-        total=len(examples),
-        initial=len(examples) - int(pending.sum()),
-        unit="ex",
-        desc="featurize",
-        disable=not progress,
-        dynamic_ncols=True,
-        mininterval=0.5,
-    )
-    tokens, t0 = 0, time.perf_counter()
-    background = BackgroundRows(writer, cfg.dtype)
-    try:
-        for rows in todo:
-            grads = featurizer.gradients([examples[i] for i in rows])
-            factors = factorize_layers(grads, cfg.rank, cfg.factor_method)
-            background.submit(rows, writer.layout.pack(factors))
-            tokens += int(lengths[rows].sum())
-            bar.update(len(rows))
-            bar.set_postfix(tok_s=f"{tokens / max(time.perf_counter() - t0, 1e-9):.0f}")
-    finally:
-        background.close()  # every submitted batch is written (and marked done) first
-        bar.close()
-    return {
-        "featurize_seconds_this_run": round(time.perf_counter() - t0, 3),
-        "resumed_rows": int(len(examples) - sum(len(b) for b in todo)),
-    }
-
-
-def _curvature(
-    cfg: BuildConfig, writer: IndexWriter | ShardedWriter, device: torch.device, progress: bool
-) -> dict[str, LayerCurvature]:
-    store = writer.store()
-    with tqdm(
-        total=len(store) * passes(cfg.curvature),
-        unit="row",
-        desc="curvature",
-        disable=not progress,
-        dynamic_ncols=True,
-        mininterval=0.5,
-    ) as bar:
-        return compute_curvature(store, cfg.curvature, device, seed=cfg.seed, progress=bar.update)

@@ -136,6 +136,12 @@ class BuildConfig:
     overwrite: bool = setting(
         False, "Replace an existing finished index / discard a partial build."
     )
+    nproc: int = setting(
+        1,
+        "Processes to build with on this machine: > 1 launches torchrun with this many (each "
+        "featurizes its own shards; needs --shard-size). Several machines: start "
+        "`torchrun ... -m lorif_cli.main index build` yourself.",
+    )
     shard_size: int = setting(
         0,
         "Rows per shard: > 0 writes a sharded index, a directory of shard files (format 2, "
@@ -143,7 +149,7 @@ class BuildConfig:
     )
 
     # Fields that do not change the index's content; a resume may differ in these.
-    RUNTIME_FIELDS = ("output", "overwrite", "device", "threads", "shard_size")
+    RUNTIME_FIELDS = ("output", "overwrite", "device", "threads", "shard_size", "nproc")
 
     def validate(self) -> None:
         _check(
@@ -164,6 +170,8 @@ class BuildConfig:
                 (self.batch_size >= 1, "--batch-size must be >= 1"),
                 (self.threads >= 0, "--threads must be >= 0"),
                 (self.shard_size >= 0, "--shard-size must be >= 0"),
+                (self.nproc >= 1, "--nproc must be >= 1"),
+                (self.nproc == 1 or self.shard_size > 0, "--nproc > 1 needs --shard-size N"),
             ]
         )
         self.curvature.validate()

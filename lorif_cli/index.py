@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from typing import Any
 
 import typer
@@ -20,9 +23,37 @@ def _build(**values: Any) -> None:
     """Build a LoRIF index (resumes an interrupted build with the same settings)."""
     from indexer.build import build_index
 
-    path = build_index(to_dataclass(BuildConfig, BUILD_FLAGS, values))
-    typer.echo(f"index written: {path}")
-    _print_info(info_dict(str(path)))
+    cfg = to_dataclass(BuildConfig, BUILD_FLAGS, values)
+    if cfg.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        cfg.validate()
+        raise typer.Exit(_torchrun(cfg.nproc))
+    path = build_index(cfg)
+    if os.environ.get("RANK", "0") == "0":
+        typer.echo(f"index written: {path}")
+        _print_info(info_dict(str(path)))
+
+
+def _torchrun(nproc: int) -> int:
+    """Run this same command under torch's launcher with ``nproc`` processes (less --nproc);
+    its exit code."""
+    args, skip = [], False
+    for a in sys.argv[1:]:
+        if skip or a.startswith("--nproc="):
+            skip = False
+            continue
+        skip = a == "--nproc"
+        if not skip:
+            args.append(a)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command = [*launcher, f"--nproc-per-node={nproc}", "-m", "lorif_cli.main", *args]
+    code = subprocess.run(command).returncode
+    if code:
+        typer.echo(
+            f"error: the build on {nproc} processes failed (exit code {code}); rerun the same "
+            "command to finish it (finished rows are kept)",
+            err=True,
+        )
+    return code
 
 
 index_app.command("build")(command(_build, BUILD_FLAGS))

@@ -72,7 +72,9 @@ def main() -> None:
     click_error = _click_error()
     _log_to_stderr()
     try:
-        app(standalone_mode=False, prog_name="lorif")
+        code = app(standalone_mode=False, prog_name="lorif")
+        if isinstance(code, int) and code:  # typer.Exit(code) returns it without standalone mode
+            sys.exit(code)
     except LorifError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)

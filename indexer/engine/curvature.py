@@ -96,8 +96,11 @@ def compute_curvature(
     device: torch.device | str = "cpu",
     seed: int = 0,
     progress: Progress | None = None,
+    combine: Callable[[torch.Tensor], object] | None = None,
 ) -> dict[str, LayerCurvature]:
-    """The damped low-rank basis of every layer of ``store``, in layer order."""
+    """The damped low-rank basis of every layer of ``store``, in layer order. ``combine``: sums
+    an accumulator in place over the processes of a distributed build (each streams its own
+    rows; every pass's products are sums over rows), so all of them get the same basis."""
     layout = store.layout
     dims = [t.D for t in layout.layers]
     ks = [min(cfg.rank + cfg.oversample, d) for d in dims]
@@ -121,6 +124,9 @@ def compute_curvature(
         for step in range(passes(cfg)):
             last = step == passes(cfg) - 1
             acc = _one_pass(store, q, rebuild, block_rows, last, device, progress)
+            if combine is not None:
+                for i in group:
+                    combine(acc[i])
             if not last:
                 q = {i: _orth(acc[i]) for i in group}
         for i in group:

@@ -53,15 +53,10 @@ def remove_index_dir(out: Path) -> None:
         raise ConfigError(f"{out}: other files are in the index directory; remove them first")
 
 
-def sharded_writer(
-    cfg: BuildConfig,
-    manifest: dict[str, Any],
-    examples: list[Example],
-    n_tokens: npt.NDArray[np.int64],
-    projections: Projections | None,
-) -> ShardedWriter:
-    """The writer of a sharded build at ``cfg.output``: a new one, or the one an interrupted
-    run with the same settings left (its finished shards are kept, its partial ones resumed)."""
+def prepare_build_dir(cfg: BuildConfig, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Make ``cfg.output`` ready for a sharded build: a new directory holding the build's
+    manifest, or the one an interrupted run with the same settings left (else one line of
+    ResumeMismatchError); returns the manifest the shards get."""
     out = Path(cfg.output)
     if cfg.overwrite and out.is_dir():
         remove_index_dir(out)
@@ -83,8 +78,33 @@ def sharded_writer(
     else:
         out.mkdir()
         write_json(out / BUILDING, manifest)
+    return manifest
+
+
+def sharded_writer(
+    cfg: BuildConfig,
+    manifest: dict[str, Any],
+    examples: list[Example],
+    n_tokens: npt.NDArray[np.int64],
+    projections: Projections | None,
+    owner: tuple[int, int] = (0, 1),
+    prepared: bool = False,
+) -> ShardedWriter:
+    """The writer of a sharded build at ``cfg.output`` (new, or resumed: finished shards are
+    kept, partial ones resumed); ``prepared``: ``prepare_build_dir`` ran already (on rank 0)."""
+    manifest = {**manifest, "shard_size": cfg.shard_size}
+    if not prepared:
+        manifest = prepare_build_dir(cfg, manifest)
     try:
-        return ShardedWriter(out, manifest, examples, n_tokens, cfg.shard_size, projections)
+        return ShardedWriter(
+            Path(cfg.output),
+            manifest,
+            examples,
+            n_tokens,
+            cfg.shard_size,
+            projections,
+            owner=owner,
+        )
     except IndexFormatError as e:
         raise ResumeMismatchError(f"cannot resume: {e}; pass --overwrite to start over") from None
 

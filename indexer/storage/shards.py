@@ -25,6 +25,7 @@ from ..engine.layout import FactorLayout
 from ..engine.projection import Projections
 from ..errors import IndexFormatError
 from . import integrity
+from .codec import NUMPY_STORAGE
 from .format import FORMAT_NAME, PAGE, UNHASHED_KEYS, partial_path
 from .sharded import ShardedFactorStore
 from .store import FactorStore, MemoryFactorStore, MmapFactorStore
@@ -92,7 +93,9 @@ def write_basis(
 class ShardedWriter:
     """The shards of a build: ``base`` (finished shards of the index rows are added to) then
     shards of ``shard_size`` rows for the new examples, created or resumed as found on disk.
-    Row ids are global (the base's rows first)."""
+    Row ids are relative to the first new row. With ``owner = (rank, world)`` (a build on
+    several processes) this process writes only the new shards k with k % world == rank, and
+    streams only those (and, on rank 0, the base) for the curvature."""
 
     def __init__(
         self,
@@ -103,36 +106,43 @@ class ShardedWriter:
         shard_size: int,
         projections: Projections | None,
         base: Sequence[Mapping[str, Any]] = (),
+        owner: tuple[int, int] = (0, 1),
     ):
         self.out, self.manifest, self.projections = Path(out), manifest, projections
-        self.shard_size = shard_size
+        self.shard_size, self.owner = shard_size, owner
         self.layout = FactorLayout.from_manifest(manifest)
         self.dtype: str = manifest["storage_dtype"]
         self.base = [dict(b) for b in base]
-        first = sum(int(b["rows"]) for b in self.base)
+        self.first = sum(int(b["rows"]) for b in self.base)
         (self.out / "shards").mkdir(parents=True, exist_ok=True)
-        self.writers: list[IndexWriter] = []
-        self.finished: dict[int, str] = {}  # writer number -> fingerprint of a finished shard
-        for j, start in enumerate(range(0, len(examples), shard_size)):
-            stop = min(start + shard_size, len(examples))
-            final = self.out / shard_name(len(self.base) + j)
-            shard = {**manifest, "n_examples": stop - start, "shard": {"first_id": first + start}}
-            self.writers.append(
-                self._open(final, shard, examples[start:stop], n_tokens[start:stop])
-            )
-        self.first = first
-        self.offsets = np.cumsum([first, *(w.n for w in self.writers)])
+        spans = [
+            (start, min(start + shard_size, len(examples)))
+            for start in range(0, len(examples), shard_size)
+        ]
+        self.sizes = [stop - start for start, stop in spans]
+        self.offsets = np.cumsum([0, *self.sizes])  # relative to self.first
+        self.writers: dict[int, IndexWriter] = {}  # the new shards this process owns
+        self.finished: dict[int, str] = {}  # fingerprints of shards an earlier run finished
+        for j, (start, stop) in enumerate(spans):
+            if j % owner[1] == owner[0]:
+                shard = {
+                    **manifest,
+                    "n_examples": stop - start,
+                    "shard": {"first_id": self.first + start},
+                }
+                self.writers[j] = self._open(j, shard, examples[start:stop], n_tokens[start:stop])
 
     def _open(
         self,
-        final: Path,
+        j: int,
         shard: dict[str, Any],
         examples: Sequence[Example],
         n_tokens: npt.NDArray[np.integer[Any]],
     ) -> IndexWriter:
+        final = self.out / shard_name(len(self.base) + j)
         if final.exists():  # finished by an earlier run
             with h5py.File(final, "r") as f:
-                self.finished[len(self.writers)] = str(f.attrs["fingerprint"])
+                self.finished[j] = str(f.attrs["fingerprint"])
             return _FinishedShard(final, shard)
         if partial_path(final).exists():
             writer, old = IndexWriter.resume(final)
@@ -143,46 +153,72 @@ class ShardedWriter:
 
     @property
     def n(self) -> int:
-        return int(self.offsets[-1])
+        """Rows of the index once published (base and new)."""
+        return self.first + int(self.offsets[-1])
+
+    def mine(self) -> npt.NDArray[np.bool_]:
+        """Bool (new rows,): the rows this process writes."""
+        return np.concatenate(
+            [np.full(n, j in self.writers) for j, n in enumerate(self.sizes)] or [np.zeros(0)]
+        ).astype(bool)
 
     def pending(self) -> npt.NDArray[np.bool_]:
-        """Bool (rows of the new shards,): rows still to compute (ids from ``self.first``)."""
-        if not self.writers:
-            return np.zeros(0, dtype=bool)
-        return np.concatenate([w.pending() for w in self.writers])
+        """Bool (new rows,): rows this process still has to compute."""
+        parts = [
+            self.writers[j].pending() if j in self.writers else np.zeros(n, dtype=bool)
+            for j, n in enumerate(self.sizes)
+        ]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
 
     def write_rows(self, rows: npt.NDArray[np.integer[Any]], values: npt.NDArray[Any]) -> None:
-        """Store rows (ids relative to ``self.first``) in their shards."""
-        shard_of = np.searchsorted(self.offsets - self.first, rows, side="right") - 1
-        for s in np.unique(shard_of):
-            mine = shard_of == s
-            self.writers[s].write_rows(rows[mine] - (self.offsets[s] - self.first), values[mine])
+        """Store rows (ids relative to the first new row) in their shards."""
+        shard_of = np.searchsorted(self.offsets, rows, side="right") - 1
+        for j in np.unique(shard_of):
+            mine = shard_of == j
+            self.writers[int(j)].write_rows(rows[mine] - self.offsets[j], values[mine])
 
     def store(self) -> FactorStore:
-        """Every row of the index (base shards and new ones), for the curvature."""
-        parts: list[FactorStore] = [
-            MmapFactorStore(self.layout, *_factors_at(self.out / b["file"]), self.dtype)
-            for b in self.base
-        ]
-        for w in self.writers:
+        """The rows this process streams for the curvature (all of them in one process)."""
+        parts: list[FactorStore] = []
+        if self.owner[0] == 0:
+            parts += [
+                MmapFactorStore(self.layout, *_factors_at(self.out / b["file"]), self.dtype)
+                for b in self.base
+            ]
+        for w in self.writers.values():
             parts.append(
                 MmapFactorStore(self.layout, *_factors_at(w.final), self.dtype)
                 if isinstance(w, _FinishedShard)
                 else MemoryFactorStore(self.layout, w.factors, self.dtype)
             )
+        if not parts:  # a process that owns no shard adds nothing to the sums
+            return MemoryFactorStore(
+                self.layout, np.zeros((0, self.layout.width), NUMPY_STORAGE[self.dtype]), self.dtype
+            )
         return ShardedFactorStore(parts)
 
+    def finish_mine(self, threads: int = 1) -> dict[int, dict[str, Any]]:
+        """Finish this process's shards; their manifest entries by shard number."""
+        return {
+            j: {
+                "file": shard_name(len(self.base) + j),
+                "rows": w.n,
+                "fingerprint": self.finished.get(j) or w.finish_shard(threads),
+            }
+            for j, w in self.writers.items()
+        }
+
     def publish(
-        self, manifest: dict[str, Any], curvature: Mapping[str, LayerCurvature], threads: int = 1
+        self,
+        manifest: dict[str, Any],
+        curvature: Mapping[str, LayerCurvature],
+        threads: int = 1,
+        entries: Mapping[int, Mapping[str, Any]] | None = None,
     ) -> str:
-        """Finish the shards, write the basis, then replace ``manifest.json``; returns the
-        fingerprint. Basis files no manifest names any more are removed."""
-        shards = list(self.base)
-        for j, w in enumerate(self.writers):
-            digest = self.finished.get(j) or w.finish_shard(threads)
-            shards.append(
-                {"file": shard_name(len(self.base) + j), "rows": w.n, "fingerprint": digest}
-            )
+        """Write the basis and replace ``manifest.json`` (``entries``: every new shard's
+        entry, gathered from the processes of the build; default: finish this process's)."""
+        entries = self.finish_mine(threads) if entries is None else entries
+        shards = self.base + [dict(entries[j]) for j in range(len(self.sizes))]
         basis, basis_digest = write_basis(self.out, curvature, self.projections)
         return publish_manifest(
             self.out,

@@ -111,6 +111,10 @@ class IndexWriter:
         """The rows written so far (for the curvature, once every row is)."""
         return MemoryFactorStore(self.layout, self.factors, self.manifest["storage_dtype"])
 
+    def mine(self) -> npt.NDArray[np.bool_]:
+        """Bool (N,): the rows this process writes (every row of a single file)."""
+        return np.ones(self.n, dtype=bool)
+
     def pending(self) -> npt.NDArray[np.bool_]:
         """Bool (N,): rows still to compute."""
         pending: npt.NDArray[np.bool_] = np.asarray(self.done) == 0

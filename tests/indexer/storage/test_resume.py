@@ -149,7 +149,9 @@ def test_sharded_build_killed_then_resumed_is_the_straight_build(model_dirs, big
     res = run_build(build_args(model_dirs["llama"], big_data, out, **shards), env)
     assert res.returncode == 0, res.stderr[-2000:]
     with Index(out) as index:
-        assert index.manifest["build_info"]["resumed_rows"] == killed_at
+        # a batch (2 rows) spanning two shards may have been cut between them: redone
+        resumed = index.manifest["build_info"]["resumed_rows"]
+        assert killed_at - 1 <= resumed <= killed_at, (resumed, killed_at)
         assert [p.n for p in index.parts] == [64, 64, 64, 64, 44]
 
     cfg = BuildConfig(
