@@ -45,4 +45,4 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=180s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/health/live', timeout=4).status != 200)"]
 ENTRYPOINT ["lorif"]
 # The index is mounted read-only at /index (see docker-compose.yml).
-CMD ["serve", "/index/shakespeare.h5"]
+CMD ["serve", "/index/shakespeare"]

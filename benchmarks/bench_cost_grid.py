@@ -65,7 +65,7 @@ def lorif(model, task, train, queries, f, c, r, tmp: Path, tile: int = 1) -> dic
     cfg = BuildConfig(
         model="shakespeare-llama",
         data="memory",
-        output=str(tmp / "l.h5"),
+        output=str(tmp / "l"),
         proj_factor=f,
         rank=c,
         curvature=CurvatureConfig(rank=r),

@@ -118,7 +118,7 @@ def measure(args: argparse.Namespace) -> dict:
         cfg = BuildConfig(
             model=model_spec,
             data=str(data),
-            output=str(tmpdir / "bench.h5"),
+            output=str(tmpdir / "bench"),
             limit=args.n,
             batch_size=args.batch_size,
             max_tokens=args.max_tokens,
@@ -131,10 +131,10 @@ def measure(args: argparse.Namespace) -> dict:
         t = time.perf_counter()
         path = build_index(cfg, progress=False)
         build_s = time.perf_counter() - t
-        import h5py
+        from indexer import Index
 
-        with h5py.File(path) as f:
-            info = json.loads(f["manifest"][()])["build_info"]
+        with Index(path) as built:
+            info = built.manifest["build_info"]
 
     n = len(examples)
     result = {

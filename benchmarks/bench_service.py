@@ -85,7 +85,7 @@ def query_examples(engine: QueryEngine, n: int) -> list[Example]:
     """Speeches that are not in the index (the quick index holds every 15th speech)."""
     from lorif_demo.corpora.shakespeare import load_speeches
 
-    indexed = set(engine.index.file["examples/completion"].asstr()[()])
+    indexed = set(engine.index.column("completion"))
     out = []
     for i, r in enumerate(load_speeches()):
         if i % 15 == 7 and r["text"] not in indexed and len(r["text"]) > 80:
@@ -147,7 +147,7 @@ def deviation(
     """Low-rank vs exact on the real index (full score vectors, own text masked out)."""
     store = engine.index.store()
     exact = score_store(store, p, k=1, keep_scores=True).scores
-    texts = engine.index.file["examples/completion"].asstr()[()]
+    texts = engine.index.column("completion")
     mask = np.array([[t == q.completion for t in texts] for q in queries])
     exact = np.where(mask, np.nan, exact)
     out = {}

@@ -7,7 +7,7 @@
   query's own row excluded) that come from the query's play, against the chance rate
   (n_play - 1) / (N - 1) averaged over the same queries.
 
-    python benchmarks/eval_shakespeare.py [--index .lorif-demo/shakespeare.h5] [--json]
+    python benchmarks/eval_shakespeare.py [--index .lorif-demo/shakespeare] [--json]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from indexer.query import QueryEngine
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--index", default=".lorif-demo/shakespeare.h5")
+    ap.add_argument("--index", default=".lorif-demo/shakespeare")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--batch", type=int, default=25)
     ap.add_argument("--seed", type=int, default=0)
@@ -34,15 +34,8 @@ def main() -> None:
     engine = QueryEngine.open(args.index, device="auto")
     index = engine.index
     n = len(index)
-    metas = [json.loads(m) for m in index.file["examples/meta"].asstr()[()]]
-    texts = [
-        p + c
-        for p, c in zip(
-            index.file["examples/prompt"].asstr()[()],
-            index.file["examples/completion"].asstr()[()],
-            strict=False,
-        )
-    ]
+    metas = [json.loads(m) for m in index.column("meta")]
+    texts = [p + c for p, c in zip(index.column("prompt"), index.column("completion"), strict=True)]
     plays = [m["play"] for m in metas]
     rng = np.random.default_rng(args.seed)
     train_ids = [i for i, m in enumerate(metas) if m.get("split", "train") == "train"]

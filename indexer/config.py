@@ -87,7 +87,9 @@ class BuildConfig:
         "directory.",
     )
     output: str = setting(
-        "index.h5", "Output index path (written as OUTPUT.partial, renamed when done)."
+        "index",
+        "Output index: a directory (--shard-size > 0; manifest.json appears when done) or "
+        "one file (written as OUTPUT.partial, renamed when done).",
     )
     layers: str = setting(
         "",
@@ -143,9 +145,9 @@ class BuildConfig:
         "`torchrun ... -m lorif_cli.main index build` yourself.",
     )
     shard_size: int = setting(
-        0,
-        "Rows per shard: > 0 writes a sharded index, a directory of shard files (format 2, "
-        "grows with `lorif index add`); 0 = one file (format 1).",
+        10_000,
+        "Rows per shard: the index is a directory of shard files (format 2), which `lorif index "
+        "add` grows and torchrun builds in parallel; 0 = one file (format 1).",
     )
 
     # Fields that do not change the index's content; a resume may differ in these.

@@ -49,9 +49,11 @@ def ensure_demo_index(workdir: str | Path, quick: bool = False, progress: bool =
     root = Path(workdir)
     root.mkdir(parents=True, exist_ok=True)
     name = "shakespeare-quick" if quick else "shakespeare"
-    data, index = root / f"{name}.jsonl", root / f"{name}.h5"
-    if index.exists():
+    data, index = root / f"{name}.jsonl", root / name
+    if (index / "manifest.json").exists():
         return index
+    if root.joinpath(f"{name}.h5").exists():  # built by an earlier version: one file
+        return root / f"{name}.h5"
     if not data.exists():
         n = write_corpus(data, quick)
         typer.echo(f"corpus: {n} speeches -> {data}")

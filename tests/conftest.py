@@ -71,6 +71,25 @@ def small_index(model_dirs, data_jsonl, tmp_path_factory):
         rank=2,
         curvature=CurvatureConfig(rank=16),
         batch_size=8,
+        shard_size=0,  # one file (format 1): tests read its arrays; sharded: small_sharded_index
+    )
+    build_index(cfg, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_sharded_index(model_dirs, data_jsonl, tmp_path_factory):
+    """The small index's content as a directory of 4 shards (format 2)."""
+    out = tmp_path_factory.mktemp("idx") / "small"
+    cfg = BuildConfig(
+        model=str(model_dirs["llama"]),
+        data=str(data_jsonl),
+        output=str(out),
+        proj_factor=4,
+        rank=2,
+        curvature=CurvatureConfig(rank=16),
+        batch_size=8,
+        shard_size=16,
     )
     build_index(cfg, progress=False)
     return out

@@ -16,21 +16,29 @@ from indexer.config import BuildConfig, CurvatureConfig
 from tests.helpers import ROOT, assert_one_error_line, run_cli, write_jsonl
 
 
+def gpt2_index(model_dirs, data_jsonl, out: Path, shard_size: int) -> Path:
+    cfg = BuildConfig(
+        model=str(model_dirs["gpt2"]),
+        data=str(data_jsonl),
+        output=str(out),
+        proj_factor=4,
+        rank=1,
+        curvature=CurvatureConfig(rank=8),
+        shard_size=shard_size,
+    )
+    return build_index(cfg, progress=False)
+
+
 @pytest.fixture(scope="module")
 def index_path(model_dirs, data_jsonl, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("cli") / "idx.h5"
-    build_index(
-        BuildConfig(
-            model=str(model_dirs["gpt2"]),
-            data=str(data_jsonl),
-            output=str(out),
-            proj_factor=4,
-            rank=1,
-            curvature=CurvatureConfig(rank=8),
-        ),
-        progress=False,
-    )
-    return out
+    """One file (format 1)."""
+    return gpt2_index(model_dirs, data_jsonl, tmp_path_factory.mktemp("cli") / "idx.h5", 0)
+
+
+@pytest.fixture(scope="module")
+def sharded_path(model_dirs, data_jsonl, tmp_path_factory) -> Path:
+    """A directory of 3 shards (format 2)."""
+    return gpt2_index(model_dirs, data_jsonl, tmp_path_factory.mktemp("cli") / "idx", 25)
 
 
 def test_build_info_query(monkeypatch, capsys, model_dirs, data_jsonl, tmp_path):
@@ -83,6 +91,19 @@ def test_build_info_query(monkeypatch, capsys, model_dirs, data_jsonl, tmp_path)
 
 
 def damaged(index_path: Path, tmp_path: Path, how: str) -> Path:
+    """A damaged copy: of the file, or of a sharded index's middle shard (its manifest for
+    ``version``)."""
+    if index_path.is_dir():
+        shutil.copytree(index_path, tmp_path / how)
+        if how == "version":
+            manifest = tmp_path / how / "manifest.json"
+            manifest.write_text(
+                manifest.read_text().replace('"format_version": 2', '"format_version": 99')
+            )
+            return tmp_path / how
+        damaged(tmp_path / how / "shards" / "00001.h5", tmp_path / how / "shards", how)
+        (tmp_path / how / "shards" / f"{how}.h5").replace(tmp_path / how / "shards" / "00001.h5")
+        return tmp_path / how
     p = tmp_path / f"{how}.h5"
     shutil.copy(index_path, p)
     if how == "truncated":
@@ -106,8 +127,11 @@ def damaged(index_path: Path, tmp_path: Path, how: str) -> Path:
     ],
 )
 @pytest.mark.parametrize("command", ["info", "query"])
-def test_damaged_index_files(monkeypatch, capsys, index_path, tmp_path, how, pattern, command):
-    p = damaged(index_path, tmp_path, how)
+@pytest.mark.parametrize("layout", ["file", "sharded"])
+def test_damaged_index_files(
+    monkeypatch, capsys, index_path, sharded_path, tmp_path, how, pattern, command, layout
+):
+    p = damaged(index_path if layout == "file" else sharded_path, tmp_path, how)
     args = ["index", "info", str(p)] if command == "info" else ["query", str(p), "hello"]
     assert_one_error_line(*run_cli(monkeypatch, capsys, *args)[::2], pattern)
 

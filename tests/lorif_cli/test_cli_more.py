@@ -99,7 +99,7 @@ def test_max_tokens_clamped_to_the_models_context(monkeypatch, capsys, tokenizer
     engine = QueryEngine.open(str(out), device="cpu")
     try:
         assert engine.index.manifest["task"]["max_tokens"] == 24
-        assert int(engine.index.file["examples/n_tokens"][0]) == 24
+        assert engine.index.n_tokens(0) == 24
         assert np.isfinite(engine.score([Example(completion="the king.")], k=2).scores).all()
     finally:
         engine.close()

@@ -14,7 +14,8 @@ def test_quick_demo_end_to_end(monkeypatch, capsys, tmp_path):
         monkeypatch, capsys, "demo", "--quick", "--no-serve", "--workdir", str(tmp_path), "-k", "3"
     )
     assert code == 0, err[-2000:]
-    with Index(tmp_path / "shakespeare-quick.h5") as index:
+    with Index(tmp_path / "shakespeare-quick") as index:
+        assert index.sharded
         n = len(index)
         assert n == -(-30435 // QUICK_STRIDE)  # every 15th speech
         assert index.manifest["model"]["spec"] == "shakespeare-llama"

@@ -87,7 +87,7 @@ def test_start_up_failures_are_one_line_and_early(small_index, tmp_path):
     code, err, _ = serve_fails(str(tmp_path / "missing.h5"))
     assert code == 2 and err == f"error: index not found: {tmp_path / 'missing.h5'}"
     code, err, _ = serve_fails(str(tmp_path))
-    assert code == 2 and err == f"error: {tmp_path} is a directory, not an index file"
+    assert code == 2 and err == f"error: {tmp_path} is a directory, not an index (no manifest.json)"
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -30,6 +30,7 @@ def build_args(model_dir, data, out, **extra) -> list[str]:
         "curvature-rank": 8,
         "batch-size": 2,
         "seed": 5,
+        "shard-size": 0,  # one file; the sharded test passes its own
         **extra,
     }
     args = [sys.executable, "-m", "lorif_cli.main", "index", "build"]
@@ -126,6 +127,7 @@ def test_sigkill_then_resume_gives_identical_arrays(model_dirs, big_data, tmp_pa
         curvature=CurvatureConfig(rank=8),
         batch_size=2,
         seed=5,
+        shard_size=0,
     )
     build_index(cfg, progress=False)
     a, b = arrays(out), arrays(ref)
