@@ -122,7 +122,8 @@ class IndexSummary(BaseModel):
     curvature_rank_r: int
     storage_dtype: str
     bytes_per_example: int = Field(description="c * sum(d1 + d2) * bytes per value")
-    stored_bytes_per_example: float = Field(description="the factor dataset's size / N")
+    stored_bytes_per_example: float = Field(description="the factor datasets' size / N")
+    shards: int = Field(description="shard files of a sharded index (0: one file)")
     dense_bytes_per_example: int
     dense_ratio: float
     created: str | None
