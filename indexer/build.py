@@ -98,6 +98,7 @@ def _fill_and_publish(
     t1 = time.perf_counter()
     curvature = curvature_over(cfg, writer, featurizer.device, progress)
     build_info(cfg, manifest, curvature, info, started, t1, lengths, featurizer.device)
+    manifest["curvature"]["rows"] = writer.n  # the rows the basis is computed over
     writer.publish(manifest, curvature, torch.get_num_threads())
     return Path(cfg.output)
 

@@ -136,6 +136,7 @@ def _build(cfg: BuildConfig, ranks: Ranks, progress: bool) -> Path:
                 "processes": ranks.world,
             }
             build_info(cfg, manifest, curvature, info, started, t1, lengths, featurizer.device)
+            manifest["curvature"]["rows"] = writer.n
             writer.publish(manifest, curvature, entries=entries)
         dist.barrier()
     return out

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from .build import _fill_and_publish, _language_model, _projections_to_store
+from .build_steps import featurize_rows
 from .config import BuildConfig
 from .data import load_examples
 from .engine.curvature import compute_curvature, passes
@@ -54,10 +56,12 @@ def add_examples(
     device: str = "auto",
     threads: int = 0,
     progress: bool = True,
+    curvature: bool = True,
 ) -> Path:
     """Featurize the examples of ``data`` into new shards of the index at ``index_dir`` with
     its own model and settings (``config``: other settings, refused when they change the rows),
-    refresh the curvature over every shard and publish."""
+    refresh the curvature over every shard (``curvature=False``: keep the basis of the rows
+    before, to refresh later with ``refresh_curvature``) and publish."""
     path, old = _sharded(index_dir)
     cfg = config or index_config(old)
     cfg = dataclasses.replace(
@@ -75,9 +79,19 @@ def add_examples(
         manifest["build_config"] = {**manifest["build_config"], "data": old["build_config"]["data"]}
         projections = _projections_to_store(cfg, featurizer)
         writer = growth_writer(path, manifest, examples, lengths, projections)
-        return _fill_and_publish(
-            cfg, writer, featurizer, examples, lengths, manifest, started, progress
-        )
+        if curvature:
+            return _fill_and_publish(
+                cfg, writer, featurizer, examples, lengths, manifest, started, progress
+            )
+        info = featurize_rows(cfg, writer, featurizer, examples, lengths, progress)
+        shards = writer.base + list(writer.finish_mine(torch.get_num_threads()).values())
+        with Index(path) as before:  # its basis, as published
+            digest = before.file["integrity"].attrs
+            basis_digest = digest["curvature"] + digest["projections"]
+        stale = {**old["curvature"], "rows": old["curvature"].get("rows", old["n_examples"])}
+        update = {"n_examples": writer.n, "shards": shards, "curvature": stale}
+        publish_manifest(path, {**old, **update, "build_info": info}, old["basis"], basis_digest)
+        return path
 
 
 def refresh_curvature(
@@ -106,6 +120,7 @@ def refresh_curvature(
         manifest["curvature"] = {
             **manifest["curvature"],
             "lambda": {n: c.lam for n, c in curvature.items()},
+            "rows": len(store),
         }
         basis, digest = write_basis(path, curvature, projections)
         return publish_manifest(path, manifest, basis, digest)

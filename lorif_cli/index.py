@@ -73,7 +73,12 @@ def _print_info(d: dict[str, Any]) -> None:
         f"index          {d['path']}",
         f"fingerprint    {d['fingerprint']}",
         f"model          {d['model'].get('spec') or d['model'].get('name')}",
-        f"examples (N)   {d['n_examples']}",
+        f"examples (N)   {d['n_examples']}"
+        + (
+            f"  (curvature over the first {d['curvature_rows']}: `lorif index curvature`)"
+            if d["curvature_rows"] != d["n_examples"]
+            else ""
+        ),
         f"layers         {d['n_layers']}  (sum D = {total_d})",
         f"rank c         {d['rank_c']}   curvature rank r {d['curvature_rank_r']}   "
         f"dtype {d['storage_dtype']}",
@@ -100,13 +105,19 @@ def add(
     limit: int = typer.Option(0, "--limit", help="Add only the first LIMIT examples (0 = all)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]."),
     threads: int = typer.Option(0, "--threads", help="CPU threads for torch (0 = available)."),
+    refresh: bool = typer.Option(
+        True,
+        "--curvature/--no-curvature",
+        help="Refresh the curvature over every shard (else keep the basis of the rows before; "
+        "`lorif index curvature` refreshes it later).",
+    ),
 ) -> None:
     """Add examples as new shards, with the index's own model and settings (refused when they
     differ), then refresh the curvature over every shard and publish atomically."""
     from indexer.growth import add_examples
 
     before = info_dict(path)["n_examples"]
-    add_examples(path, data, limit=limit, device=device, threads=threads)
+    add_examples(path, data, limit=limit, device=device, threads=threads, curvature=refresh)
     d = info_dict(path)
     typer.echo(f"added {d['n_examples'] - before} examples to {path}")
     _print_info(d)

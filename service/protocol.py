@@ -124,6 +124,7 @@ class IndexSummary(BaseModel):
     bytes_per_example: int = Field(description="c * sum(d1 + d2) * bytes per value")
     stored_bytes_per_example: float = Field(description="the factor datasets' size / N")
     shards: int = Field(description="shard files of a sharded index (0: one file)")
+    curvature_rows: int = Field(description="rows the curvature basis was computed over")
     dense_bytes_per_example: int
     dense_ratio: float
     created: str | None

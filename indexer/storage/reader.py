@@ -156,6 +156,7 @@ class Index:
             )
             / max(n, 1),
             "shards": len(self.parts) if self.sharded else 0,
+            "curvature_rows": int(m["curvature"].get("rows", n)),
             "dense_bytes_per_example": dense,
             "dense_ratio": round(dense / per, 2),
             "created": m.get("build_info", {}).get("created"),

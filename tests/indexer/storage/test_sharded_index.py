@@ -125,3 +125,31 @@ def test_add_equals_building_everything(single_and_sharded, model_dirs, data_jso
     other = dataclasses.replace(cfg, rank=1)
     with pytest.raises(ConfigError, match="built with other rank: examples can be added only"):
         add_examples(grown, str(more), config=other, progress=False)
+
+
+def test_add_without_curvature_then_refresh(single_and_sharded, model_dirs, data_jsonl, tmp_path):
+    from indexer.growth import add_examples, refresh_curvature
+
+    rows = [json.loads(line) for line in data_jsonl.read_text().splitlines()]
+    first = write_jsonl(tmp_path / "a.jsonl", rows[:37])
+    more = write_jsonl(tmp_path / "b.jsonl", rows[37:])
+    grown = build_index(
+        config(model_dirs["llama"], first, tmp_path / "grown", shard_size=16), progress=False
+    )
+    with Index(grown) as index:
+        basis = index.manifest["basis"]
+    add_examples(grown, str(more), progress=False, curvature=False)
+    with Index(grown) as index:
+        summary = index.summary()
+        assert summary["n_examples"] == 60 and summary["curvature_rows"] == 37
+        assert index.manifest["basis"] == basis  # the basis of the first 37 rows, kept
+        index.verify("full")
+    stale, _, _ = scores(grown)
+    refresh_curvature(grown, progress=False)
+    with Index(grown) as index:
+        assert index.summary()["curvature_rows"] == 60 and index.manifest["basis"] != basis
+    got, _, _ = scores(grown)
+    want, _, _ = scores(single_and_sharded[1])
+    scale = np.abs(want.scores).max()
+    np.testing.assert_allclose(got.scores, want.scores, rtol=1e-3, atol=2e-4 * scale)
+    assert np.abs(stale.scores - want.scores).max() > 1e-3 * scale  # the refresh changed them
