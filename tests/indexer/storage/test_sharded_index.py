@@ -111,7 +111,12 @@ def test_add_equals_building_everything(single_and_sharded, model_dirs, data_jso
     more = write_jsonl(tmp_path / "b.jsonl", rows[37:])
     cfg = config(model_dirs["llama"], first, tmp_path / "grown", shard_size=16)
     grown = build_index(cfg, progress=False)
+    serving = QueryEngine.open(grown, device="cpu")  # a server that opened the index before
+    before = serving.score(QUERIES, k=5, keep_scores=True)
     add_examples(grown, str(more), progress=False)
+    after = serving.score(QUERIES, k=5, keep_scores=True)  # its files: the old basis and rows
+    serving.close()
+    assert after.scores.shape == (2, 37) and np.array_equal(after.scores, before.scores)
     with Index(grown) as index:
         assert len(index) == len(train) == 60
         assert [p.n for p in index.parts] == [16, 16, 5, 16, 7]
