@@ -96,7 +96,7 @@ def _fill_and_publish(
     info: dict[str, Any] = {"load_seconds": round(time.perf_counter() - started, 3)}
     info.update(featurize_rows(cfg, writer, featurizer, examples, lengths, progress))
     t1 = time.perf_counter()
-    curvature = curvature_over(cfg, writer, featurizer.device, progress)
+    curvature = curvature_over(cfg, writer.store(), featurizer.device, progress)
     build_info(cfg, manifest, curvature, info, started, t1, lengths, featurizer.device)
     manifest["curvature"]["rows"] = writer.n  # the rows the basis is computed over
     writer.publish(manifest, curvature, torch.get_num_threads())

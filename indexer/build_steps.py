@@ -16,6 +16,7 @@ from .config import BuildConfig
 from .data import Example
 from .engine.curvature import LayerCurvature, compute_curvature, passes
 from .engine.factorize import factorize_layers
+from .engine.layout import RowSource
 from .models.featurizer import Featurizer
 from .storage.shards import ShardedWriter
 from .storage.writer import BackgroundRows, IndexWriter
@@ -67,12 +68,13 @@ def featurize_rows(
 
 def curvature_over(
     cfg: BuildConfig,
-    writer: IndexWriter | ShardedWriter,
+    store: RowSource,
     device: torch.device,
     progress: bool,
     combine: Callable[[torch.Tensor], object] | None = None,
 ) -> dict[str, LayerCurvature]:
-    store = writer.store()
+    """The basis of ``store``'s rows (``combine``: summed over the processes of a build), with
+    a progress bar."""
     with tqdm(
         total=len(store) * passes(cfg.curvature),
         unit="row",

@@ -119,9 +119,8 @@ def _build(cfg: BuildConfig, ranks: Ranks, progress: bool) -> Path:
         info = {"load_seconds": round(time.perf_counter() - started, 3)}
         info.update(featurize_rows(cfg, writer, featurizer, examples, lengths, progress))
         t1 = time.perf_counter()
-        curvature = curvature_over(
-            cfg, writer, featurizer.device, progress, combine=dist.all_reduce
-        )
+        store = writer.store()
+        curvature = curvature_over(cfg, store, featurizer.device, progress, dist.all_reduce)
         mine = writer.finish_mine(torch.get_num_threads())
         gathered: list[Any] = [None] * ranks.world
         dist.all_gather_object(gathered, (mine, info))

@@ -11,13 +11,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .build import _fill_and_publish, _language_model, _projections_to_store
-from .build_steps import featurize_rows
+from .build_steps import curvature_over, featurize_rows
 from .config import BuildConfig
 from .data import load_examples
-from .engine.curvature import compute_curvature, passes
 from .errors import ConfigError, IndexFormatError
 from .manifest import make_manifest
 from .models.loading import resolve_device
@@ -105,17 +103,7 @@ def refresh_curvature(
         manifest = dict(index.manifest)
         cfg = index_config(manifest)
         store = index.store()
-        with tqdm(
-            total=len(store) * passes(cfg.curvature),
-            unit="row",
-            desc="curvature",
-            disable=not progress,
-            dynamic_ncols=True,
-            mininterval=0.5,
-        ) as bar:
-            curvature = compute_curvature(
-                store, cfg.curvature, resolve_device(device), seed=cfg.seed, progress=bar.update
-            )
+        curvature = curvature_over(cfg, store, resolve_device(device), progress)
         projections = index.stored_projections()
         manifest["curvature"] = {
             **manifest["curvature"],

@@ -60,10 +60,8 @@ def data_jsonl(tmp_path_factory, corpus) -> Path:
     return write_jsonl(tmp_path_factory.mktemp("data") / "train.jsonl", rows)
 
 
-@pytest.fixture(scope="session")
-def small_index(model_dirs, data_jsonl, tmp_path_factory):
-    out = tmp_path_factory.mktemp("idx") / "small.h5"
-    cfg = BuildConfig(
+def small_config(model_dirs, data_jsonl, out: Path, shard_size: int) -> BuildConfig:
+    return BuildConfig(
         model=str(model_dirs["llama"]),
         data=str(data_jsonl),
         output=str(out),
@@ -71,9 +69,15 @@ def small_index(model_dirs, data_jsonl, tmp_path_factory):
         rank=2,
         curvature=CurvatureConfig(rank=16),
         batch_size=8,
-        shard_size=0,  # one file (format 1): tests read its arrays; sharded: small_sharded_index
+        shard_size=shard_size,
     )
-    build_index(cfg, progress=False)
+
+
+@pytest.fixture(scope="session")
+def small_index(model_dirs, data_jsonl, tmp_path_factory):
+    """One file (format 1): tests read its arrays. Its content sharded: small_sharded_index."""
+    out = tmp_path_factory.mktemp("idx") / "small.h5"
+    build_index(small_config(model_dirs, data_jsonl, out, 0), progress=False)
     return out
 
 
@@ -81,17 +85,7 @@ def small_index(model_dirs, data_jsonl, tmp_path_factory):
 def small_sharded_index(model_dirs, data_jsonl, tmp_path_factory):
     """The small index's content as a directory of 4 shards (format 2)."""
     out = tmp_path_factory.mktemp("idx") / "small"
-    cfg = BuildConfig(
-        model=str(model_dirs["llama"]),
-        data=str(data_jsonl),
-        output=str(out),
-        proj_factor=4,
-        rank=2,
-        curvature=CurvatureConfig(rank=16),
-        batch_size=8,
-        shard_size=16,
-    )
-    build_index(cfg, progress=False)
+    build_index(small_config(model_dirs, data_jsonl, out, 16), progress=False)
     return out
 
 
