@@ -178,3 +178,29 @@ def _rescore(
     out.top_s, out.top_i = out._merge(s[:, :0], ids[:, :0], top_s, ids[:, :m], largest=True)
     out.bot_s, out.bot_i = out._merge(s[:, :0], ids[:, :0], bot_s, ids[:, m:], largest=False)
     return out
+
+
+def merge_results(parts: Sequence[tuple[int, ScoreResult]], k: int) -> ScoreResult:
+    """One answer from the answers of disjoint row ranges, each ``(first id, result)`` with
+    ids local to its range: exact, since the global top-k of each direction is within the
+    union of the ranges' top-k. Ties go to the lower id (as in one scan over all rows)."""
+
+    def pick(
+        ids: list[npt.NDArray[np.int64]], scores: list[npt.NDArray[np.float32]], sign: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        all_i, all_s = np.concatenate(ids, axis=1), np.concatenate(scores, axis=1)
+        order = np.lexsort((all_i, -sign * all_s), axis=1)[:, :k]  # by score, then by id
+        return np.take_along_axis(all_i, order, 1), np.take_along_axis(all_s, order, 1)
+
+    top_i, top_s = pick(
+        [r.proponent_ids + o for o, r in parts], [r.proponent_scores for _, r in parts], 1
+    )
+    bot_i, bot_s = pick(
+        [r.opponent_ids + o for o, r in parts], [r.opponent_scores for _, r in parts], -1
+    )
+    full = (
+        np.concatenate([r.scores for _, r in parts if r.scores is not None], axis=1)
+        if all(r.scores is not None for _, r in parts)
+        else None
+    )
+    return ScoreResult(top_i, top_s, bot_i, bot_s, full, parts[0][1].residual)

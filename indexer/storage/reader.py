@@ -162,10 +162,12 @@ class Index:
             "created": m.get("build_info", {}).get("created"),
         }
 
-    def store(self) -> FactorStore:
-        """Every factor row, memory-mapped (shard after shard for a sharded index)."""
+    def store(self, shards: range | None = None) -> FactorStore:
+        """Every factor row, memory-mapped (shard after shard for a sharded index); or those
+        of ``shards`` (consecutive: rows from ``self.parts[shards.start].first`` on)."""
+        parts = self.parts if shards is None else self.parts[shards.start : shards.stop]
         stores = [
-            MmapFactorStore(self.layout, str(p.path), p.offset, p.n, self.dtype) for p in self.parts
+            MmapFactorStore(self.layout, str(p.path), p.offset, p.n, self.dtype) for p in parts
         ]
         return stores[0] if len(stores) == 1 else ShardedFactorStore(stores)
 
@@ -209,6 +211,14 @@ class Index:
             for i, p, c, m in zip(mine, *fields, strict=True):
                 at[int(i)] = Example(completion=c, prompt=p, meta=parse_meta(m))
         return [at[int(i)] for i in ids]
+
+    def shard_groups(self, n: int) -> list[range]:
+        """The shards split into at most ``n`` consecutive groups of about equal rows (what
+        one scorer each serves when the scan is spread over several)."""
+        rows = np.cumsum([p.n for p in self.parts])
+        cuts = [int(np.searchsorted(rows, len(self) * g / n, side="left")) for g in range(1, n)]
+        bounds = sorted({0, *(c + 1 for c in cuts if c + 1 < len(self.parts)), len(self.parts)})
+        return [range(a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
 
     def column(self, field: str) -> list[str]:
         """Every example's ``prompt``, ``completion`` or ``meta`` (raw JSON), in id order."""

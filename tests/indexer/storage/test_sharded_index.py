@@ -158,3 +158,29 @@ def test_add_without_curvature_then_refresh(single_and_sharded, model_dirs, data
     scale = np.abs(want.scores).max()
     np.testing.assert_allclose(got.scores, want.scores, rtol=1e-3, atol=2e-4 * scale)
     assert np.abs(stale.scores - want.scores).max() > 1e-3 * scale  # the refresh changed them
+
+
+@pytest.mark.parametrize("groups", [1, 2, 3, 9])
+def test_shard_groups_scanned_apart_and_merged_equal_one_scan(small_sharded_index, groups):
+    from indexer.engine.scoring import merge_results, score_store
+
+    engine = QueryEngine.open(small_sharded_index, device="cpu")
+    try:
+        index, p = engine.index, engine.preconditioned(QUERIES)
+        split = index.shard_groups(groups)
+        assert [g for r in split for g in r] == list(range(len(index.parts)))  # each once
+        assert len(split) == min(groups, len(index.parts))
+        parts = [
+            (index.parts[g.start].first, score_store(index.store(g), p, k=7, keep_scores=True))
+            for g in split
+        ]
+        merged, whole = merge_results(parts, 7), engine.scan(p, k=7, keep_scores=True)
+    finally:
+        engine.close()
+    for got, want in (
+        (merged.proponent_ids, whole.proponent_ids),
+        (merged.opponent_ids, whole.opponent_ids),
+    ):
+        assert (got == want).all()
+    np.testing.assert_allclose(merged.proponent_scores, whole.proponent_scores, rtol=1e-6)
+    np.testing.assert_allclose(merged.scores, whole.scores, rtol=1e-6, atol=1e-7)
