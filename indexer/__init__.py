@@ -41,6 +41,8 @@ _PUBLIC = {
     "CausalLMTask": "models.tasks",
     "ClassificationTask": "models.tasks",
     "ScoreResult": "engine.scoring",
+    "score_store": "engine.scoring",
+    "merge_results": "engine.scoring",
     "use_threads": "threads",
     "available_cpus": "threads",
     "LorifError": "errors",
@@ -74,6 +76,8 @@ __all__ = [
     "CausalLMTask",
     "ClassificationTask",
     "ScoreResult",
+    "score_store",
+    "merge_results",
     "LorifError",
     "ConfigError",
     "DataError",
@@ -88,7 +92,7 @@ if TYPE_CHECKING:
     from .build import build_index
     from .config import PRESETS, BuildConfig, CurvatureConfig
     from .data import Example, load_examples, query_example, snippet
-    from .engine.scoring import ScoreResult
+    from .engine.scoring import ScoreResult, merge_results, score_store
     from .errors import (
         ConfigError,
         DataError,

@@ -16,9 +16,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     # LORIF_TORCH_INDEX: a wheel index for torch (the Dockerfile's CPU image uses PyTorch's).
     "$VENV/bin/python" -m pip install -q ${LORIF_TORCH_INDEX:+--index-url "$LORIF_TORCH_INDEX"} \
         "${LORIF_TORCH:-torch==2.13.0}"
-    # The project itself: editable with the dev extra here and in CI; LORIF_EDITABLE=0 and
-    # LORIF_EXTRAS="" give the runtime install of the container image (same pyproject deps).
-    extras=${LORIF_EXTRAS-dev}
+    # The project itself: editable with the dev and cluster (Ray Serve) extras here and in CI;
+    # LORIF_EDITABLE=0 and LORIF_EXTRAS="" give the runtime install of the container image.
+    extras=${LORIF_EXTRAS-dev,cluster}
     target="."
     [ -z "$extras" ] || target=".[$extras]"
     if [ "${LORIF_EDITABLE:-1}" = "1" ]; then

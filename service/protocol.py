@@ -130,6 +130,8 @@ class IndexSummary(BaseModel):
     created: str | None
     scoring_path: Literal["exact", "low-rank"]
     query_rank: int
-    scorer: Literal["process", "thread"] = Field(description="where the model and the scan run")
+    scorer: Literal["process", "thread", "cluster"] = Field(
+        description="where the model and the scan run (cluster: the scan on Ray Serve)"
+    )
     device: str = Field(description="the scorer's torch device")
     resident: bool = Field(description="factor rows held in device memory (else streamed)")

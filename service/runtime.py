@@ -145,6 +145,19 @@ class Runtime:
     async def _start_scorer(self, index: Index) -> None:
         """The scorer process (while this process loads the tokenizer), or the engine here."""
         s, loop = self.settings, asyncio.get_running_loop()
+        if s.cluster:
+            from .cluster import ClusterScorer
+
+            address = s.cluster
+            cluster = await loop.run_in_executor(
+                None,
+                lambda: ClusterScorer.start(
+                    index, address, s.cluster_groups, s.cluster_replicas, s.cluster_cpus,
+                    s.cluster_gpus, s.device, self.options, self.metrics.on_scan,
+                ),
+            )  # fmt: skip
+            self._checker, self._scorer = cluster.engine.checker, cluster
+            return
         if s.scorer == "thread":
             scorer = await loop.run_in_executor(
                 None,

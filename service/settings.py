@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LORIF_", extra="ignore")
 
-    index: str = Field("", description="Path of the index file to serve.")
+    index: str = Field("", description="Path of the index to serve (a directory, or one file).")
     model: str | None = Field(None, description="Model path if it moved since the build.")
     device: str = Field("auto", description="auto | cpu | cuda[:N].")
     threads: int = Field(
@@ -26,6 +26,15 @@ class ServiceSettings(BaseSettings):
         "priority (answers from the cache stay fast while it is busy); thread = a worker thread "
         "of the serving process (one process, one model copy).",
     )
+    cluster: str | None = Field(
+        None,
+        description="Spread the scan over shard groups on Ray Serve: `local` (a Ray started "
+        "here) or a Ray address (`auto`, `ray://host:10001`); unset = one process, no Ray.",
+    )
+    cluster_groups: int = Field(2, ge=1, description="Shard groups (one Serve application each).")
+    cluster_replicas: int = Field(1, ge=1, description="Replicas per shard group.")
+    cluster_cpus: float = Field(1.0, ge=0, description="CPUs per shard-group replica.")
+    cluster_gpus: float = Field(0.0, ge=0, description="GPUs per shard-group replica.")
     scorer_nice: int = Field(
         10, ge=0, le=19, description="CPU priority (nice) added to the scorer process."
     )

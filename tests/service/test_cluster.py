@@ -1,0 +1,103 @@
+"""Sharded serving on a real local Ray cluster (Ray Serve, CPU): the cluster's answers equal
+the single process's; a killed shard-group replica costs no request with 2 replicas and comes
+back by itself; the applications are gone after shutdown."""
+
+from __future__ import annotations
+
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import psutil
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.settings import ServiceSettings
+
+ray = pytest.importorskip("ray", reason="the cluster extra (ray[serve]) is not installed")
+
+PROMPTS = [f"the king {w} the sea." for w in ("loves", "fears", "rules", "leaves")]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()
+
+
+def settings(index, **extra) -> ServiceSettings:
+    return ServiceSettings(index=str(index), device="cpu", cache_size=0, **extra)
+
+
+def ask(client: TestClient, prompt: str) -> dict:
+    r = client.post("/v1/attributions", json={"prompt": prompt, "k": 5, "direction": "both"})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def timed(client: TestClient, prompt: str) -> tuple[dict, float]:
+    t0 = time.monotonic()
+    return ask(client, prompt), time.monotonic() - t0
+
+
+def same(a: dict, b: dict) -> None:
+    for side in ("proponents", "opponents"):
+        assert [r["example_id"] for r in a[side]] == [r["example_id"] for r in b[side]]
+        np.testing.assert_allclose(
+            [r["score"] for r in a[side]], [r["score"] for r in b[side]], rtol=1e-5, atol=1e-6
+        )
+
+
+def replicas(group: int) -> list[psutil.Process]:
+    name = f"ServeReplica:lorif-shards-{group}:ShardGroup"
+    return [
+        p for p in psutil.process_iter(["cmdline"]) if name in " ".join(p.info["cmdline"] or [])
+    ]
+
+
+def test_cluster_answers_as_one_process(local_ray, small_sharded_index):
+    with TestClient(create_app(settings(small_sharded_index, scorer="thread"))) as c:
+        want = [ask(c, p) for p in PROMPTS * 8]
+    cluster = settings(small_sharded_index, cluster="local", cluster_cpus=0.25)
+    with TestClient(create_app(cluster)) as c:
+        assert c.get("/v1/index").json()["scorer"] == "cluster"
+        same(ask(c, PROMPTS[0]), want[0])
+        with ThreadPoolExecutor(32) as pool:  # 32 at once: batched, fanned out, merged
+            got = list(pool.map(lambda p: ask(c, p), PROMPTS * 8))
+        for a, b in zip(got, want, strict=True):
+            same(a, b)
+    from ray import serve
+
+    assert not [a for a in serve.status().applications if a.startswith("lorif-shards")]
+
+
+def test_a_killed_replica_costs_no_request(local_ray, small_sharded_index):
+    cluster = settings(small_sharded_index, cluster="local", cluster_replicas=2, cluster_cpus=0.25)
+    with TestClient(create_app(cluster)) as c:
+        want = {p: ask(c, p) for p in PROMPTS}
+        victims = replicas(0)
+        assert len(victims) == 2
+
+        def kill_soon() -> float:  # while the requests below are in flight
+            time.sleep(0.5)
+            victims[0].send_signal(signal.SIGKILL)
+            return time.monotonic()
+
+        with ThreadPoolExecutor(9) as pool:
+            killer = pool.submit(kill_soon)
+            got = list(pool.map(lambda p: (p, timed(c, p)), PROMPTS * 200))
+            assert killer.result() < time.monotonic() - 0.5, "the load ended before the kill"
+        for p, (answer, _) in got:
+            same(answer, want[p])
+        # the other replica answered: nobody waited for the replacement (~10 s with one)
+        assert max(seconds for _, (_, seconds) in got) < 5
+        deadline = time.monotonic() + 60
+        while len(replicas(0)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert len(replicas(0)) == 2, "the killed replica did not come back"
