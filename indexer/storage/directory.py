@@ -99,6 +99,7 @@ def open_parts(path: Path, manifest: dict[str, Any]) -> tuple[h5py.File, list[Pa
 
 def verify_parts(
     path: Path,
+    manifest: bytes,
     basis: h5py.File,
     parts: list[Part],
     layout: FactorLayout,
@@ -108,7 +109,8 @@ def verify_parts(
     threads: int = 1,
 ) -> integrity.VerifyReport:
     """The basis, then every shard against its checksums (``integrity.verify`` for a
-    directory); the content id covers ``manifest.json`` as read and every shard's rows."""
+    directory); the content id covers ``manifest`` (as the index was opened) and every
+    shard's rows as read."""
     t0 = time.perf_counter()
     if mode == "off":
         return integrity.VerifyReport(mode, 0, 0.0, "none")
@@ -126,6 +128,5 @@ def verify_parts(
         raise IndexFormatError(f"{path}: {e}") from None
     if mode == "fast":
         return integrity.VerifyReport(mode, 0, time.perf_counter() - t0, "checksums")
-    manifest = (path / MANIFEST).read_bytes()
     content = integrity.content_id(manifest, rows, basis)
     return integrity.VerifyReport(mode, checked, time.perf_counter() - t0, "checksums", content)

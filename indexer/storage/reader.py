@@ -237,9 +237,12 @@ class Index:
         checksums (built before they existed) is checked by recomputing its fingerprint."""
         curvature = self.curvature()
         if self.sharded:
+            # the manifest as opened (a publish since must not change what the id names)
+            opened = json.dumps(self.manifest, sort_keys=True).encode()
             return verify_parts(
-                self.path, self.file, self.parts, self.layout, self.dtype, curvature, mode, threads
-            )
+                self.path, opened, self.file, self.parts, self.layout, self.dtype, curvature,
+                mode, threads,
+            )  # fmt: skip
         factors = MmapFactorStore(
             self.layout, str(self.path), self.parts[0].offset, len(self), self.dtype
         ).array

@@ -113,10 +113,15 @@ def test_add_equals_building_everything(single_and_sharded, model_dirs, data_jso
     grown = build_index(cfg, progress=False)
     serving = QueryEngine.open(grown, device="cpu")  # a server that opened the index before
     before = serving.score(QUERIES, k=5, keep_scores=True)
+    content = serving.index.verify("full").content_id
     add_examples(grown, str(more), progress=False)
     after = serving.score(QUERIES, k=5, keep_scores=True)  # its files: the old basis and rows
+    # what it verifies (its cache keys) names what it opened, not the index published since
+    assert serving.index.verify("full").content_id == content
     serving.close()
     assert after.scores.shape == (2, 37) and np.array_equal(after.scores, before.scores)
+    with Index(grown) as index:
+        assert index.verify("full").content_id != content
     with Index(grown) as index:
         assert len(index) == len(train) == 60
         assert [p.n for p in index.parts] == [16, 16, 5, 16, 7]
