@@ -76,7 +76,13 @@ def add_examples(
         manifest = make_manifest(cfg, featurizer, len(examples), model_info, task_info)
         manifest["build_config"] = {**manifest["build_config"], "data": old["build_config"]["data"]}
         projections = _projections_to_store(cfg, featurizer)
-        writer = growth_writer(path, manifest, examples, lengths, projections)
+        try:
+            writer = growth_writer(path, manifest, examples, lengths, projections)
+        except IndexFormatError as e:
+            raise ConfigError(
+                f"{e}: an interrupted add of other data; rerun it, or remove "
+                f"{path}/shards/*.h5.partial to start over"
+            ) from None
         if curvature:
             return _fill_and_publish(
                 cfg, writer, featurizer, examples, lengths, manifest, started, progress

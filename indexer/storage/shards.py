@@ -146,8 +146,9 @@ class ShardedWriter:
             return _FinishedShard(final, shard)
         if partial_path(final).exists():
             writer, old = IndexWriter.resume(final)
-            if old.get("shard") != shard["shard"] or old["n_examples"] != shard["n_examples"]:
-                raise IndexFormatError(f"{writer.path} belongs to another build")
+            same = old.get("shard") == shard["shard"] and old["n_examples"] == shard["n_examples"]
+            if not same or not _holds(writer.path, examples):
+                raise IndexFormatError(f"{writer.path} holds the rows of other examples")
             return writer
         return IndexWriter.create(final, shard, examples, n_tokens, None)
 
@@ -258,6 +259,14 @@ class _FinishedShard(IndexWriter):
 
     def pending(self) -> npt.NDArray[np.bool_]:
         return np.zeros(self.n, dtype=bool)
+
+
+def _holds(path: Path, examples: Sequence[Example]) -> bool:
+    """The partial shard at ``path`` was begun for these examples (same texts, in order)."""
+    with h5py.File(path, "r") as f:
+        g = f["examples"]
+        stored = zip(g["prompt"].asstr()[()], g["completion"].asstr()[()], strict=True)
+        return [(e.prompt, e.completion) for e in examples] == list(stored)
 
 
 def _factors_at(path: Path) -> tuple[str, int, int]:

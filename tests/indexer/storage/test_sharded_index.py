@@ -189,3 +189,27 @@ def test_shard_groups_scanned_apart_and_merged_equal_one_scan(small_sharded_inde
         assert (got == want).all()
     np.testing.assert_allclose(merged.proponent_scores, whole.proponent_scores, rtol=1e-6)
     np.testing.assert_allclose(merged.scores, whole.scores, rtol=1e-6, atol=1e-7)
+
+
+def test_an_interrupted_add_resumes_only_for_the_same_examples(model_dirs, data_jsonl, tmp_path):
+    from indexer.growth import add_examples
+    from indexer.storage.shard_builds import growth_writer
+    from indexer.storage.shards import read_json
+
+    rows = [json.loads(line) for line in data_jsonl.read_text().splitlines()]
+    first = write_jsonl(tmp_path / "a.jsonl", rows[:30])
+    more = write_jsonl(tmp_path / "b.jsonl", rows[30:45])
+    other = write_jsonl(tmp_path / "c.jsonl", rows[45:60])
+    grown = build_index(
+        config(model_dirs["llama"], first, tmp_path / "grown", shard_size=16), progress=False
+    )
+    # an add that stopped after creating its shard (nothing published)
+    b = load_examples(more)
+    manifest = read_json(grown / "manifest.json")
+    growth_writer(grown, manifest, b, np.ones(len(b), dtype=np.int64), None)
+    assert list((grown / "shards").glob("*.partial"))
+    with pytest.raises(ConfigError, match="holds the rows of other examples"):
+        add_examples(grown, str(other), progress=False)
+    add_examples(grown, str(more), progress=False)
+    with Index(grown) as index:
+        assert len(index) == 45 and index.example(44) == b[-1]
