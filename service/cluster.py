@@ -36,6 +36,7 @@ from .scorer_process import ScorerUnavailable
 
 log = logging.getLogger("lorif")
 CALL_TIMEOUT_S = 120.0
+STATUS_TTL_S = 0.5  # how long a look at the replicas' states is reused
 
 
 @serve.deployment
@@ -78,8 +79,32 @@ class ClusterScorer:
         on_scan: Callable[[int, int, float], None] | None = None,
     ):
         self.engine, self.groups, self.options, self.on_scan = engine, groups, options, on_scan
-        self.available = True
         self.placement = (f"ray: {len(groups)} shard groups", False)
+        self._seen: tuple[float, list[int]] = (0.0, [])
+
+    def running(self) -> list[int]:
+        """Running replicas per shard group (Serve's view, at most STATUS_TTL_S old)."""
+        at, counts = self._seen
+        if time.monotonic() - at > STATUS_TTL_S:
+            apps = serve.status().applications
+            counts = [
+                sum(
+                    n
+                    for d in apps[f"lorif-shards-{g}"].deployments.values()
+                    for state, n in d.replica_states.items()
+                    if str(getattr(state, "value", state)) == "RUNNING"
+                )
+                if f"lorif-shards-{g}" in apps
+                else 0
+                for g in range(len(self.groups))
+            ]
+            self._seen = (time.monotonic(), counts)
+        return counts
+
+    @property
+    def available(self) -> bool:
+        """Every shard group has a running replica (else answers would be partial: 503)."""
+        return min(self.running(), default=0) > 0
 
     @classmethod
     def start(
@@ -104,6 +129,7 @@ class ClusterScorer:
                 num_replicas=replicas,
                 ray_actor_options={"num_cpus": cpus, "num_gpus": gpus},
                 max_ongoing_requests=1,
+                health_check_period_s=1.0,  # a dead replica is noticed in about a second
             ).bind(
                 str(index.path.resolve()), index.fingerprint, (shards.start, shards.stop), device
             )
@@ -113,15 +139,14 @@ class ClusterScorer:
         return cls(engine, handles, options, on_scan)
 
     def score(self, queries: list[Example], ks: Sequence[int]) -> list[Scored]:
+        if not self.available:
+            raise ScorerUnavailable("a shard group has no running replica (Ray is replacing it)")
         t0 = time.perf_counter()
         p = {name: v.cpu().numpy() for name, v in self.engine.preconditioned(queries).items()}
         t1 = time.perf_counter()
         args = (p, list(ks), self.options.query_rank, self.options.candidates)
         calls = [h.score.remote(*args) for h in self.groups]
-        parts = [
-            self._result(call, handle, args)
-            for call, handle in zip(calls, self.groups, strict=True)
-        ]
+        parts = [self._result(g, call, args) for g, call in enumerate(calls)]
         res = merge_results(parts, max(ks))
         t2 = time.perf_counter()
         if self.on_scan:
@@ -140,19 +165,21 @@ class ClusterScorer:
             for i in range(len(queries))
         ]
 
-    @staticmethod
-    def _result(call: Any, handle: Any, args: tuple[Any, ...]) -> tuple[int, ScoreResult]:
-        """A group's answer; asked again once if its replica failed (another replica, or the
-        restarted one, answers); else the scorer is unavailable (503)."""
+    def _result(self, group: int, call: Any, args: tuple[Any, ...]) -> tuple[int, ScoreResult]:
+        """Group ``group``'s answer; asked again once if its replica failed and another one
+        runs; else the scorer is unavailable (503 + Retry-After, never a partial top-k)."""
         for attempt in range(2):
             try:
                 out: tuple[int, ScoreResult] = call.result(timeout_s=CALL_TIMEOUT_S)
                 return out
             except Exception as e:  # noqa: BLE001 - a dead replica raises Ray's own errors
-                log.warning("shard group call failed (%s): %s", type(e).__name__, e)
-                if attempt == 0:
-                    call = handle.score.remote(*args)
-        raise ScorerUnavailable("a shard group of the cluster is not answering")
+                log.warning("shard group %d call failed (%s): %s", group, type(e).__name__, e)
+                self._seen = (0.0, [])
+                if attempt == 0 and self.running()[group] > 0:
+                    call = self.groups[group].score.remote(*args)
+                else:
+                    break
+        raise ScorerUnavailable(f"shard group {group} of the cluster is not answering")
 
     def explain(self, query: Example, example_id: int) -> Explanation:
         return self.engine.explain(query, example_id)

@@ -101,3 +101,33 @@ def test_a_killed_replica_costs_no_request(local_ray, small_sharded_index):
         while len(replicas(0)) < 2 and time.monotonic() < deadline:
             time.sleep(0.5)
         assert len(replicas(0)) == 2, "the killed replica did not come back"
+
+
+def test_with_one_replica_a_kill_costs_a_wait_or_a_503_never_a_wrong_answer(
+    local_ray, small_sharded_index
+):
+    cluster = settings(small_sharded_index, cluster="local", cluster_cpus=0.25)
+    with TestClient(create_app(cluster)) as c:
+        want = ask(c, PROMPTS[0])
+        (victim,) = replicas(1)
+        victim.send_signal(signal.SIGKILL)
+        codes, waits = [], []
+        for _ in range(20):
+            t0 = time.monotonic()
+            r = c.post("/v1/attributions", json={"prompt": PROMPTS[0], "k": 5})
+            waits.append(time.monotonic() - t0)
+            codes.append(r.status_code)
+            if r.status_code == 503:  # a group without a running replica: no partial answer
+                assert r.headers["content-type"] == "application/problem+json"
+                assert int(r.headers["retry-after"]) > 0
+            else:
+                assert r.status_code == 200, r.text
+                same({**r.json(), "opponents": want["opponents"]}, want)
+            time.sleep(0.2)
+        assert codes[-1] == 200 and max(waits) < 30, (codes, waits)
+        deadline = time.monotonic() + 60
+        while (
+            not (replicas(1) and replicas(1)[0].pid != victim.pid) and time.monotonic() < deadline
+        ):
+            time.sleep(0.5)
+        assert replicas(1) and replicas(1)[0].pid != victim.pid, "no replacement replica"
