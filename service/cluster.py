@@ -31,7 +31,7 @@ from indexer import (
     score_store,
 )
 
-from .scorer import Scored, ScoringOptions
+from .scorer import Scored, ScoringOptions, answers
 from .scorer_process import ScorerUnavailable
 
 log = logging.getLogger("lorif")
@@ -148,22 +148,7 @@ class ClusterScorer:
         calls = [h.score.remote(*args) for h in self.groups]
         parts = [self._result(g, call, args) for g, call in enumerate(calls)]
         res = merge_results(parts, max(ks))
-        t2 = time.perf_counter()
-        if self.on_scan:
-            store = self.engine.store
-            self.on_scan(len(queries), store.row_bytes * len(store), t2 - t1)
-        return [
-            Scored(
-                res.proponent_ids[i, : ks[i]],
-                res.proponent_scores[i, : ks[i]],
-                res.opponent_ids[i, : ks[i]],
-                res.opponent_scores[i, : ks[i]],
-                t1 - t0,
-                t2 - t1,
-                residual=None if res.residual is None else float(res.residual[i]),
-            )
-            for i in range(len(queries))
-        ]
+        return answers(self.engine, res, ks, (t0, t1, time.perf_counter()), self.on_scan)
 
     def _result(self, group: int, call: Any, args: tuple[Any, ...]) -> tuple[int, ScoreResult]:
         """Group ``group``'s answer; asked again once if its replica failed and another one

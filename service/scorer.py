@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from indexer import Example, Explanation, Index, QueryEngine, Resident
+from indexer import Example, Explanation, Index, QueryEngine, Resident, ScoreResult
 
 
 @dataclass
@@ -71,6 +71,33 @@ class Scoring(Protocol):
         """(torch device, factor rows resident in its memory)."""
 
 
+def answers(
+    engine: QueryEngine,
+    res: ScoreResult,
+    ks: Sequence[int],
+    times: tuple[float, float, float],
+    on_scan: Callable[[int, int, float], None] | None,
+) -> list[Scored]:
+    """Each query's own top-``ks[i]`` of one scan's result (``times``: started, features
+    ready, scan done), reporting the scan to ``on_scan``."""
+    t0, t1, t2 = times
+    if on_scan:
+        store = engine.store
+        on_scan(len(ks), store.row_bytes * len(store), t2 - t1)
+    return [
+        Scored(
+            res.proponent_ids[i, : ks[i]],
+            res.proponent_scores[i, : ks[i]],
+            res.opponent_ids[i, : ks[i]],
+            res.opponent_scores[i, : ks[i]],
+            t1 - t0,
+            t2 - t1,
+            residual=None if res.residual is None else float(res.residual[i]),
+        )
+        for i in range(len(ks))
+    ]
+
+
 class BatchScorer:
     """Score many queries with one scan, in this process."""
 
@@ -114,22 +141,7 @@ class BatchScorer:
             query_rank=self.options.query_rank,
             candidates=self.options.candidates,
         )
-        t2 = time.perf_counter()
-        if self.on_scan:
-            store = self.engine.store
-            self.on_scan(len(queries), store.row_bytes * len(store), t2 - t1)
-        return [
-            Scored(
-                res.proponent_ids[i, : ks[i]],
-                res.proponent_scores[i, : ks[i]],
-                res.opponent_ids[i, : ks[i]],
-                res.opponent_scores[i, : ks[i]],
-                t1 - t0,
-                t2 - t1,
-                residual=None if res.residual is None else float(res.residual[i]),
-            )
-            for i in range(len(queries))
-        ]
+        return answers(self.engine, res, ks, (t0, t1, time.perf_counter()), self.on_scan)
 
     def explain(self, query: Example, example_id: int) -> Explanation:
         return self.engine.explain(query, example_id)
