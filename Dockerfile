@@ -1,6 +1,7 @@
 # LoRIF attribution service.
 #   CPU (default):  docker build -t lorif .
 #   CUDA:           docker build --build-arg VARIANT=cuda -t lorif:cuda .
+#   Ray Serve:      docker build --build-arg EXTRAS=cluster -t lorif:cluster .  (--cluster)
 # The install is scripts/setup.sh, the same script the README and CI run (runtime extras only,
 # not editable), so the image cannot drift from what CI tests.
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
@@ -10,6 +11,8 @@ FROM ${PYTHON_IMAGE} AS build
 # runtime; the host needs only the NVIDIA driver and container toolkit).
 ARG VARIANT=cpu
 ARG TORCH_SPEC=torch==2.13.0
+# optional extras of pyproject.toml: "" = the runtime only; cluster = with ray[serve]
+ARG EXTRAS=""
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY scripts/setup.sh scripts/setup.sh
@@ -19,7 +22,7 @@ COPY lorif_cli/ lorif_cli/
 COPY lorif_demo/ lorif_demo/
 RUN if [ "$VARIANT" = "cuda" ]; then torch_index=""; \
     else torch_index="https://download.pytorch.org/whl/cpu"; fi \
-    && LORIF_VENV=/opt/venv LORIF_EXTRAS="" LORIF_EDITABLE=0 LORIF_NO_CHROMIUM=1 \
+    && LORIF_VENV=/opt/venv LORIF_EXTRAS="$EXTRAS" LORIF_EDITABLE=0 LORIF_NO_CHROMIUM=1 \
        LORIF_TORCH="$TORCH_SPEC" LORIF_TORCH_INDEX="$torch_index" bash scripts/setup.sh \
     && find /opt/venv -name "__pycache__" -prune -exec rm -rf {} +
 

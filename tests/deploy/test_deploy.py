@@ -59,7 +59,8 @@ def test_image_installs_like_readme_and_ci():
     run = re.search(r"RUN (if .*?bash scripts/setup\.sh)", docker, re.S)
     assert run, "the Dockerfile must install with scripts/setup.sh"
     env = dict(re.findall(r"(LORIF_\w+)=(\"[^\"]*\"|\S+)", run.group(1)))
-    assert env["LORIF_EXTRAS"] == '""' and env["LORIF_EDITABLE"] == "0"
+    assert env["LORIF_EXTRAS"] == '"$EXTRAS"' and env["LORIF_EDITABLE"] == "0"
+    assert re.search(r'^ARG EXTRAS=""$', docker, re.M)  # the runtime only, unless asked
     pin = re.search(r"ARG TORCH_SPEC=(\S+)", docker).group(1)
     setup = (ROOT / "scripts" / "setup.sh").read_text()
     assert f"${{LORIF_TORCH:-{pin}}}" in setup  # the same torch as the README/CI venv
@@ -85,6 +86,8 @@ def test_compose_file_validates_and_has_the_promised_shape():
             "gpu",
             "--profile",
             "indexer",
+            "--profile",
+            "cluster",
             "config",
             "--format",
             "json",
@@ -109,6 +112,17 @@ def test_compose_file_validates_and_has_the_promised_shape():
     assert gpu["profiles"] == ["gpu"]
     device = gpu["deploy"]["resources"]["reservations"]["devices"][0]
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+    # the cluster profile: Ray head + worker (the image with the cluster extra) + the API on them
+    head, worker, app = services["ray-head"], services["ray-worker"], services["api-cluster"]
+    for s in (head, worker, app):
+        assert s["profiles"] == ["cluster"] and s["build"]["args"]["EXTRAS"] == "cluster"
+    assert head["entrypoint"] == ["ray"] and "--head" in head["command"]
+    port = next(a.split("=")[1] for a in head["command"] if a.startswith("--port="))
+    assert f"--address=ray-head:{port}" in worker["command"]
+    client = next(a.split("=")[1] for a in head["command"] if a.startswith("--ray-client-"))
+    cluster = app["command"][app["command"].index("--cluster") + 1]
+    assert cluster == f"ray://ray-head:{client}" and app["depends_on"]["redis"]["condition"]
+    assert {v["target"] for v in head["volumes"]} == {"/index"}  # the index at the same path
 
 
 @pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda p: p.name)
