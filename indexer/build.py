@@ -97,8 +97,7 @@ def _fill_and_publish(
     info.update(featurize_rows(cfg, writer, featurizer, examples, lengths, progress))
     t1 = time.perf_counter()
     curvature = curvature_over(cfg, writer.store(), featurizer.device, progress)
-    build_info(cfg, manifest, curvature, info, started, t1, lengths, featurizer.device)
-    manifest["curvature"]["rows"] = writer.n  # the rows the basis is computed over
+    build_info(cfg, manifest, curvature, writer.n, info, started, t1, lengths, featurizer.device)
     writer.publish(manifest, curvature, torch.get_num_threads())
     return Path(cfg.output)
 
@@ -107,13 +106,15 @@ def build_info(
     cfg: BuildConfig,
     manifest: dict[str, Any],
     curvature: dict[str, LayerCurvature],
+    rows: int,
     info: dict[str, Any],
     started: float,
     curvature_started: float,
     lengths: npt.NDArray[np.int64],
     device: torch.device,
 ) -> None:
-    """Record the curvature settings and the build's figures in ``manifest``."""
+    """Record the curvature settings (``rows``: the rows the basis is computed over) and the
+    build's figures in ``manifest``."""
     manifest["curvature"] = {
         "rank": cfg.curvature.rank,
         "oversample": cfg.curvature.oversample,
@@ -121,6 +122,7 @@ def build_info(
         "damping": cfg.curvature.damping,
         "damping_abs": cfg.curvature.damping_abs,
         "lambda": {n: c.lam for n, c in curvature.items()},
+        "rows": rows,
     }
     manifest["build_info"] = {
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -134,8 +134,8 @@ def _build(cfg: BuildConfig, ranks: Ranks, progress: bool) -> Path:
                 "resumed_rows": sum(i["resumed_rows"] for _, i in gathered),
                 "processes": ranks.world,
             }
-            build_info(cfg, manifest, curvature, info, started, t1, lengths, featurizer.device)
-            manifest["curvature"]["rows"] = writer.n
+            device = featurizer.device
+            build_info(cfg, manifest, curvature, writer.n, info, started, t1, lengths, device)
             writer.publish(manifest, curvature, entries=entries)
         dist.barrier()
     return out

@@ -22,7 +22,7 @@ from .models.loading import resolve_device
 from .storage.directory import read_dir_manifest
 from .storage.reader import Index
 from .storage.shard_builds import check_settings, growth_writer
-from .storage.shards import publish_manifest, write_basis
+from .storage.shards import publish_manifest, read_basis_digest, write_basis
 from .storage.writer import build_lock
 from .threads import use_threads
 
@@ -40,9 +40,9 @@ def _sharded(index_dir: str | Path) -> tuple[Path, dict[str, Any]]:
         raise ConfigError(str(e)) from None
 
 
-def index_config(manifest: dict[str, Any], **runtime: Any) -> BuildConfig:
-    """The BuildConfig an index was built with (its content settings), with ``runtime``."""
-    return dataclasses.replace(BuildConfig.from_dict(manifest["build_config"]), **runtime)
+def index_config(manifest: dict[str, Any]) -> BuildConfig:
+    """The BuildConfig an index was built with (its content settings)."""
+    return BuildConfig.from_dict(manifest["build_config"])
 
 
 def add_examples(
@@ -77,7 +77,7 @@ def add_examples(
         manifest["build_config"] = {**manifest["build_config"], "data": old["build_config"]["data"]}
         projections = _projections_to_store(cfg, featurizer)
         try:
-            writer = growth_writer(path, manifest, examples, lengths, projections)
+            writer = growth_writer(path, old, manifest, examples, lengths, projections)
         except IndexFormatError as e:
             raise ConfigError(
                 f"{e}: an interrupted add of other data; rerun it, or remove "
@@ -89,11 +89,9 @@ def add_examples(
             )
         info = featurize_rows(cfg, writer, featurizer, examples, lengths, progress)
         shards = writer.base + list(writer.finish_mine(torch.get_num_threads()).values())
-        with Index(path) as before:  # its basis, as published
-            digest = before.file["integrity"].attrs
-            basis_digest = digest["curvature"] + digest["projections"]
         stale = {**old["curvature"], "rows": old["curvature"].get("rows", old["n_examples"])}
         update = {"n_examples": writer.n, "shards": shards, "curvature": stale}
+        basis_digest = read_basis_digest(path / old["basis"])
         publish_manifest(path, {**old, **update, "build_info": info}, old["basis"], basis_digest)
         return path
 

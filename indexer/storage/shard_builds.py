@@ -111,15 +111,15 @@ def sharded_writer(
 
 def growth_writer(
     index_dir: Path,
+    old: dict[str, Any],
     manifest: dict[str, Any],
     examples: list[Example],
     n_tokens: npt.NDArray[np.int64],
     projections: Projections | None,
 ) -> ShardedWriter:
-    """The writer that adds ``examples`` to the sharded index at ``index_dir`` (its manifest
-    rebuilt for the same model and settings: ``manifest``); refused in one line when anything
-    that determines the rows differs."""
-    old = read_json(index_dir / MANIFEST)
+    """The writer that adds ``examples`` to the sharded index at ``index_dir`` (published
+    manifest ``old``; rebuilt for the same model and settings: ``manifest``); refused in one
+    line when anything that determines the rows differs."""
     diff = [k for k in SAME_FOR_ADD if old.get(k) != manifest.get(k)]
     if old["model"].get("fingerprint") != manifest["model"].get("fingerprint"):
         diff.append("model weights")

@@ -90,6 +90,13 @@ def write_basis(
     return name, digest.hex()
 
 
+def read_basis_digest(path: Path) -> str:
+    """The digest ``write_basis`` returned for the basis file at ``path`` (its checksums)."""
+    with h5py.File(path, "r") as f:
+        g = f["integrity"]
+        return str(g.attrs["curvature"]) + str(g.attrs["projections"])
+
+
 class ShardedWriter:
     """The shards of a build: ``base`` (finished shards of the index rows are added to) then
     shards of ``shard_size`` rows for the new examples, created or resumed as found on disk.

@@ -206,7 +206,7 @@ def test_an_interrupted_add_resumes_only_for_the_same_examples(model_dirs, data_
     # an add that stopped after creating its shard (nothing published)
     b = load_examples(more)
     manifest = read_json(grown / "manifest.json")
-    growth_writer(grown, manifest, b, np.ones(len(b), dtype=np.int64), None)
+    growth_writer(grown, manifest, manifest, b, np.ones(len(b), dtype=np.int64), None)
     assert list((grown / "shards").glob("*.partial"))
     with pytest.raises(ConfigError, match="holds the rows of other examples"):
         add_examples(grown, str(other), progress=False)
