@@ -30,6 +30,8 @@ FROM ${PYTHON_IMAGE} AS runtime
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin lorif \
     && mkdir -p /data /index && chown 10001:10001 /data /index
 COPY --from=build /opt/venv /opt/venv
+# KubeRay starts Ray from a login shell, whose PATH (/etc/profile) lacks /opt/venv/bin.
+RUN for t in ray serve; do if [ -x "/opt/venv/bin/$t" ]; then ln -s "/opt/venv/bin/$t" /usr/local/bin/; fi; done
 # The demo model, for the compose/k8s indexer that builds the Shakespeare demo index.
 COPY models/ /app/models/
 ENV PATH=/opt/venv/bin:$PATH \

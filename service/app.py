@@ -3,8 +3,9 @@ warmed up before ready), the guard, problem+json errors, the routers and the sta
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import swagger_ui_bundle
 from fastapi import FastAPI
@@ -22,12 +23,17 @@ from .settings import ServiceSettings
 
 
 def create_app(
-    settings: ServiceSettings, index: Index | None = None, verified: VerifyReport | None = None
+    settings: ServiceSettings,
+    index: Index | None = None,
+    verified: VerifyReport | None = None,
+    shard_groups: Sequence[Any] | None = None,
 ) -> FastAPI:
     """The ASGI app. ``index``: an Index the caller opened already (``lorif serve`` does, to
     report a bad file before loading anything), and ``verified``: its check under
-    ``settings.verify`` if the caller ran it; the app owns the index from then on."""
-    rt = Runtime(settings)
+    ``settings.verify`` if the caller ran it; the app owns the index from then on.
+    ``shard_groups``: Ray Serve handles of the shard groups when the app is the ingress of a
+    Serve application (``service.serve_app``)."""
+    rt = Runtime(settings, shard_groups)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -12,9 +12,10 @@ Imported only when the cluster is on: ``lorif serve`` without it never imports R
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import ray
@@ -33,10 +34,12 @@ from indexer import (
 
 from .scorer import Scored, ScoringOptions, answers
 from .scorer_process import ScorerUnavailable
+from .settings import ServiceSettings
 
 log = logging.getLogger("lorif")
 CALL_TIMEOUT_S = 120.0
-STATUS_TTL_S = 0.5  # how long a look at the replicas' states is reused
+START_TIMEOUT_S = 600.0
+STATUS_TTL_S = 0.5  # how often the replicas' states are read
 
 
 @serve.deployment
@@ -68,75 +71,114 @@ class ShardGroup:
         return len(self.store)
 
 
+class Group(NamedTuple):
+    """A shard group as the scorer reaches it: its handle and where Serve reports its state."""
+
+    handle: Any
+    app: str
+    deployment: str
+
+
+def shard_group_name(g: int) -> str:
+    return f"ShardGroup{g}"
+
+
+def shard_group(index: Index, shards: range, settings: ServiceSettings, name: str) -> Any:
+    """The bound deployment that serves rows of ``shards`` (``settings.cluster_*`` sizes it)."""
+    return ShardGroup.options(  # type: ignore[attr-defined]
+        name=name,
+        num_replicas=settings.cluster_replicas,
+        ray_actor_options={"num_cpus": settings.cluster_cpus, "num_gpus": settings.cluster_gpus},
+        max_ongoing_requests=1,
+        health_check_period_s=1.0,  # a dead replica is noticed in about a second
+    ).bind(
+        str(index.path.resolve()), index.fingerprint, (shards.start, shards.stop), settings.device
+    )
+
+
 class ClusterScorer:
     """The Scoring of the service with the scan on Ray Serve (see the module docstring)."""
 
     def __init__(
         self,
         engine: QueryEngine,
-        groups: list[Any],
+        groups: list[Group],
         options: ScoringOptions,
         on_scan: Callable[[int, int, float], None] | None = None,
+        owned: bool = True,
     ):
-        self.engine, self.groups, self.options, self.on_scan = engine, groups, options, on_scan
+        self.engine, self.options, self.on_scan = engine, options, on_scan
+        self.groups, self.owned = groups, owned
         self.placement = (f"ray: {len(groups)} shard groups", False)
-        self._seen: tuple[float, list[int]] = (0.0, [])
+        self._running = self._read_running()
+        self._closed = threading.Event()
+        # Serve's controller is asked from a thread: /health/ready never waits on it
+        threading.Thread(target=self._watch, name="lorif-cluster-watch", daemon=True).start()
 
-    def running(self) -> list[int]:
-        """Running replicas per shard group (Serve's view, at most STATUS_TTL_S old)."""
-        at, counts = self._seen
-        if time.monotonic() - at > STATUS_TTL_S:
-            apps = serve.status().applications
-            counts = [
-                sum(
-                    n
-                    for d in apps[f"lorif-shards-{g}"].deployments.values()
-                    for state, n in d.replica_states.items()
-                    if str(getattr(state, "value", state)) == "RUNNING"
-                )
-                if f"lorif-shards-{g}" in apps
-                else 0
-                for g in range(len(self.groups))
-            ]
-            self._seen = (time.monotonic(), counts)
-        return counts
+    def _read_running(self) -> list[int]:
+        """Running replicas per shard group, as Serve's controller reports them."""
+        apps = serve.status().applications
+        return [
+            sum(
+                n
+                for state, n in apps[g.app].deployments[g.deployment].replica_states.items()
+                if str(getattr(state, "value", state)) == "RUNNING"
+            )
+            if g.app in apps and g.deployment in apps[g.app].deployments
+            else 0
+            for g in self.groups
+        ]
+
+    def _watch(self) -> None:
+        while not self._closed.wait(STATUS_TTL_S):
+            try:
+                self._running = self._read_running()
+            except Exception as e:  # noqa: BLE001 - the controller unreachable: none running
+                log.warning("cluster: Serve status unavailable (%s): %s", type(e).__name__, e)
+                self._running = [0] * len(self.groups)
 
     @property
     def available(self) -> bool:
         """Every shard group has a running replica (else answers would be partial: 503)."""
-        return min(self.running(), default=0) > 0
+        return min(self._running, default=0) > 0
 
     @classmethod
     def start(
         cls,
         index: Index,
-        address: str,
-        groups: int,
-        replicas: int,
-        cpus: float,
-        gpus: float,
-        device: str,
+        settings: ServiceSettings,
         options: ScoringOptions,
         on_scan: Callable[[int, int, float], None] | None = None,
+        handles: Sequence[Any] | None = None,
     ) -> ClusterScorer:
-        """Connect to Ray (``auto``: a local one started here), deploy one application per
-        shard group and load the model here for featurizing."""
-        if not ray.is_initialized():
-            ray.init(address=None if address == "local" else address, log_to_driver=False)
-        handles = []
-        for g, shards in enumerate(index.shard_groups(groups)):
-            app = ShardGroup.options(  # type: ignore[attr-defined]
-                num_replicas=replicas,
-                ray_actor_options={"num_cpus": cpus, "num_gpus": gpus},
-                max_ongoing_requests=1,
-                health_check_period_s=1.0,  # a dead replica is noticed in about a second
-            ).bind(
-                str(index.path.resolve()), index.fingerprint, (shards.start, shards.stop), device
-            )
-            handles.append(serve.run(app, name=f"lorif-shards-{g}", route_prefix=None))
-        log.info("cluster: %d shard groups x %d replicas on Ray", len(handles), replicas)
-        engine = QueryEngine.open(index, device=device, resident="off")
-        return cls(engine, handles, options, on_scan)
+        """The shard groups' ``handles`` when this runs inside a Serve application (bound by
+        ``service.serve_app``); else connect to Ray (``local``: one started here), deploy one
+        application per shard group, owned by this scorer. Then load the model here."""
+        s = settings
+        if handles is not None:
+            app = serve.get_replica_context().app_name
+            groups = [Group(h, app, shard_group_name(g)) for g, h in enumerate(handles)]
+        else:
+            if not ray.is_initialized():
+                ray.init(address=s.cluster, log_to_driver=False)  # "local": a new one
+            if s.cluster == "local":  # the API is served here: no Serve proxy on its port
+                serve.start(proxy_location="Disabled")
+            groups = []
+            for g, shards in enumerate(index.shard_groups(s.cluster_groups)):
+                app, deployment = f"lorif-shards-{g}", shard_group_name(g)
+                bound = shard_group(index, shards, s, deployment)
+                handle = serve.run(bound, name=app, route_prefix=None)
+                groups.append(Group(handle, app, deployment))
+        log.info("cluster: %d shard groups on Ray Serve", len(groups))
+        engine = QueryEngine.open(index, device=s.device, resident="off")
+        scorer = cls(engine, groups, options, on_scan, owned=handles is None)
+        deadline = time.monotonic() + START_TIMEOUT_S  # in a Serve app they start beside us
+        while not scorer.available and time.monotonic() < deadline:
+            time.sleep(STATUS_TTL_S)
+        if not scorer.available:
+            scorer.close()
+            raise ScorerUnavailable(f"shard groups without a running replica: {scorer._running}")
+        return scorer
 
     def score(self, queries: list[Example], ks: Sequence[int]) -> list[Scored]:
         if not self.available:
@@ -145,7 +187,7 @@ class ClusterScorer:
         p = {name: v.cpu().numpy() for name, v in self.engine.preconditioned(queries).items()}
         t1 = time.perf_counter()
         args = (p, list(ks), self.options.query_rank, self.options.candidates)
-        calls = [h.score.remote(*args) for h in self.groups]
+        calls = [g.handle.score.remote(*args) for g in self.groups]
         parts = [self._result(g, call, args) for g, call in enumerate(calls)]
         res = merge_results(parts, max(ks))
         return answers(self.engine, res, ks, (t0, t1, time.perf_counter()), self.on_scan)
@@ -159,9 +201,9 @@ class ClusterScorer:
                 return out
             except Exception as e:  # noqa: BLE001 - a dead replica raises Ray's own errors
                 log.warning("shard group %d call failed (%s): %s", group, type(e).__name__, e)
-                self._seen = (0.0, [])
-                if attempt == 0 and self.running()[group] > 0:
-                    call = self.groups[group].score.remote(*args)
+                self._running = self._read_running()
+                if attempt == 0 and self._running[group] > 0:
+                    call = self.groups[group].handle.score.remote(*args)
                 else:
                     break
         raise ScorerUnavailable(f"shard group {group} of the cluster is not answering")
@@ -170,6 +212,8 @@ class ClusterScorer:
         return self.engine.explain(query, example_id)
 
     def close(self) -> None:
+        self._closed.set()
         self.engine.close()
-        for g in range(len(self.groups)):
-            serve.delete(f"lorif-shards-{g}")
+        if self.owned:
+            for g in self.groups:
+                serve.delete(g.app)

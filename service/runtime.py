@@ -48,8 +48,8 @@ OFFLOAD_THREADS = 2
 
 
 class Runtime:
-    def __init__(self, settings: ServiceSettings):
-        self.settings = settings
+    def __init__(self, settings: ServiceSettings, shard_groups: Sequence[Any] | None = None):
+        self.settings, self.shard_groups = settings, shard_groups
         self.metrics = Metrics()
         errors_counter = self.metrics.cache.labels("error")
         self.cache: ResultCache = LRUCache(settings.cache_size)
@@ -145,17 +145,14 @@ class Runtime:
     async def _start_scorer(self, index: Index) -> None:
         """The scorer process (while this process loads the tokenizer), or the engine here."""
         s, loop = self.settings, asyncio.get_running_loop()
-        if s.cluster:
+        if s.cluster or self.shard_groups is not None:
             from .cluster import ClusterScorer
 
-            address = s.cluster
+            groups = self.shard_groups
             cluster = await loop.run_in_executor(
                 None,
-                lambda: ClusterScorer.start(
-                    index, address, s.cluster_groups, s.cluster_replicas, s.cluster_cpus,
-                    s.cluster_gpus, s.device, self.options, self.metrics.on_scan,
-                ),
-            )  # fmt: skip
+                lambda: ClusterScorer.start(index, s, self.options, self.metrics.on_scan, groups),
+            )
             self._checker, self._scorer = cluster.engine.checker, cluster
             return
         if s.scorer == "thread":

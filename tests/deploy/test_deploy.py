@@ -123,6 +123,9 @@ def test_compose_file_validates_and_has_the_promised_shape():
     cluster = app["command"][app["command"].index("--cluster") + 1]
     assert cluster == f"ray://ray-head:{client}" and app["depends_on"]["redis"]["condition"]
     assert {v["target"] for v in head["volumes"]} == {"/index"}  # the index at the same path
+    for s in (head, worker, app):  # one Ray token for the nodes and the client
+        assert s["environment"]["RAY_AUTH_MODE"] == "token" and "RAY_AUTH_TOKEN" in s["environment"]
+    assert app["environment"]["LORIF_REDIS_URL"] == api["environment"]["LORIF_REDIS_URL"]
 
 
 @pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda p: p.name)

@@ -8,6 +8,7 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import numpy as np
 import psutil
 import pytest
@@ -15,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.settings import ServiceSettings
+from tests.helpers import free_port
 
 ray = pytest.importorskip("ray", reason="the cluster extra (ray[serve]) is not installed")
 
@@ -23,8 +25,13 @@ PROMPTS = [f"the king {w} the sea." for w in ("loves", "fears", "rules", "leaves
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
+    """A local Ray with Serve's HTTP proxy on a free port (yielded)."""
+    from ray import serve
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield port
     from ray import serve
 
     serve.shutdown()
@@ -35,7 +42,7 @@ def settings(index, **extra) -> ServiceSettings:
     return ServiceSettings(index=str(index), device="cpu", cache_size=0, **extra)
 
 
-def ask(client: TestClient, prompt: str) -> dict:
+def ask(client: TestClient | httpx.Client, prompt: str) -> dict:
     r = client.post("/v1/attributions", json={"prompt": prompt, "k": 5, "direction": "both"})
     assert r.status_code == 200, r.text
     return r.json()
@@ -131,3 +138,54 @@ def test_with_one_replica_a_kill_costs_a_wait_or_a_503_never_a_wrong_answer(
         ):
             time.sleep(0.5)
         assert replicas(1) and replicas(1)[0].pid != victim.pid, "no replacement replica"
+
+
+def test_a_group_without_replicas_is_a_503_never_a_partial_answer(local_ray, small_sharded_index):
+    """Shard group 1 removed behind the server's back: no replica can answer its rows, so
+    queries get 503 + Retry-After and /health/ready says not ready (a top-k of group 0 alone
+    would look like an answer and be wrong)."""
+    from ray import serve
+
+    with TestClient(
+        create_app(settings(small_sharded_index, cluster="local", cluster_cpus=0.25))
+    ) as c:
+        ask(c, PROMPTS[0])
+        serve.delete("lorif-shards-1")
+        time.sleep(1.5)  # the server reads Serve's state every 0.5 s
+        ready = c.get("/health/ready")
+        assert ready.status_code == 503, ready.text
+        for p in PROMPTS[1:]:  # not cached: they need a scan
+            r = c.post("/v1/attributions", json={"prompt": p, "k": 5})
+            assert r.status_code == 503, r.text
+            assert r.headers["content-type"] == "application/problem+json"
+            assert int(r.headers["retry-after"]) > 0
+        assert c.get("/health/live").status_code == 200
+
+
+def test_the_serve_application_answers_as_one_process(local_ray, small_sharded_index):
+    """The whole service as one Serve application (what a RayService deploys): the same app
+    as the ingress deployment, two ShardGroup deployments, HTTP from Serve's proxy."""
+    from ray import serve
+
+    from service.serve_app import build
+
+    with TestClient(create_app(settings(small_sharded_index, scorer="thread"))) as c:
+        want = {p: ask(c, p) for p in PROMPTS}
+    args = {"index": str(small_sharded_index), "device": "cpu", "cluster_cpus": 0.25}
+    serve.run(build(args), name="lorif", route_prefix="/")
+    try:
+        deployments = serve.status().applications["lorif"].deployments
+        assert sorted(deployments) == ["Ingress", "ShardGroup0", "ShardGroup1"]
+        with httpx.Client(base_url=f"http://127.0.0.1:{local_ray}", timeout=60) as c:
+            assert c.get("/health/ready").status_code == 200
+            assert c.get("/v1/index").json()["scorer"] == "cluster"
+            with ThreadPoolExecutor(8) as pool:
+                got = list(pool.map(lambda p: (p, ask(c, p)), PROMPTS * 4))
+            for p, answer in got:
+                same(answer, want[p])
+            bad = c.post("/v1/attributions", json={"prompt": "", "k": 5})
+            assert bad.status_code == 422
+            assert bad.headers["content-type"] == "application/problem+json"
+            assert "lorif_scans_total" in c.get("/metrics").text
+    finally:
+        serve.delete("lorif")
