@@ -11,6 +11,7 @@ their top-k (``service.cluster``). Serve's proxy answers HTTP; its per-deploymen
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ray import serve
@@ -44,6 +45,7 @@ def build(args: dict[str, Any]) -> Application:
     settings = ServiceSettings(**args)
     if not settings.index:
         raise ValueError("the Serve application needs args.index: the path of the index")
+    settings.index = str(Path(settings.index).resolve())  # replicas need not share our cwd
     index = Index(settings.index)
     try:
         groups = [

@@ -31,7 +31,9 @@ class ServiceSettings(BaseSettings):
         description="Spread the scan over shard groups on Ray Serve: `local` (a Ray started "
         "here) or a Ray address (`auto`, `ray://host:10001`); unset = one process, no Ray.",
     )
-    cluster_groups: int = Field(2, ge=1, description="Shard groups (one Serve application each).")
+    cluster_groups: int = Field(
+        2, ge=1, description="Groups of shards, each scanned by its own Serve deployment."
+    )
     cluster_replicas: int = Field(1, ge=1, description="Replicas per shard group.")
     cluster_cpus: float = Field(1.0, ge=0, description="CPUs per shard-group replica.")
     cluster_gpus: float = Field(0.0, ge=0, description="GPUs per shard-group replica.")
