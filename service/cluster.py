@@ -27,7 +27,9 @@ from indexer import (
     Explanation,
     Index,
     QueryEngine,
+    Resident,
     ScoreResult,
+    make_resident,
     merge_results,
     score_store,
 )
@@ -46,16 +48,19 @@ STATUS_TTL_S = 0.5  # how often the replicas' states are read
 class ShardGroup:
     """One group of shards of an index: scores preconditioned queries against its rows."""
 
-    def __init__(self, path: str, fingerprint: str, shards: tuple[int, int], device: str):
+    def __init__(
+        self, path: str, fingerprint: str, shards: tuple[int, int], device: str, resident: Resident
+    ):
         self.index = Index(path)
         if self.index.fingerprint != fingerprint:
             raise RuntimeError(f"{path} changed since the server opened it")
-        self.store = self.index.store(range(*shards))
         self.first = self.index.parts[shards[0]].first
         self.device = torch.device(
             "cuda" if device == "auto" and torch.cuda.is_available() else
             ("cpu" if device == "auto" else device)
         )  # fmt: skip
+        # the group's rows in device memory when they fit (``resident``), else streamed
+        self.store = make_resident(self.index.store(range(*shards)), self.device, resident)
 
     def score(
         self, p: dict[str, np.ndarray], ks: list[int], query_rank: int, candidates: int
@@ -92,7 +97,11 @@ def shard_group(index: Index, shards: range, settings: ServiceSettings, name: st
         max_ongoing_requests=1,
         health_check_period_s=1.0,  # a dead replica is noticed in about a second
     ).bind(
-        str(index.path.resolve()), index.fingerprint, (shards.start, shards.stop), settings.device
+        str(index.path.resolve()),
+        index.fingerprint,
+        (shards.start, shards.stop),
+        settings.device,
+        settings.resident,
     )
 
 
