@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .kronecker import KroneckerMoments
 
 Conv1D: type[nn.Module] | None
 try:  # HF GPT-2 style layer: y = x @ W + b with W of shape (in, out)
@@ -95,8 +96,10 @@ class GradientCapture:
         projections: dict[str, tuple[torch.Tensor, torch.Tensor]],
         position_mask: torch.Tensor | None = None,
         keep_positions: bool = False,
+        moments: KroneckerMoments | None = None,
     ):
         self.modules = modules
+        self.moments = moments  # when given: token-level A and S summed in (K-FAC / EK-FAC)
         self.projections = projections
         self.position_mask = position_mask  # (B, T) bool: True = real token
         self.gradients: dict[str, torch.Tensor] = {}
@@ -142,6 +145,8 @@ class GradientCapture:
                 g_tilde = xp.transpose(1, 2) @ gp  # (B, d1, d2)
                 if self.keep_positions:
                     self.positions.setdefault(name, []).append((xp, gp))
+                if self.moments is not None:
+                    self.moments.add(name, xp, gp)
                 prev = self.gradients.get(name)
                 self.gradients[name] = g_tilde if prev is None else prev + g_tilde
 

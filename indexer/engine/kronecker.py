@@ -29,11 +29,10 @@ Progress = Callable[[int], object]
 
 @dataclass
 class KroneckerMoments:
-    """Running sums A (d1, d1) and S (d2, d2) per layer (float64), and the tokens seen."""
+    """Running sums A (d1, d1) and S (d2, d2) per layer (float64)."""
 
     A: dict[str, torch.Tensor] = field(default_factory=dict)
     S: dict[str, torch.Tensor] = field(default_factory=dict)
-    tokens: int = 0
 
     def add(self, name: str, x: torch.Tensor, d: torch.Tensor) -> None:
         """x (..., d1), d (..., d2): projected inputs and output gradients of real tokens
@@ -47,7 +46,6 @@ class KroneckerMoments:
         for mine, theirs in ((self.A, other.A), (self.S, other.S)):
             for name, v in theirs.items():
                 mine[name] = v.clone() if name not in mine else mine[name] + v
-        self.tokens += other.tokens
 
 
 @dataclass

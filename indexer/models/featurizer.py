@@ -20,6 +20,7 @@ from ..engine.capture import (
     projection_dims,
     select_layers,
 )
+from ..engine.kronecker import KroneckerMoments
 from ..engine.layout import TrackedLayer
 from ..engine.projection import Projections
 from ..errors import DataError, IndexFormatError
@@ -120,14 +121,23 @@ class Featurizer:
                     "process does not reproduce the index's projections"
                 )
 
-    def _capture(self, examples: list[Example], keep_positions: bool = False) -> GradientCapture:
+    def _capture(
+        self,
+        examples: list[Example],
+        keep_positions: bool = False,
+        moments: KroneckerMoments | None = None,
+    ) -> GradientCapture:
         batch = {k: v.to(self.device) for k, v in self.task.collate(examples).items()}
         mask = self.task.position_mask(batch)
         with (
             frozen_parameters(self.model),
             torch.enable_grad(),
             GradientCapture(
-                self.modules, self._proj_t, position_mask=mask, keep_positions=keep_positions
+                self.modules,
+                self._proj_t,
+                position_mask=mask,
+                keep_positions=keep_positions,
+                moments=moments,
             ) as cap,
         ):
             with torch.autocast(
@@ -150,9 +160,12 @@ class Featurizer:
             out[t.name] = (torch.cat([a[0] for a, _ in pairs]), torch.cat([b[0] for _, b in pairs]))
         return out
 
-    def gradients(self, examples: list[Example]) -> dict[str, torch.Tensor]:
-        """Projected per-example gradients: layer name -> (B, d1, d2) float32 on ``device``."""
-        cap = self._capture(examples)
+    def gradients(
+        self, examples: list[Example], moments: KroneckerMoments | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Projected per-example gradients: layer name -> (B, d1, d2) float32 on ``device``;
+        ``moments``: also sum the batch's token-level K-FAC moments into it."""
+        cap = self._capture(examples, moments=moments)
         out = {}
         for t in self.layers:
             g = cap.gradients.get(t.name)

@@ -97,3 +97,25 @@ def test_layer_glob_matching_nothing_is_an_error(tokenizer):
 
     with pytest.raises(ConfigError, match="match no Linear"):
         select_layers(make_model("llama", tokenizer), ["*nope*"])
+
+
+def test_kronecker_moments_are_the_token_level_sums(tokenizer, corpus):
+    """The K-FAC moments summed during featurizing = sum over real tokens of x~ x~^T and
+    d~ d~^T (from each example's per-position terms); padding adds nothing."""
+    from indexer.engine.kronecker import KroneckerMoments
+
+    model = make_model("llama", tokenizer)
+    task = CausalLMTask(tokenizer, max_tokens=64)
+    feat = Featurizer.create(model, task, proj_factor=4, seed=1)
+    examples = [Example(completion=corpus[1][:30]), Example(completion=corpus[2])]
+    moments = KroneckerMoments()
+    feat.gradients(examples, moments=moments)
+    for t in feat.layers:
+        want_a = torch.zeros(t.d1, t.d1, dtype=torch.float64)
+        want_s = torch.zeros(t.d2, t.d2, dtype=torch.float64)
+        for ex in examples:
+            a, d = feat.position_terms(ex)[t.name]
+            want_a += a.double().T @ a.double()
+            want_s += d.double().T @ d.double()
+        assert rel(moments.A[t.name], want_a) < 1e-5, t.name
+        assert rel(moments.S[t.name], want_s) < 1e-5, t.name
