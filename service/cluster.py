@@ -1,9 +1,11 @@
 """Sharded serving on Ray Serve (``LORIF_CLUSTER``): the scan spread over shard groups.
 
 This process keeps the model: it featurizes and preconditions each micro-batch once, sends
-P_q to one Serve application per group of shards (``Index.shard_groups``), each of
-``cluster_replicas`` replicas that hold their shards (resident in device memory when they fit,
-else streamed), and merges the groups' top-k exactly (``merge_results``). A group that fails
+P_q to one ``ShardGroup`` deployment per group of shards (``Index.shard_groups``; its own Serve
+application under ``lorif serve --cluster``, or bound into the service's application by
+``service.serve_app``), each of ``cluster_replicas`` replicas that hold their shards (resident
+in device memory when they fit, else streamed), and merges the groups' top-k exactly
+(``merge_results``). A group that fails
 (a replica killed mid-call) is asked again once — another replica answers when there are
 several — and otherwise the batch fails with 503 + Retry-After: never a partial top-k.
 Imported only when the cluster is on: ``lorif serve`` without it never imports Ray.
