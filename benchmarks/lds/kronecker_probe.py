@@ -34,7 +34,7 @@ from indexer.models.featurizer import Featurizer
 from indexer.storage.store import MemoryFactorStore
 
 from .harness import Report, read_ground_truth
-from .shakespeare import GROUND_TRUTH, load, task_for, train
+from .shakespeare import GROUND_TRUTH, trained_setting
 
 ALPHAS = (0.1, 0.01)
 
@@ -74,13 +74,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     subsets, losses, _ = read_ground_truth(GROUND_TRUTH)
-    train_texts, query_texts = load()
-    task = task_for(train_texts)
-    model = train(task, train_texts, seed=0)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    train_ex = [Example(completion=t) for t in train_texts]
-    query_ex = [Example(completion=t) for t in query_texts]
+    model, task, train_ex, query_ex = trained_setting()
     report = Report(subsets, losses)
     for f in (1, 4):
         feat = Featurizer.create(model, task, proj_factor=f, seed=0)

@@ -139,22 +139,32 @@ def add_seeds(gt: Path, extra: int) -> None:
     print(f"ground truth: {gt} ({len(subsets)} subsets x {config['seeds']} seeds)")
 
 
-def evaluate(gt: Path, json_out: Path | None) -> list[dict]:
-    from indexer.build import build_index
-    from indexer.config import BuildConfig, CurvatureConfig
+def trained_setting():
+    """The model trained on all N speeches (frozen), its task, and the train/query examples."""
     from indexer.data import Example
-    from indexer.models.featurizer import Featurizer
-    from indexer.query import QueryEngine
-    from indexer.storage.reader import Index
 
-    subsets, losses, config = read_ground_truth(gt)
     train_texts, query_texts = load()
     task = task_for(train_texts)
     model = train(task, train_texts, seed=0)
     for p in model.parameters():
         p.requires_grad_(False)
-    train_ex = [Example(completion=t) for t in train_texts]
-    query_ex = [Example(completion=t) for t in query_texts]
+    return (
+        model,
+        task,
+        [Example(completion=t) for t in train_texts],
+        [Example(completion=t) for t in query_texts],
+    )
+
+
+def evaluate(gt: Path, json_out: Path | None) -> list[dict]:
+    from indexer.build import build_index
+    from indexer.config import BuildConfig, CurvatureConfig
+    from indexer.models.featurizer import Featurizer
+    from indexer.query import QueryEngine
+    from indexer.storage.reader import Index
+
+    subsets, losses, config = read_ground_truth(gt)
+    model, task, train_ex, query_ex = trained_setting()
     report = Report(subsets, losses)
     add = report.add
 
@@ -236,9 +246,7 @@ def evaluate(gt: Path, json_out: Path | None) -> list[dict]:
             2 * k,
             time.perf_counter() - t,
         )
-    print(
-        f"ground truth: {config['m']} subsets x {config['seeds']} seeds, {len(query_texts)} queries"
-    )
+    print(f"ground truth: {config['m']} subsets x {config['seeds']} seeds, {len(query_ex)} queries")
     if json_out:
         json_out.write_text(json.dumps(report.rows, indent=2))
     return report.rows

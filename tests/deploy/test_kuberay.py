@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import importlib
 import re
-import subprocess
 
 import pytest
 import yaml
 
-from tests.deploy.test_deploy import tool
+from tests.deploy.test_deploy import kubernetes_validate
 from tests.helpers import ROOT
 
 KUBERAY = ROOT / "deploy" / "kuberay"
@@ -82,12 +81,7 @@ def test_pod_templates_are_valid_core_resources(tmp_path):
     ]
     path = tmp_path / "templates.yaml"
     path.write_text(yaml.safe_dump_all(docs))
-    run = subprocess.run(
-        [tool("kubernetes-validate"), "--strict", "--quiet", str(path)],
-        capture_output=True,
-        text=True,
-    )
-    assert run.returncode == 0, run.stdout + run.stderr
+    kubernetes_validate(path)
 
 
 def test_overlay_replaces_the_api_deployment_with_the_rayservice():
