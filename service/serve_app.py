@@ -42,6 +42,9 @@ def build(args: dict[str, Any]) -> Application:
     ``LORIF_*`` environment fills the rest) — ``index`` at least; ``cluster_groups``,
     ``cluster_replicas``, ``cluster_cpus``, ``cluster_gpus`` size the shard groups. The index
     must be at the same path on every node (a shared volume)."""
+    unknown = sorted(set(args) - set(ServiceSettings.model_fields))
+    if unknown:
+        raise ValueError(f"unknown settings in the Serve application's args: {unknown}")
     settings = ServiceSettings(**args)
     if not settings.index:
         raise ValueError("the Serve application needs args.index: the path of the index")

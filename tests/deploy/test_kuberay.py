@@ -74,6 +74,16 @@ def test_serve_config_is_valid_for_ray_and_names_our_application():
     }
 
 
+def test_serve_application_refuses_unknown_args():
+    pytest.importorskip("ray", reason="the cluster extra (ray[serve]) is not installed")
+    from service.serve_app import build
+
+    with pytest.raises(ValueError, match=r"unknown settings .*'cluster_cpu'"):
+        build({"index": "/nonexistent", "cluster_cpu": 2})
+    with pytest.raises(ValueError, match="args.index"):
+        build({"cluster_cpus": 2})
+
+
 def test_pod_templates_are_valid_core_resources(tmp_path):
     docs = [
         {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": name}, "template": t}
