@@ -78,6 +78,20 @@ class ShardGroup:
         return len(self.store)
 
 
+def connect(address: str, attempts: int = 3) -> None:
+    """``ray.init`` (``local``: a new Ray here), tried again on a refused connection: a Ray
+    Client's server-side session can fail to start while the head is busy (seen in CI)."""
+    for attempt in range(attempts):
+        try:
+            ray.init(address=address, log_to_driver=False)
+            return
+        except ConnectionError as e:
+            if attempt == attempts - 1:
+                raise
+            log.warning("cluster: connecting to %s failed (%s), trying again", address, e)
+            time.sleep(2.0)
+
+
 class Group(NamedTuple):
     """A shard group as the scorer reaches it: its handle and where Serve reports its state."""
 
@@ -170,8 +184,9 @@ class ClusterScorer:
             app = serve.get_replica_context().app_name
             groups = [Group(h, app, shard_group_name(g)) for g, h in enumerate(handles)]
         else:
+            assert s.cluster, "neither shard-group handles nor a cluster address"
             if not ray.is_initialized():
-                ray.init(address=s.cluster, log_to_driver=False)  # "local": a new one
+                connect(s.cluster)
             if s.cluster == "local":  # the API is served here: no Serve proxy on its port
                 serve.start(proxy_location="Disabled")
             groups = []

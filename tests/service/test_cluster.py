@@ -64,8 +64,20 @@ def same(a: dict, b: dict) -> None:
 def replicas(group: int) -> list[psutil.Process]:
     name = f"ServeReplica:lorif-shards-{group}:ShardGroup"
     return [
-        p for p in psutil.process_iter(["cmdline"]) if name in " ".join(p.info["cmdline"] or [])
+        p
+        for p in psutil.process_iter(["cmdline", "status"])
+        if name in " ".join(p.info["cmdline"] or []) and p.info["status"] != psutil.STATUS_ZOMBIE
     ]
+
+
+def no_replicas_left() -> None:
+    """Wait for the replicas of an earlier test's deleted applications to exit (a replica
+    shuts down gracefully, so on a loaded machine one can outlive serve.delete by seconds):
+    the counts below are of this test's replicas only."""
+    deadline = time.monotonic() + 60
+    while (replicas(0) or replicas(1)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not (replicas(0) or replicas(1)), "replicas of an earlier test are still running"
 
 
 def test_cluster_answers_as_one_process(local_ray, small_sharded_index):
@@ -85,6 +97,7 @@ def test_cluster_answers_as_one_process(local_ray, small_sharded_index):
 
 
 def test_a_killed_replica_costs_no_request(local_ray, small_sharded_index):
+    no_replicas_left()
     cluster = settings(small_sharded_index, cluster="local", cluster_replicas=2, cluster_cpus=0.25)
     with TestClient(create_app(cluster)) as c:
         want = {p: ask(c, p) for p in PROMPTS}
@@ -113,6 +126,7 @@ def test_a_killed_replica_costs_no_request(local_ray, small_sharded_index):
 def test_with_one_replica_a_kill_costs_a_wait_or_a_503_never_a_wrong_answer(
     local_ray, small_sharded_index
 ):
+    no_replicas_left()
     cluster = settings(small_sharded_index, cluster="local", cluster_cpus=0.25)
     with TestClient(create_app(cluster)) as c:
         want = ask(c, PROMPTS[0])
