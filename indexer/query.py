@@ -8,7 +8,7 @@ factor store; ``explain`` splits one (query, example) score over both texts' tok
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +50,7 @@ class QueryEngine:
     featurizer: Featurizer
     preconditioners: dict[str, LayerPreconditioner]
     store: FactorStore  # memory-mapped (streamed) or resident in device memory
+    _damped: dict[float, dict[str, LayerPreconditioner]] = field(default_factory=dict)
 
     @classmethod
     def attach(
@@ -142,9 +143,38 @@ class QueryEngine:
             self.query_tokens(q)
         return self.featurizer.gradients(queries)
 
-    def preconditioned(self, queries: list[Example]) -> dict[str, torch.Tensor]:
-        """P_q (Q, d1, d2) per layer: the query gradients through the Woodbury inverse."""
-        return precondition(self.query_gradients(queries), self.preconditioners)
+    def preconditioned(
+        self, queries: list[Example], damping: float | None = None
+    ) -> dict[str, torch.Tensor]:
+        """P_q (Q, d1, d2) per layer: the query gradients through the Woodbury inverse;
+        ``damping``: alpha for this call instead of the build's (see ``preconditioners_for``)."""
+        return precondition(self.query_gradients(queries), self.preconditioners_for(damping))
+
+    def preconditioners_for(self, damping: float | None) -> dict[str, LayerPreconditioner]:
+        """The preconditioners at relative damping alpha = ``damping`` (None: the build's).
+        The basis V, sigma^2 does not depend on the damping, and the build set each layer's
+        lambda = alpha_build * m_layer, so alpha gives lambda = lambda_build * alpha / alpha_build
+        exactly: the same as a build with that alpha."""
+        built = self.index.manifest["curvature"]
+        if damping is None or damping == built["damping"] and not built["damping_abs"]:
+            return self.preconditioners
+        if not damping > 0:
+            raise ConfigError(f"damping must be > 0, not {damping}")
+        if built["damping_abs"]:
+            raise ConfigError(
+                "this index was built with an absolute lambda (--damping-abs): a relative "
+                "damping at query time needs an index built with --damping"
+            )
+        if damping not in self._damped:
+            if len(self._damped) >= 8:  # a few alphas are in use at a time, not every one
+                self._damped.clear()
+            dev = self.featurizer.device
+            scale = damping / built["damping"]
+            self._damped[damping] = {
+                n: LayerPreconditioner.from_curvature(c, dev, lam=c.lam * scale)
+                for n, c in self.index.curvature().items()
+            }
+        return self._damped[damping]
 
     def scan(
         self,
@@ -175,11 +205,13 @@ class QueryEngine:
         block_rows: int = 0,
         query_rank: int = 0,
         candidates: int = 4,
+        damping: float | None = None,
     ) -> ScoreResult:
         """Top-k both ways for each query and, with ``keep_scores``, the full (Q, N) matrix of
-        scores; ``query_rank`` > 0 takes the low-rank fast path."""
+        scores; ``query_rank`` > 0 takes the low-rank fast path; ``damping``: alpha for these
+        queries instead of the build's."""
         return self.scan(
-            self.preconditioned(queries),
+            self.preconditioned(queries, damping),
             k=k,
             keep_scores=keep_scores,
             block_rows=block_rows,

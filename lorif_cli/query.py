@@ -43,18 +43,18 @@ def query(
         help="Keep the factor rows in device memory: auto (on a GPU when they fit), on, off.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    damping: float = typer.Option(
+        None,
+        help="Relative damping alpha for these queries (lambda = alpha * the layer's mean top "
+        "eigenvalue; default: the build's --damping). Exact: equals an index built with it.",
+    ),
 ) -> None:
     """Top-k proponents (and opponents) of queries among the indexed examples."""
     from indexer.data import load_examples, query_example
     from indexer.query import QueryEngine
     from indexer.threads import use_threads
 
-    if (prompt is None) == (queries is None):
-        raise ConfigError("give a PROMPT or --queries FILE (one of them)")
-    if all_scores != (output is not None):
-        raise ConfigError("--all-scores and --output go together")
-    if resident not in ("auto", "on", "off"):
-        raise ConfigError(f"--resident must be auto, on or off, not {resident!r}")
+    _check_options(prompt is None, queries is None, all_scores, output, resident, damping)
     # Bad text and bad files are refused before the model loads.
     examples = [query_example(prompt, completion)] if queries is None else load_examples(queries)
     use_threads(threads)
@@ -64,7 +64,8 @@ def query(
     try:
         for q in examples:
             engine.check_query(q)
-        results = _score_all(engine, examples, k, output)
+        engine.preconditioners_for(damping)  # refuses it for an absolute-lambda index
+        results = _score_all(engine, examples, k, output, damping)
         directions = ("proponents", "opponents") if opponents else ("proponents",)
         out = [_rows(engine, result, q, directions) for result, q in results]
     finally:
@@ -74,8 +75,27 @@ def query(
         typer.echo(f"scores: {output} ({len(examples)} x {len(engine.index)} float32)", err=True)
 
 
+def _check_options(
+    no_prompt: bool,
+    no_queries: bool,
+    all_scores: bool,
+    output: str | None,
+    resident: str,
+    damping: float | None,
+) -> None:
+    """Flags that do not go together or are out of range: refused before anything loads."""
+    if no_prompt == no_queries:
+        raise ConfigError("give a PROMPT or --queries FILE (one of them)")
+    if all_scores != (output is not None):
+        raise ConfigError("--all-scores and --output go together")
+    if resident not in ("auto", "on", "off"):
+        raise ConfigError(f"--resident must be auto, on or off, not {resident!r}")
+    if damping is not None and not damping > 0:
+        raise ConfigError(f"--damping must be > 0, not {damping}")
+
+
 def _score_all(
-    engine: Any, examples: list[Any], k: int, output: str | None
+    engine: Any, examples: list[Any], k: int, output: str | None, damping: float | None
 ) -> list[tuple[Any, int]]:
     """(ScoreResult, row in it) per query, scanned CHUNK queries at a time; with ``output``
     the full score rows go straight into a .npy memory map."""
@@ -88,7 +108,7 @@ def _score_all(
     results = []
     for start in range(0, len(examples), CHUNK):
         chunk = examples[start : start + CHUNK]
-        result = engine.score(chunk, k=k, keep_scores=scores is not None)
+        result = engine.score(chunk, k=k, keep_scores=scores is not None, damping=damping)
         if scores is not None:
             scores[start : start + len(chunk)] = result.scores
         results += [(result, i) for i in range(len(chunk))]

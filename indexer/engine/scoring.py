@@ -41,11 +41,13 @@ class LayerPreconditioner:
 
     @classmethod
     def from_curvature(
-        cls, c: LayerCurvature, device: torch.device | str = "cpu"
+        cls, c: LayerCurvature, device: torch.device | str = "cpu", lam: float | None = None
     ) -> LayerPreconditioner:
+        """``lam``: another damping than the build's (the basis does not depend on it)."""
+        lam = c.lam if lam is None else lam
         sigma2 = torch.as_tensor(c.sigma2, dtype=torch.float64)
-        coef = (sigma2 / (sigma2 + c.lam)).float()
-        return cls(torch.as_tensor(c.V, dtype=torch.float32).to(device), coef.to(device), c.lam)
+        coef = (sigma2 / (sigma2 + lam)).float()
+        return cls(torch.as_tensor(c.V, dtype=torch.float32).to(device), coef.to(device), lam)
 
     def apply(self, g: torch.Tensor) -> torch.Tensor:
         """g (Q, d1, d2) -> P (Q, d1, d2), computed in g's dtype (float64 for explanations)."""
