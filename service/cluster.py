@@ -74,9 +74,6 @@ class ShardGroup:
         )  # fmt: skip
         return self.first, result
 
-    def rows(self) -> int:
-        return len(self.store)
-
 
 def connect(address: str, attempts: int = 3) -> None:
     """``ray.init`` (``local``: a new Ray here), tried again on a refused connection: a Ray

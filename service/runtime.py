@@ -86,6 +86,12 @@ class Runtime:
         return self._scorer
 
     @property
+    def on_cluster(self) -> bool:
+        """The scan runs on Ray Serve: deployed by this process (``cluster``) or bound into
+        the Serve application this app is the ingress of (``shard_groups``)."""
+        return bool(self.settings.cluster) or self.shard_groups is not None
+
+    @property
     def scoring(self) -> bool:
         """The scorer can take calls (false while a dead scorer process restarts)."""
         return self._scorer is not None and self._scorer.available
@@ -145,13 +151,14 @@ class Runtime:
     async def _start_scorer(self, index: Index) -> None:
         """The scorer process (while this process loads the tokenizer), or the engine here."""
         s, loop = self.settings, asyncio.get_running_loop()
-        if s.cluster or self.shard_groups is not None:
+        if self.on_cluster:
             from .cluster import ClusterScorer
 
-            groups = self.shard_groups
             cluster = await loop.run_in_executor(
                 None,
-                lambda: ClusterScorer.start(index, s, self.options, self.metrics.on_scan, groups),
+                lambda: ClusterScorer.start(
+                    index, s, self.options, self.metrics.on_scan, self.shard_groups
+                ),
             )
             self._checker, self._scorer = cluster.engine.checker, cluster
             return

@@ -20,7 +20,7 @@ async def index_summary(rt: Annotated[Runtime, Depends(runtime)]) -> IndexSummar
         **rt.index.summary(),
         scoring_path=rt.options.path,
         query_rank=rt.options.query_rank,
-        scorer="cluster" if rt.settings.cluster or rt.shard_groups else rt.settings.scorer,
+        scorer="cluster" if rt.on_cluster else rt.settings.scorer,
         device=device,
         resident=resident,
     )

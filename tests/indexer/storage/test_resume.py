@@ -39,6 +39,22 @@ def build_args(model_dir, data, out, **extra) -> list[str]:
     return args
 
 
+def straight_build(model_dir, data, out, shard_size: int) -> Path:
+    """The build of ``build_args``, uninterrupted and in this process."""
+    cfg = BuildConfig(
+        model=str(model_dir),
+        data=str(data),
+        output=str(out),
+        proj_factor=4,
+        rank=2,
+        curvature=CurvatureConfig(rank=8),
+        batch_size=2,
+        seed=5,
+        shard_size=shard_size,
+    )
+    return build_index(cfg, progress=False)
+
+
 def done_count(partial: Path) -> int:
     try:
         with h5py.File(partial, "r", locking=False) as f:
@@ -118,18 +134,7 @@ def test_sigkill_then_resume_gives_identical_arrays(model_dirs, big_data, tmp_pa
         assert index.manifest["build_info"]["resumed_rows"] == killed_at
 
     ref = tmp_path / "straight.h5"
-    cfg = BuildConfig(
-        model=str(model_dirs["llama"]),
-        data=str(big_data),
-        output=str(ref),
-        proj_factor=4,
-        rank=2,
-        curvature=CurvatureConfig(rank=8),
-        batch_size=2,
-        seed=5,
-        shard_size=0,
-    )
-    build_index(cfg, progress=False)
+    straight_build(model_dirs["llama"], big_data, ref, shard_size=0)
     a, b = arrays(out), arrays(ref)
     assert a.keys() == b.keys()
     for key in a:
@@ -156,18 +161,8 @@ def test_sharded_build_killed_then_resumed_is_the_straight_build(model_dirs, big
         assert killed_at - 1 <= resumed <= killed_at, (resumed, killed_at)
         assert [p.n for p in index.parts] == [64, 64, 64, 64, 44]
 
-    cfg = BuildConfig(
-        model=str(model_dirs["llama"]),
-        data=str(big_data),
-        output=str(tmp_path / "straight"),
-        proj_factor=4,
-        rank=2,
-        curvature=CurvatureConfig(rank=8),
-        batch_size=2,
-        seed=5,
-        shard_size=64,
-    )
-    a, b = arrays(out), arrays(build_index(cfg, progress=False))
+    straight = straight_build(model_dirs["llama"], big_data, tmp_path / "straight", shard_size=64)
+    a, b = arrays(out), arrays(straight)
     assert a.keys() == b.keys()
     for key in a:
         assert np.array_equal(a[key], b[key]), key
