@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import torch
 from .build_steps import curvature_over, featurize_rows
 from .config import BuildConfig
 from .data import Example, load_examples
-from .engine.curvature import LayerCurvature
+from .engine.preconditioners import Curvature
 from .engine.projection import Projections
 from .errors import ConfigError, IndexFormatError, ResumeMismatchError
 from .manifest import make_manifest
@@ -96,7 +97,8 @@ def _fill_and_publish(
     info: dict[str, Any] = {"load_seconds": round(time.perf_counter() - started, 3)}
     info.update(featurize_rows(cfg, writer, featurizer, examples, lengths, progress))
     t1 = time.perf_counter()
-    curvature = curvature_over(cfg, writer.store(), featurizer.device, progress)
+    moments = writer.moments if isinstance(writer, ShardedWriter) else None
+    curvature = curvature_over(cfg, writer.store(), featurizer.device, progress, None, moments)
     build_info(cfg, manifest, curvature, writer.n, info, started, t1, lengths, featurizer.device)
     writer.publish(manifest, curvature, torch.get_num_threads())
     return Path(cfg.output)
@@ -105,7 +107,7 @@ def _fill_and_publish(
 def build_info(
     cfg: BuildConfig,
     manifest: dict[str, Any],
-    curvature: dict[str, LayerCurvature],
+    curvature: Mapping[str, Curvature],
     rows: int,
     info: dict[str, Any],
     started: float,
@@ -116,6 +118,7 @@ def build_info(
     """Record the curvature settings (``rows``: the rows the basis is computed over) and the
     build's figures in ``manifest``."""
     manifest["curvature"] = {
+        "kind": cfg.curvature.kind,
         "rank": cfg.curvature.rank,
         "oversample": cfg.curvature.oversample,
         "power_iters": cfg.curvature.power_iters,

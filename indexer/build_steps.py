@@ -14,9 +14,12 @@ from tqdm.auto import tqdm
 
 from .config import BuildConfig
 from .data import Example
-from .engine.curvature import LayerCurvature, compute_curvature, passes
+from .engine.curvature import compute_curvature, passes
 from .engine.factorize import factorize_layers
+from .engine.kronecker import KroneckerMoments, compute_kronecker
 from .engine.layout import RowSource
+from .engine.preconditioners import Curvature
+from .errors import ConfigError
 from .models.featurizer import Featurizer
 from .storage.shards import ShardedWriter
 from .storage.writer import BackgroundRows, IndexWriter
@@ -30,17 +33,16 @@ def featurize_rows(
     lengths: npt.NDArray[np.int64],
     progress: bool,
 ) -> dict[str, Any]:
-    """Compute, factorize and write every pending row; returns build_info figures."""
-    # Batches of similar length (less padding); fixed composition so a resume recomputes
-    # exactly the batches an interrupted run would have.
-    mine, pending = writer.mine(), writer.pending()
-    order = np.argsort(lengths, kind="stable")
-    order = order[mine[order]]  # this process's rows (all, unless on several processes)
-    batches = [order[s : s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
-    todo = [b for b in batches if pending[b].any()]
+    """Compute, factorize and write every pending row; returns build_info figures. A Kronecker
+    build (``--curvature kfac | ekfac``) also sums each shard's K-FAC moments and finishes the
+    shard with them as soon as its rows are written; an unfinished shard is recomputed whole,
+    so its moments always cover exactly its rows."""
+    plan = _plan(cfg, writer, lengths)
+    total = int(writer.mine().sum())
+    todo_rows = sum(len(b) for _, batches in plan for b in batches)
     bar = tqdm(
-        total=len(order),
-        initial=len(order) - int(pending.sum()),
+        total=total,
+        initial=total - todo_rows,
         unit="ex",
         desc="featurize",
         disable=not progress,
@@ -50,20 +52,48 @@ def featurize_rows(
     tokens, t0 = 0, time.perf_counter()
     background = BackgroundRows(writer, cfg.dtype)
     try:
-        for rows in todo:
-            grads = featurizer.gradients([examples[i] for i in rows])
-            factors = factorize_layers(grads, cfg.rank, cfg.factor_method)
-            background.submit(rows, writer.layout.pack(factors))
-            tokens += int(lengths[rows].sum())
-            bar.update(len(rows))
-            bar.set_postfix(tok_s=f"{tokens / max(time.perf_counter() - t0, 1e-9):.0f}")
+        for shard, batches in plan:
+            moments = KroneckerMoments() if shard is not None else None
+            for rows in batches:
+                grads = featurizer.gradients([examples[i] for i in rows], moments=moments)
+                factors = factorize_layers(grads, cfg.rank, cfg.factor_method)
+                background.submit(rows, writer.layout.pack(factors))
+                tokens += int(lengths[rows].sum())
+                bar.update(len(rows))
+                bar.set_postfix(tok_s=f"{tokens / max(time.perf_counter() - t0, 1e-9):.0f}")
+            if shard is not None and isinstance(writer, ShardedWriter):
+                background.wait()
+                writer.finish(shard, moments, torch.get_num_threads())
     finally:
         background.close()  # every submitted batch is written (and marked done) first
         bar.close()
     return {
         "featurize_seconds_this_run": round(time.perf_counter() - t0, 3),
-        "resumed_rows": int(len(order) - sum(len(b) for b in todo)),
+        "resumed_rows": total - todo_rows,
     }
+
+
+Batches = list[npt.NDArray[np.int64]]
+
+
+def _plan(
+    cfg: BuildConfig, writer: IndexWriter | ShardedWriter, lengths: npt.NDArray[np.int64]
+) -> list[tuple[int | None, Batches]]:
+    """The batches still to run: (None, batches over every pending row) or, for a Kronecker
+    build, (shard, its batches) per unfinished shard. Batches hold rows of similar length (less
+    padding) in a fixed composition, so a resume recomputes what an interrupted run would."""
+
+    def batches(rows: npt.NDArray[np.int64]) -> Batches:
+        rows = rows[np.argsort(lengths[rows], kind="stable")]
+        return [rows[s : s + cfg.batch_size] for s in range(0, len(rows), cfg.batch_size)]
+
+    if cfg.curvature.kind == "lowrank":
+        pending = writer.pending()
+        every = batches(np.flatnonzero(writer.mine()))  # this process's rows
+        return [(None, [b for b in every if pending[b].any()])]
+    if not isinstance(writer, ShardedWriter):
+        raise ConfigError(f"--curvature {cfg.curvature.kind} needs --shard-size N")
+    return [(j, batches(rows)) for j, rows in writer.spans().items() if j not in writer.finished]
 
 
 def curvature_over(
@@ -72,17 +102,31 @@ def curvature_over(
     device: torch.device,
     progress: bool,
     combine: Callable[[torch.Tensor], object] | None = None,
-) -> dict[str, LayerCurvature]:
-    """The basis of ``store``'s rows (``combine``: summed over the processes of a build), with
-    a progress bar."""
+    moments: Callable[[], KroneckerMoments] | None = None,
+) -> dict[str, Curvature]:
+    """The curvature of ``store``'s rows (``combine``: summed over the processes of a build;
+    ``moments``: the K-FAC moments of those rows, for a Kronecker build), with a progress bar."""
+    kind = cfg.curvature.kind
+    total = {"lowrank": passes(cfg.curvature), "ekfac": 1}.get(kind, 0) * len(store)
     with tqdm(
-        total=len(store) * passes(cfg.curvature),
+        total=total,
         unit="row",
         desc="curvature",
-        disable=not progress,
+        disable=not progress or not total,
         dynamic_ncols=True,
         mininterval=0.5,
     ) as bar:
-        return compute_curvature(
-            store, cfg.curvature, device, seed=cfg.seed, progress=bar.update, combine=combine
-        )
+        if kind == "lowrank":
+            return dict(
+                compute_curvature(
+                    store,
+                    cfg.curvature,
+                    device,
+                    seed=cfg.seed,
+                    progress=bar.update,
+                    combine=combine,
+                )  # fmt: skip
+            )
+        if moments is None:
+            raise ConfigError(f"--curvature {kind}: no K-FAC moments for these rows")
+        return dict(compute_kronecker(store, moments(), cfg.curvature, device, bar.update, combine))

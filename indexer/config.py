@@ -30,10 +30,21 @@ def _check(checks: list[tuple[bool, str]]) -> None:
             raise ConfigError(message)
 
 
+CURVATURE_KINDS = ("lowrank", "kfac", "ekfac")
+
+
 @dataclass
 class CurvatureConfig:
-    """Randomized truncated SVD of G^T G per layer and its damping (method.md section 3)."""
+    """The preconditioner (method.md sections 3, 3b): LoRIF's randomized truncated SVD of
+    G^T G per layer, or token-level Kronecker factors (K-FAC / EK-FAC); and its damping."""
 
+    kind: str = setting(
+        "lowrank",
+        "Preconditioner: lowrank (truncated SVD of G^T G + Woodbury) | kfac | ekfac "
+        "(token-level Kronecker factors in the projected space; need --shard-size > 0).",
+        flag="curvature",
+        choices=CURVATURE_KINDS,
+    )
     rank: int = setting(
         128,
         "r: rank of the truncated SVD of the curvature per layer (capped at D).",
@@ -51,6 +62,10 @@ class CurvatureConfig:
     def validate(self) -> None:
         _check(
             [
+                (
+                    self.kind in CURVATURE_KINDS,
+                    f"--curvature must be one of {', '.join(CURVATURE_KINDS)}",
+                ),
                 (self.rank >= 0, "--curvature-rank (r) must be >= 0"),
                 (self.oversample >= 0, "--oversample (p) must be >= 0"),
                 (self.power_iters >= 0, "--power-iters (q) must be >= 0"),
@@ -65,6 +80,7 @@ class CurvatureConfig:
 
 # Content keys of the curvature settings in a manifest's flat ``build_config`` (format v1).
 _CURVATURE_KEYS = {
+    "curvature": "kind",
     "curvature_rank": "rank",
     "oversample": "oversample",
     "power_iters": "power_iters",
@@ -174,6 +190,11 @@ class BuildConfig:
                 (self.shard_size >= 0, "--shard-size must be >= 0"),
                 (self.nproc >= 1, "--nproc must be >= 1"),
                 (self.nproc == 1 or self.shard_size > 0, "--nproc > 1 needs --shard-size N"),
+                (
+                    self.curvature.kind == "lowrank" or self.shard_size > 0,
+                    f"--curvature {self.curvature.kind} needs --shard-size N (its moments are "
+                    "kept per shard)",
+                ),
             ]
         )
         self.curvature.validate()

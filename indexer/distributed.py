@@ -120,7 +120,9 @@ def _build(cfg: BuildConfig, ranks: Ranks, progress: bool) -> Path:
         info.update(featurize_rows(cfg, writer, featurizer, examples, lengths, progress))
         t1 = time.perf_counter()
         store = writer.store()
-        curvature = curvature_over(cfg, store, featurizer.device, progress, dist.all_reduce)
+        curvature = curvature_over(
+            cfg, store, featurizer.device, progress, dist.all_reduce, writer.moments
+        )
         mine = writer.finish_mine(torch.get_num_threads())
         gathered: list[Any] = [None] * ranks.world
         dist.all_gather_object(gathered, (mine, info))

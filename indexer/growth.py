@@ -107,7 +107,9 @@ def refresh_curvature(
         manifest = dict(index.manifest)
         cfg = index_config(manifest)
         store = index.store()
-        curvature = curvature_over(cfg, store, resolve_device(device), progress)
+        curvature = curvature_over(
+            cfg, store, resolve_device(device), progress, moments=index.moments
+        )
         projections = index.stored_projections()
         manifest["curvature"] = {
             **manifest["curvature"],

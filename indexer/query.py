@@ -16,7 +16,8 @@ import torch
 
 from .data import Example
 from .engine.explain import split_score
-from .engine.scoring import LayerPreconditioner, ScoreResult, precondition, score_rows, score_store
+from .engine.preconditioners import preconditioner
+from .engine.scoring import Preconditioner, ScoreResult, precondition, score_rows, score_store
 from .errors import ConfigError, DataError, IndexFormatError
 from .models.featurizer import Featurizer
 from .models.loading import load_causal_lm, model_fingerprint, resolve_device
@@ -48,9 +49,9 @@ class Explanation:
 class QueryEngine:
     index: Index
     featurizer: Featurizer
-    preconditioners: dict[str, LayerPreconditioner]
+    preconditioners: dict[str, Preconditioner]
     store: FactorStore  # memory-mapped (streamed) or resident in device memory
-    _damped: dict[float, dict[str, LayerPreconditioner]] = field(default_factory=dict)
+    _damped: dict[float, dict[str, Preconditioner]] = field(default_factory=dict)
 
     @classmethod
     def attach(
@@ -76,7 +77,7 @@ class QueryEngine:
         featurizer.verify_checksums(
             {d["name"]: (d["proj_in_sha256"], d["proj_out_sha256"]) for d in m["layers"]}
         )
-        pre = {n: LayerPreconditioner.from_curvature(c, dev) for n, c in index.curvature().items()}
+        pre = {n: preconditioner(c, dev) for n, c in index.curvature().items()}
         return cls(index, featurizer, pre, make_resident(index.store(), dev, resident))
 
     @classmethod
@@ -150,11 +151,12 @@ class QueryEngine:
         ``damping``: alpha for this call instead of the build's (see ``preconditioners_for``)."""
         return precondition(self.query_gradients(queries), self.preconditioners_for(damping))
 
-    def preconditioners_for(self, damping: float | None) -> dict[str, LayerPreconditioner]:
+    def preconditioners_for(self, damping: float | None) -> dict[str, Preconditioner]:
         """The preconditioners at relative damping alpha = ``damping`` (None: the build's).
-        The basis V, sigma^2 does not depend on the damping, and the build set each layer's
-        lambda = alpha_build * m_layer, so alpha gives lambda = lambda_build * alpha / alpha_build
-        exactly: the same as a build with that alpha."""
+        No basis depends on the damping (V, sigma^2; or Q_A, Q_S, Lambda), and the build set
+        each layer's lambda = alpha_build * m_layer (m: the mean of the top eigenvalues, or of
+        Lambda), so alpha gives lambda = lambda_build * alpha / alpha_build exactly: the same
+        as a build with that alpha."""
         built = self.index.manifest["curvature"]
         if damping is None or damping == built["damping"] and not built["damping_abs"]:
             return self.preconditioners
@@ -171,7 +173,7 @@ class QueryEngine:
             dev = self.featurizer.device
             scale = damping / built["damping"]
             self._damped[damping] = {
-                n: LayerPreconditioner.from_curvature(c, dev, lam=c.lam * scale)
+                n: preconditioner(c, dev, lam=c.lam * scale)
                 for n, c in self.index.curvature().items()
             }
         return self._damped[damping]
@@ -219,9 +221,9 @@ class QueryEngine:
             candidates=candidates,
         )
 
-    def explain(self, query: Example, example_id: int) -> Explanation:
+    def explain(self, query: Example, example_id: int, damping: float | None = None) -> Explanation:
         """Split the score of training example ``example_id`` for ``query`` over both texts'
-        tokens (exact; see indexer.engine.explain)."""
+        tokens (exact; see indexer.engine.explain); ``damping`` as in ``score``."""
         task = self.featurizer.task
         if not isinstance(task, CausalLMTask):
             raise ConfigError("token explanations need a language-model index")
@@ -232,7 +234,7 @@ class QueryEngine:
         split = split_score(
             self.featurizer.position_terms(query),
             self.featurizer.position_terms(example),
-            self.preconditioners,
+            self.preconditioners_for(damping),
             self.index.layout.rank,
         )
         row = self.store.rows(np.array([example_id]), self.device)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +33,10 @@ class LayerCurvature:
     V: npt.NDArray[np.float32]  # (D, r), columns orthonormal
     sigma2: npt.NDArray[np.float64]  # (r,), descending
     lam: float
+
+    def arrays(self) -> dict[str, npt.NDArray[Any]]:
+        """What the index stores (and checksums), in order, in its stored dtypes."""
+        return {"V": np.asarray(self.V, dtype="<f4"), "sigma2": np.asarray(self.sigma2, "<f8")}
 
 
 def passes(cfg: CurvatureConfig) -> int:

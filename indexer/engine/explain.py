@@ -8,7 +8,7 @@ G~_c = U_c U_c^T G~ (U_c: top-c left singular vectors of G~), hence
             = sum_t sum_l a_{i,t}^T U_c U_c^T P_q b_{i,t}               (example positions)
             = sum_u sum_l a_{q,u}^T M_i b_{q,u},  M_i = H^-1 G~_i,c     (query positions)
 
-with H^-1 = (V S^2 V^T + lam I)^-1 the layer's preconditioner.
+with H^-1 the layer's preconditioner (low-rank Woodbury or Kronecker, method.md section 3).
 
 Both splits are exact. The example's gradient is recomputed in full precision (float64 here),
 so the split's total differs from the scan's score of the stored bf16/fp16 factors by the
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .scoring import LayerPreconditioner
+from .scoring import Preconditioner
 
 PositionTerms = Mapping[str, tuple[torch.Tensor, torch.Tensor]]  # name -> (a (T, d1), b (T, d2))
 
@@ -44,7 +44,7 @@ class PositionSplit:
 def split_score(
     query: PositionTerms,
     example: PositionTerms,
-    preconditioners: Mapping[str, LayerPreconditioner],
+    preconditioners: Mapping[str, Preconditioner],
     rank: int,
 ) -> PositionSplit:
     """Split s(q, i) over positions, given both texts' per-position terms and the factor rank c

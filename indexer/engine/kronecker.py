@@ -15,12 +15,14 @@ Memory per layer O(d1^2 + d2^2 + d1 d2), against O(D r) for the low-rank basis.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
+from ..config import CurvatureConfig
 from ..errors import ConfigError
 from .layout import RowSource
 
@@ -50,11 +52,20 @@ class KroneckerMoments:
 
 @dataclass
 class LayerKronecker:
-    """One layer's Kronecker eigenbasis and (K-FAC or EK-FAC) eigenvalues."""
+    """One layer's Kronecker eigenbasis, (K-FAC or EK-FAC) eigenvalues and the build's lambda."""
 
     QA: npt.NDArray[np.float32]  # (d1, d1), columns orthonormal
     QS: npt.NDArray[np.float32]  # (d2, d2)
     eigenvalues: npt.NDArray[np.float64]  # (d1, d2), >= 0
+    lam: float = 0.0
+
+    def arrays(self) -> dict[str, npt.NDArray[Any]]:
+        """What the index stores (and checksums), in order, in its stored dtypes."""
+        return {
+            "QA": np.asarray(self.QA, dtype="<f4"),
+            "QS": np.asarray(self.QS, dtype="<f4"),
+            "eigenvalues": np.asarray(self.eigenvalues, dtype="<f8"),
+        }
 
     def damping(self, alpha: float) -> float:
         """lam = alpha * mean(Lambda): relative, so the moments' overall scale cancels."""
@@ -98,7 +109,38 @@ def ekfac_eigenvalues(
     if combine is not None:
         for v in acc.values():
             combine(v)
-    return {n: LayerKronecker(b.QA, b.QS, acc[n].cpu().numpy()) for n, b in bases.items()}
+    return {n: replace(b, eigenvalues=acc[n].cpu().numpy()) for n, b in bases.items()}
+
+
+def compute_kronecker(
+    store: RowSource,
+    moments: KroneckerMoments,
+    cfg: CurvatureConfig,
+    device: torch.device | str = "cpu",
+    progress: Progress | None = None,
+    combine: Callable[[torch.Tensor], object] | None = None,
+) -> dict[str, LayerKronecker]:
+    """The build's K-FAC or EK-FAC curvature (``cfg.kind``) of every layer of ``store``: the
+    eigenbases of ``moments`` (this process's sums; ``combine`` adds the other processes'),
+    EK-FAC's eigenvalues refit over the rows, and lambda per layer."""
+    layers = store.layout.layers
+    missing = [t.name for t in layers if t.name not in moments.A]
+    if missing:
+        raise ConfigError(f"no K-FAC moments for layer {missing[0]} (were they accumulated?)")
+    if combine is not None:
+        for t in layers:
+            combine(moments.A[t.name])
+            combine(moments.S[t.name])
+    bases = {t.name: kfac(moments.A[t.name], moments.S[t.name]) for t in layers}
+    if cfg.kind == "ekfac":
+        widest = max((t.d1 * t.d2 for t in layers), default=1)
+        block_rows = max(1, min(8192, cfg.block_bytes // (8 * widest)))
+        bases = ekfac_eigenvalues(store, bases, device, block_rows, progress, combine)
+    out = {}
+    for name, b in bases.items():
+        lam = cfg.damping_abs if cfg.damping_abs > 0 else b.damping(cfg.damping)
+        out[name] = replace(b, lam=lam)
+    return out
 
 
 @dataclass
@@ -115,7 +157,15 @@ class KroneckerPreconditioner:
     def from_layer(
         cls, layer: LayerKronecker, alpha: float, device: torch.device | str = "cpu"
     ) -> KroneckerPreconditioner:
-        lam = layer.damping(alpha)
+        """At relative damping ``alpha`` (lam = alpha * mean(Lambda))."""
+        return cls.from_curvature(layer, device, layer.damping(alpha))
+
+    @classmethod
+    def from_curvature(
+        cls, layer: LayerKronecker, device: torch.device | str = "cpu", lam: float | None = None
+    ) -> KroneckerPreconditioner:
+        """At the build's lambda, or ``lam``."""
+        lam = layer.lam if lam is None else lam
         inverse = 1.0 / (torch.as_tensor(layer.eigenvalues, dtype=torch.float64) + lam)
         return cls(
             torch.as_tensor(layer.QA).to(device),

@@ -8,8 +8,9 @@ Positive = the example lowers the query's loss (proponent); negative = opponent.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +23,7 @@ from .layout import RowSource
 __all__ = [
     "LayerPreconditioner",
     "LowRankQueries",
+    "Preconditioner",
     "RunningTopK",
     "ScoreResult",
     "precondition",
@@ -29,6 +31,16 @@ __all__ = [
     "score_rows_lowrank",
     "score_store",
 ]
+
+
+class Preconditioner(Protocol):
+    """H^-1 of one layer (low-rank Woodbury or Kronecker eigenbasis) at damping ``lam``."""
+
+    lam: float
+
+    def apply(self, g: torch.Tensor) -> torch.Tensor:
+        """g (Q, d1, d2) -> H^-1 g (Q, d1, d2), in g's dtype."""
+        ...
 
 
 @dataclass
@@ -59,7 +71,7 @@ class LayerPreconditioner:
 
 
 def precondition(
-    grads: dict[str, torch.Tensor], pre: dict[str, LayerPreconditioner]
+    grads: dict[str, torch.Tensor], pre: Mapping[str, Preconditioner]
 ) -> dict[str, torch.Tensor]:
     return {name: pre[name].apply(g.float()) for name, g in grads.items()}
 

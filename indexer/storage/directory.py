@@ -13,8 +13,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..engine.curvature import LayerCurvature
 from ..engine.layout import FactorLayout
+from ..engine.preconditioners import Curvature
 from ..errors import IndexFormatError
 from . import integrity
 from .format import FORMAT_NAME, h5open
@@ -104,7 +104,7 @@ def verify_parts(
     parts: list[Part],
     layout: FactorLayout,
     dtype: str,
-    curvature: Mapping[str, LayerCurvature],
+    curvature: Mapping[str, Curvature],
     mode: integrity.VerifyMode,
     threads: int = 1,
 ) -> integrity.VerifyReport:

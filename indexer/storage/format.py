@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import numpy.typing as npt
 
-from ..engine.curvature import LayerCurvature
+from ..engine.preconditioners import Curvature, from_arrays, stored_arrays
 from ..errors import IndexFormatError
 
 FORMAT_NAME = "lorif-index"
@@ -83,18 +83,55 @@ def contiguous(
 def fingerprint(
     manifest: Mapping[str, Any],
     factors: npt.NDArray[np.generic],
-    curvature: Mapping[str, LayerCurvature],
+    curvature: Mapping[str, Curvature],
 ) -> str:
     """blake2b-128 over the manifest (less 'fingerprint' and 'build_info': timings and dates),
-    the factor bytes and the basis arrays (V as <f4, sigma2 and lambda as <f8)."""
+    the factor bytes and the basis arrays (as stored, then lambda as <f8)."""
     h = hashlib.blake2b(digest_size=16)
     body = {k: v for k, v in manifest.items() if k not in UNHASHED_KEYS}
     h.update(json.dumps(body, sort_keys=True).encode())
     step = max(1, (64 << 20) // max(1, factors.shape[1] * factors.itemsize))
     for start in range(0, factors.shape[0], step):
         h.update(np.ascontiguousarray(factors[start : start + step]).tobytes())
+    for chunk in curvature_bytes(curvature):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def curvature_bytes(curvature: Mapping[str, Curvature]) -> Iterator[bytes]:
+    """The bytes the checksums cover: per layer (by name) its stored arrays, then lambda."""
     for name in sorted(curvature):
         c = curvature[name]
-        for array, dtype in ((c.V, "<f4"), (c.sigma2, "<f8"), (c.lam, "<f8")):
-            h.update(np.ascontiguousarray(array, dtype=dtype).tobytes())
-    return h.hexdigest()
+        for array in c.arrays().values():
+            yield np.ascontiguousarray(array).tobytes()
+        yield np.float64(c.lam).astype("<f8").tobytes()
+
+
+def write_curvature(f: h5py.File, curvature: Mapping[str, Curvature]) -> None:
+    """Group ``curvature/<layer>``: the layer's arrays and attribute ``lambda``."""
+    if "curvature" in f:
+        del f["curvature"]
+    for name, c in curvature.items():
+        g = f.create_group(f"curvature/{name}")
+        for key, array in c.arrays().items():
+            g.create_dataset(key, data=array)
+        g.attrs["lambda"] = float(c.lam)
+
+
+def read_curvature(
+    f: h5py.File, path: Path, kind: str, layers: Iterable[str]
+) -> dict[str, Curvature]:
+    """The curvature of ``layers`` (of ``kind``, as the manifest says) stored in ``f``."""
+    out = {}
+    for name in layers:
+        g = f.get(f"curvature/{name}")
+        keys = stored_arrays(kind)
+        if g is None or any(k not in g for k in keys) or "lambda" not in g.attrs:
+            raise IndexFormatError(f"{path}: no {kind} curvature basis for layer {name}")
+        out[name] = from_arrays(kind, {k: g[k][()] for k in keys}, float(g.attrs["lambda"]))
+    return out
+
+
+def curvature_kind(manifest: Mapping[str, Any]) -> str:
+    """The preconditioner an index was built with (indexes before K-FAC: lowrank)."""
+    return str(manifest.get("curvature", {}).get("kind", "lowrank"))

@@ -26,8 +26,9 @@ import h5py
 import numpy as np
 import numpy.typing as npt
 
-from ..engine.curvature import LayerCurvature
+from ..engine.preconditioners import Curvature, is_finite
 from ..errors import IndexFormatError
+from .format import curvature_bytes
 
 ALGORITHM = "blake2b-128"
 BLOCK_BYTES = 16 << 20  # factor bytes per checksum block
@@ -90,16 +91,8 @@ def example_digests(examples: h5py.Group, n: int, block_rows: int) -> npt.NDArra
     return np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(-1, 16).copy()
 
 
-def curvature_digest(curvature: Mapping[str, LayerCurvature]) -> bytes:
-    return _digest(
-        np.ascontiguousarray(array, dtype=dtype).tobytes()
-        for name in sorted(curvature)
-        for array, dtype in (
-            (curvature[name].V, "<f4"),
-            (curvature[name].sigma2, "<f8"),
-            (curvature[name].lam, "<f8"),
-        )
-    )
+def curvature_digest(curvature: Mapping[str, Curvature]) -> bytes:
+    return _digest(curvature_bytes(curvature))
 
 
 def projections_digest(f: h5py.File) -> bytes:
@@ -125,7 +118,7 @@ def write_rows(f: h5py.File, n: int, block_rows: int, factor_blocks: npt.NDArray
     g.create_dataset("examples", data=example_digests(f["examples"], n, block_rows))
 
 
-def write_basis(f: h5py.File, curvature: Mapping[str, LayerCurvature]) -> None:
+def write_basis(f: h5py.File, curvature: Mapping[str, Curvature]) -> None:
     """The basis checksums (curvature and projections) as attributes of ``integrity``."""
     g = f.require_group("integrity")
     g.attrs["algorithm"] = ALGORITHM
@@ -138,7 +131,7 @@ def write(
     n: int,
     block_rows: int,
     factor_blocks: npt.NDArray[np.uint8],
-    curvature: Mapping[str, LayerCurvature],
+    curvature: Mapping[str, Curvature],
 ) -> None:
     """Write the whole ``integrity`` group of a single-file index (format 1)."""
     write_rows(f, n, block_rows, factor_blocks)
@@ -151,22 +144,16 @@ def rows_digest(f: h5py.File) -> str:
     return _digest([g["factors"][()].tobytes(), g["examples"][()].tobytes()]).hex()
 
 
-def check_curvature(curvature: Mapping[str, LayerCurvature]) -> None:
-    """Finite basis, sigma2 >= 0 and lambda > 0 in every layer (else IndexFormatError)."""
+def check_curvature(curvature: Mapping[str, Curvature]) -> None:
+    """Finite basis, eigenvalues >= 0 and lambda > 0 in every layer (else IndexFormatError)."""
     for name, c in curvature.items():
-        if not (
-            np.isfinite(c.V).all()
-            and np.isfinite(c.sigma2).all()
-            and (c.sigma2 >= 0).all()
-            and np.isfinite(c.lam)
-            and c.lam > 0
-        ):
+        if not is_finite(c):
             raise IndexFormatError(
                 f"layer {name}: the curvature basis is not finite or not positive (corrupted)"
             )
 
 
-def check_basis(f: h5py.File, curvature: Mapping[str, LayerCurvature]) -> None:
+def check_basis(f: h5py.File, curvature: Mapping[str, Curvature]) -> None:
     """The curvature (finite, and as checksummed) and the projections of ``f``."""
     check_curvature(curvature)
     g = f["integrity"]
@@ -216,7 +203,7 @@ def content_id(manifest: bytes, rows: Iterable[bytes], basis: h5py.File) -> str:
 def verify(
     f: h5py.File,
     factors: npt.NDArray[Any],
-    curvature: Mapping[str, LayerCurvature],
+    curvature: Mapping[str, Curvature],
     mode: VerifyMode,
     threads: int = 1,
 ) -> VerifyReport:

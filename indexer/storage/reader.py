@@ -13,14 +13,23 @@ from typing import Any
 import numpy as np
 
 from ..data import Example
-from ..engine.curvature import LayerCurvature
+from ..engine.kronecker import KroneckerMoments
 from ..engine.layout import FactorLayout
+from ..engine.preconditioners import Curvature
 from ..engine.projection import Projections
 from ..errors import IndexFormatError
 from . import integrity
 from .codec import NUMPY_STORAGE
 from .directory import Part, check_rows, open_parts, read_dir_manifest, verify_parts
-from .format import PARTIAL_SUFFIX, fingerprint, h5open, read_manifest
+from .format import (
+    PARTIAL_SUFFIX,
+    curvature_kind,
+    fingerprint,
+    h5open,
+    read_curvature,
+    read_manifest,
+)
+from .moments import read_moments
 from .sharded import ShardedFactorStore
 from .store import FactorStore, MmapFactorStore
 
@@ -87,9 +96,7 @@ class Index:
             raise IndexFormatError(f"{p}: the build did not complete")
         layout = FactorLayout.from_manifest(m)
         check_rows(f, p, int(m["n_examples"]), layout.width)
-        for t in layout.layers:
-            if f"curvature/{t.name}/V" not in f:
-                raise IndexFormatError(f"{p}: no curvature basis for layer {t.name}")
+        read_curvature(f, p, curvature_kind(m), [t.name for t in layout.layers])
 
     def __len__(self) -> int:
         return int(self.manifest["n_examples"])
@@ -171,12 +178,19 @@ class Index:
         ]
         return stores[0] if len(stores) == 1 else ShardedFactorStore(stores)
 
-    def curvature(self) -> dict[str, LayerCurvature]:
-        out = {}
-        for t in self.layout.layers:
-            g = self.file[f"curvature/{t.name}"]
-            out[t.name] = LayerCurvature(g["V"][()], g["sigma2"][()], float(g.attrs["lambda"]))
-        return out
+    def moments(self) -> KroneckerMoments:
+        """The K-FAC moments of every row (a Kronecker build's shards keep them)."""
+        return read_moments(p.path for p in self.parts)
+
+    @property
+    def curvature_kind(self) -> str:
+        """lowrank | kfac | ekfac (method.md section 3)."""
+        return curvature_kind(self.manifest)
+
+    def curvature(self) -> dict[str, Curvature]:
+        """Every layer's curvature basis, as stored (float32 / float64 numpy arrays)."""
+        names = [t.name for t in self.layout.layers]
+        return read_curvature(self.file, self.path, self.curvature_kind, names)
 
     def stored_projections(self) -> Projections | None:
         if "projections" not in self.file:

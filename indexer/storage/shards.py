@@ -20,13 +20,15 @@ import numpy as np
 import numpy.typing as npt
 
 from ..data import Example
-from ..engine.curvature import LayerCurvature
+from ..engine.kronecker import KroneckerMoments
 from ..engine.layout import FactorLayout
+from ..engine.preconditioners import Curvature
 from ..engine.projection import Projections
 from ..errors import IndexFormatError
 from . import integrity
 from .codec import NUMPY_STORAGE
-from .format import FORMAT_NAME, PAGE, UNHASHED_KEYS, partial_path
+from .format import FORMAT_NAME, PAGE, UNHASHED_KEYS, partial_path, write_curvature
+from .moments import read_moments
 from .sharded import ShardedFactorStore
 from .store import FactorStore, MemoryFactorStore, MmapFactorStore
 from .writer import IndexWriter, fsync_rename
@@ -67,18 +69,14 @@ def dir_fingerprint(manifest: Mapping[str, Any], basis_digest: str) -> str:
 
 
 def write_basis(
-    out: Path, curvature: Mapping[str, LayerCurvature], projections: Projections | None
+    out: Path, curvature: Mapping[str, Curvature], projections: Projections | None
 ) -> tuple[str, str]:
     """Write a new basis file; returns (its name in ``out``, the digest of its checksums)."""
     tmp = out / "basis.h5.partial"
     with h5py.File(tmp, "w", alignment_threshold=1, alignment_interval=PAGE) as f:
         f.attrs["format"] = FORMAT_NAME
         f.attrs["format_version"] = DIR_FORMAT_VERSION
-        for name, c in curvature.items():
-            g = f.create_group(f"curvature/{name}")
-            g.create_dataset("V", data=c.V.astype("<f4"))
-            g.create_dataset("sigma2", data=c.sigma2.astype("<f8"))
-            g.attrs["lambda"] = float(c.lam)
+        write_curvature(f, curvature)
         for name, (p_in, p_out) in (projections or {}).items():
             g = f.create_group(f"projections/{name}")
             g.create_dataset("in", data=p_in.astype("<f4"))
@@ -205,6 +203,22 @@ class ShardedWriter:
             )
         return ShardedFactorStore(parts)
 
+    def spans(self) -> dict[int, npt.NDArray[np.int64]]:
+        """The row ids (relative to the first new row) of each shard this process writes."""
+        return {j: np.arange(self.offsets[j], self.offsets[j + 1]) for j in self.writers}
+
+    def finish(self, j: int, moments: KroneckerMoments | None = None, threads: int = 1) -> None:
+        """Finish shard ``j`` now (every row written), with the K-FAC ``moments`` of its rows."""
+        w = self.writers[j]
+        if j not in self.finished:
+            self.finished[j] = w.finish_shard(threads, moments)
+            self.writers[j] = _FinishedShard(w.final, w.manifest)
+
+    def moments(self) -> KroneckerMoments:
+        """The K-FAC moments of the rows ``store`` streams (finished shards only)."""
+        files = [self.out / b["file"] for b in self.base] if self.owner[0] == 0 else []
+        return read_moments(files + [w.final for w in self.writers.values()])
+
     def finish_mine(self, threads: int = 1) -> dict[int, dict[str, Any]]:
         """Finish this process's shards; their manifest entries by shard number."""
         return {
@@ -219,7 +233,7 @@ class ShardedWriter:
     def publish(
         self,
         manifest: dict[str, Any],
-        curvature: Mapping[str, LayerCurvature],
+        curvature: Mapping[str, Curvature],
         threads: int = 1,
         entries: Mapping[int, Mapping[str, Any]] | None = None,
     ) -> str:

@@ -20,8 +20,9 @@ import numpy.typing as npt
 import torch
 
 from ..data import Example
-from ..engine.curvature import LayerCurvature
+from ..engine.kronecker import KroneckerMoments
 from ..engine.layout import FactorLayout
+from ..engine.preconditioners import Curvature
 from ..engine.projection import Projections
 from ..errors import ConfigError, IndexFormatError
 from . import integrity
@@ -36,8 +37,10 @@ from .format import (
     h5open,
     partial_path,
     read_manifest,
+    write_curvature,
     write_manifest,
 )
+from .moments import write_moments
 from .store import MemoryFactorStore
 
 
@@ -131,7 +134,7 @@ class IndexWriter:
         self.done.flush()
 
     def publish(
-        self, manifest: dict[str, Any], curvature: Mapping[str, LayerCurvature], threads: int = 1
+        self, manifest: dict[str, Any], curvature: Mapping[str, Curvature], threads: int = 1
     ) -> str:
         """Write basis, checksums, final manifest and fingerprint, then atomically rename into
         place. ``threads`` hash the factor blocks in parallel."""
@@ -144,13 +147,7 @@ class IndexWriter:
         blocks = integrity.factor_digests(self.factors, block_rows, threads)
         del self.factors, self.done  # release the maps before h5py rewrites metadata
         with h5py.File(self.path, "r+") as f:
-            if "curvature" in f:
-                del f["curvature"]
-            for name, c in curvature.items():
-                g = f.create_group(f"curvature/{name}")
-                g.create_dataset("V", data=c.V.astype("<f4"))
-                g.create_dataset("sigma2", data=c.sigma2.astype("<f8"))
-                g.attrs["lambda"] = float(c.lam)
+            write_curvature(f, curvature)
             integrity.write(f, self.n, block_rows, blocks, curvature)
             write_manifest(f, manifest)
             f.attrs["fingerprint"] = digest
@@ -158,9 +155,10 @@ class IndexWriter:
         fsync_rename(self.path, self.final)
         return digest
 
-    def finish_shard(self, threads: int = 1) -> str:
-        """Publish this file as a shard of a sharded index (format 2): row checksums, status
-        ``shard``, atomic rename; returns its fingerprint (a digest of its row checksums)."""
+    def finish_shard(self, threads: int = 1, moments: KroneckerMoments | None = None) -> str:
+        """Publish this file as a shard of a sharded index (format 2): row checksums (and the
+        K-FAC ``moments`` of its rows), status ``shard``, atomic rename; returns its
+        fingerprint (a digest of its row checksums)."""
         if not np.all(self.done):
             raise IndexFormatError(f"cannot finish {self.path}: some rows are not computed")
         block_rows = integrity.block_rows_for(self.layout.width * self.factors.itemsize)
@@ -168,6 +166,8 @@ class IndexWriter:
         del self.factors, self.done
         with h5py.File(self.path, "r+") as f:
             integrity.write_rows(f, self.n, block_rows, blocks)
+            if moments is not None:
+                write_moments(f, moments)
             digest = integrity.rows_digest(f)
             f.attrs["fingerprint"] = digest
             f.attrs["status"] = "shard"
@@ -243,14 +243,20 @@ class BackgroundRows:
         if self.error is not None:
             raise self.error
 
+    def wait(self) -> None:
+        """Block until every batch submitted so far is written; raise the thread's error."""
+        self.jobs.join()
+        self._raise()
+
     def _run(self) -> None:
         while (job := self.jobs.get()) is not None:
-            if self.error is not None:
-                continue  # drain: the caller sees the first error
-            rows, values, event = job
             try:
-                if event is not None:
-                    event.synchronize()
-                self.writer.write_rows(rows, encode_rows(values, self.dtype))
+                if self.error is None:  # else drain: the caller sees the first error
+                    rows, values, event = job
+                    if event is not None:
+                        event.synchronize()
+                    self.writer.write_rows(rows, encode_rows(values, self.dtype))
             except BaseException as e:  # noqa: BLE001 - re-raised on the caller's thread
                 self.error = e
+            finally:
+                self.jobs.task_done()
