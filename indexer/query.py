@@ -151,6 +151,22 @@ class QueryEngine:
         ``damping``: alpha for this call instead of the build's (see ``preconditioners_for``)."""
         return precondition(self.query_gradients(queries), self.preconditioners_for(damping))
 
+    def preconditioned_each(
+        self, queries: list[Example], dampings: Sequence[float | None]
+    ) -> dict[str, torch.Tensor]:
+        """P_q of queries that each have their own damping (None: the build's), in order:
+        featurized once, preconditioned per distinct damping."""
+        grads = self.query_gradients(queries)
+        out = {n: torch.empty_like(g, dtype=torch.float32) for n, g in grads.items()}
+        for alpha in dict.fromkeys(dampings):
+            rows = torch.tensor([i for i, d in enumerate(dampings) if d == alpha])
+            part = precondition(
+                {n: g[rows] for n, g in grads.items()}, self.preconditioners_for(alpha)
+            )
+            for n, p in part.items():
+                out[n][rows.to(p.device)] = p
+        return out
+
     def preconditioners_for(self, damping: float | None) -> dict[str, Preconditioner]:
         """The preconditioners at relative damping alpha = ``damping`` (None: the build's).
         No basis depends on the damping (V, sigma^2; or Q_A, Q_S, Lambda), and the build set

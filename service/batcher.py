@@ -49,6 +49,7 @@ class _Job:
     future: asyncio.Future[Scored]
     enqueued: float
     deadline: float  # time.monotonic()
+    damping: float | None = None  # this query's relative damping (None: the index build's)
 
 
 class MicroBatcher:
@@ -115,7 +116,13 @@ class MicroBatcher:
         self.exclusive_pending -= 1
 
     def submit(
-        self, key: str, example: Example, k: int, n_tokens: int, deadline: float
+        self,
+        key: str,
+        example: Example,
+        k: int,
+        n_tokens: int,
+        deadline: float,
+        damping: float | None = None,
     ) -> asyncio.Future[Scored]:
         """The future result of a query (shared with an identical one in flight). Await it
         through ``asyncio.shield``: the job stays alive when one waiter gives up."""
@@ -126,7 +133,7 @@ class MicroBatcher:
         if self.queue.qsize() >= self.queue_size:
             raise Overloaded(retry_after=max(1, int(self.queue_size / self.max_batch)))
         future: asyncio.Future[Scored] = asyncio.get_running_loop().create_future()
-        job = _Job(key, example, k, n_tokens, future, time.perf_counter(), deadline)
+        job = _Job(key, example, k, n_tokens, future, time.perf_counter(), deadline, damping)
         self.inflight[key] = job
         future.add_done_callback(lambda _: self.inflight.pop(key, None))
         self.queue.put_nowait(job)
@@ -162,7 +169,11 @@ class MicroBatcher:
             started = time.perf_counter()
             try:
                 results = await loop.run_in_executor(
-                    self.executor, self.scorer.score, [j.example for j in jobs], [j.k for j in jobs]
+                    self.executor,
+                    self.scorer.score,
+                    [j.example for j in jobs],
+                    [j.k for j in jobs],
+                    [j.damping for j in jobs],
                 )
             except Exception as e:  # noqa: BLE001 - the error belongs to the requests
                 for j in jobs:

@@ -26,12 +26,16 @@ _MAGIC = b"LRF"
 _HEAD = struct.Struct("<3sBIfI")  # magic, format, k, residual (NaN = exact), query tokens
 
 
-def query_key(content_id: str, options: ScoringOptions, example: Example, k: int) -> str:
+def query_key(
+    content_id: str, options: ScoringOptions, example: Example, k: int, damping: float | None
+) -> str:
     """Cache key: format version, the index's content id (what this server verified it reads,
-    see Runtime.start), scoring options, k and the query's hash."""
+    see Runtime.start), scoring options, the damping (None: the build's), k and the query's
+    hash."""
     text = hashlib.sha256(json.dumps([example.prompt, example.completion]).encode()).hexdigest()
     opts = f"{options.query_rank}x{options.candidates}" if options.query_rank else "exact"
-    return f"lorif:v{CACHE_FORMAT}:{content_id}:{opts}:k{k}:{text}"
+    alpha = "build" if damping is None else repr(float(damping))
+    return f"lorif:v{CACHE_FORMAT}:{content_id}:{opts}:a{alpha}:k{k}:{text}"
 
 
 def serialize(s: Scored) -> bytes:

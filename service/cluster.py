@@ -36,7 +36,7 @@ from indexer import (
     score_store,
 )
 
-from .scorer import Scored, ScoringOptions, answers
+from .scorer import Damping, Scored, ScoringOptions, answers
 from .scorer_process import ScorerUnavailable
 from .settings import ServiceSettings
 
@@ -203,11 +203,14 @@ class ClusterScorer:
             raise ScorerUnavailable(f"shard groups without a running replica: {scorer._running}")
         return scorer
 
-    def score(self, queries: list[Example], ks: Sequence[int]) -> list[Scored]:
+    def score(
+        self, queries: list[Example], ks: Sequence[int], dampings: Sequence[Damping] = ()
+    ) -> list[Scored]:
         if not self.available:
             raise ScorerUnavailable("a shard group has no running replica (Ray is replacing it)")
         t0 = time.perf_counter()
-        p = {name: v.cpu().numpy() for name, v in self.engine.preconditioned(queries).items()}
+        pre = self.engine.preconditioned_each(queries, dampings or [None] * len(queries))
+        p = {name: v.cpu().numpy() for name, v in pre.items()}
         t1 = time.perf_counter()
         args = (p, list(ks), self.options.query_rank, self.options.candidates)
         calls = [g.handle.score.remote(*args) for g in self.groups]
@@ -231,8 +234,8 @@ class ClusterScorer:
                     break
         raise ScorerUnavailable(f"shard group {group} of the cluster is not answering")
 
-    def explain(self, query: Example, example_id: int) -> Explanation:
-        return self.engine.explain(query, example_id)
+    def explain(self, query: Example, example_id: int, damping: Damping = None) -> Explanation:
+        return self.engine.explain(query, example_id, damping)
 
     def close(self) -> None:
         self._closed.set()

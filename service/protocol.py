@@ -22,6 +22,14 @@ class AttributionRequest(BaseModel):
     )
     k: int = Field(20, ge=1, le=1000, strict=True, description="Results per direction.")
     direction: Direction = "proponents"
+    damping: float | None = Field(
+        None,
+        gt=0,
+        le=1e6,
+        allow_inf_nan=False,
+        description="Relative damping alpha for this query (lambda = alpha * the layer's mean "
+        "eigenvalue); default: the server's `damping`, else the index build's.",
+    )
 
 
 class ExplanationRequest(BaseModel):
@@ -30,6 +38,14 @@ class ExplanationRequest(BaseModel):
     prompt: str = Field(..., min_length=1, description="The query, as in /v1/attributions.")
     completion: str | None = Field(None, min_length=1)
     example_id: int = Field(..., ge=0, strict=True, description="The training example to explain.")
+    damping: float | None = Field(
+        None,
+        gt=0,
+        le=1e6,
+        allow_inf_nan=False,
+        description="Relative damping alpha for this query (lambda = alpha * the layer's mean "
+        "eigenvalue); default: the server's `damping`, else the index build's.",
+    )
 
 
 class TokenScore(BaseModel):
@@ -70,6 +86,9 @@ class Timings(BaseModel):
 
 class Approximation(BaseModel):
     path: Literal["exact", "low-rank"]
+    damping: float | None = Field(
+        None, description="The relative damping alpha scored with (null: absolute lambda)."
+    )
     query_rank: int = Field(description="Rank c_q of the query in the scan (0 = exact).")
     residual: float | None = Field(
         None,
@@ -120,6 +139,12 @@ class IndexSummary(BaseModel):
     layers: list[LayerSummary]
     rank_c: int
     curvature_rank_r: int
+    curvature: Literal["lowrank", "kfac", "ekfac"] = Field(
+        description="the preconditioner (method.md section 3)"
+    )
+    damping: float | None = Field(
+        None, description="the server's default relative damping alpha (null: absolute lambda)"
+    )
     storage_dtype: str
     bytes_per_example: int = Field(description="c * sum(d1 + d2) * bytes per value")
     stored_bytes_per_example: float = Field(description="the factor datasets' size / N")

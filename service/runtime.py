@@ -15,11 +15,10 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-import numpy as np
-import numpy.typing as npt
 from fastapi import Request
 
 from indexer import (
+    ConfigError,
     DataError,
     Example,
     Explanation,
@@ -29,7 +28,6 @@ from indexer import (
     QueryTooLongError,
     VerifyReport,
     available_cpus,
-    snippet,
     use_threads,
 )
 
@@ -37,8 +35,7 @@ from .batcher import DeadlineExceeded, MicroBatcher, NonFiniteScores, Overloaded
 from .cache import ExampleCache, LRUCache, NearCache, RedisCache, ResultCache, query_key
 from .errors import ApiError
 from .metrics import Metrics
-from .protocol import Result
-from .scorer import BatchScorer, Scored, Scoring, ScoringOptions
+from .scorer import BatchScorer, Damping, Scored, Scoring, ScoringOptions, query_damping
 from .scorer_process import ScorerProcess, ScorerSpec, ScorerUnavailable
 from .settings import ServiceSettings
 
@@ -119,6 +116,7 @@ class Runtime:
             report.checked_bytes / 2**20,
             report.seconds,
         )
+        query_damping(index.manifest["curvature"], None, s.damping)  # refused at start
         # Only what this process read and checked may share cache entries with other replicas.
         self.content_id = report.content_id or f"unverified-{index.fingerprint}-{uuid.uuid4().hex}"
         self._index = index
@@ -206,8 +204,22 @@ class Runtime:
             self._index.close()
         await self.cache.close()
 
-    def key(self, query: Example, k: int) -> str:
-        return query_key(self.content_id, self.options, query, k)
+    def key(self, query: Example, k: int, damping: Damping = None) -> str:
+        return query_key(self.content_id, self.options, query, k, damping)
+
+    def alpha(self, requested: Damping) -> float | None:
+        """The relative damping a request is scored with, as reported (None: absolute)."""
+        curvature = self.index.manifest["curvature"]
+        if curvature.get("damping_abs"):
+            return None
+        return self.damping(requested) or float(curvature["damping"])
+
+    def damping(self, requested: Damping) -> Damping:
+        """A request's damping (see scorer.query_damping); 422 where the index cannot."""
+        try:
+            return query_damping(self.index.manifest["curvature"], requested, self.settings.damping)
+        except ConfigError as e:
+            raise ApiError(422, "Damping not available", str(e)) from None
 
     def checked_query(self, prompt: str, completion: str | None) -> tuple[Example, int]:
         """The query as an Example and its token count; 422 when it is empty or too long.
@@ -220,28 +232,33 @@ class Runtime:
         except DataError as e:
             raise ApiError(422, "Empty query", str(e)) from None
 
-    async def score(self, key: str, query: Example, k: int, n_tokens: int) -> Scored:
+    async def score(
+        self, key: str, query: Example, k: int, n_tokens: int, damping: Damping = None
+    ) -> Scored:
         """Queue the query for the next scan; 429 when the queue is full, 504 past the
         deadline (the scan still finishes and its result is cached), 500 for non-finite
         scores."""
         timeout = self.settings.request_timeout_s
         self.metrics.queue_depth.set(self.batcher.depth)
         with _admitted("the query was not scored", timeout):
-            future = self.batcher.submit(key, query, k, n_tokens, time.monotonic() + timeout)
+            deadline = time.monotonic() + timeout
+            future = self.batcher.submit(key, query, k, n_tokens, deadline, damping)
             try:
                 return await asyncio.wait_for(asyncio.shield(future), timeout)
             except NonFiniteScores as e:
                 log.error("non-finite scores for %s: the index or the model is damaged", key)
                 raise ApiError(500, "Corrupted scores", f"{e}; the answer was not cached") from None
 
-    async def explain(self, query: Example, example_id: int) -> Explanation:
+    async def explain(
+        self, query: Example, example_id: int, damping: Damping = None
+    ) -> Explanation:
         """One pair's explanation on the worker thread; 429 when ``explain_queue`` are already
         admitted, 504 past the deadline (dropped if the worker had not started it)."""
         timeout = self.settings.request_timeout_s
         with _admitted("the explanation was not computed", timeout):
             return await asyncio.wait_for(
                 self.batcher.run_exclusive(
-                    time.monotonic() + timeout, self.scorer.explain, query, example_id
+                    time.monotonic() + timeout, self.scorer.explain, query, example_id, damping
                 ),
                 timeout,
             )
@@ -250,27 +267,6 @@ class Runtime:
         n = len(self.index)
         if not 0 <= example_id < n:
             raise ApiError(404, "Unknown example", f"example_id must be in [0, {n})")
-
-    def results(
-        self,
-        ids: Sequence[int] | npt.NDArray[np.int64],
-        scores: Sequence[float] | npt.NDArray[np.float32],
-        k: int,
-    ) -> list[Result]:
-        """The first ``k`` (id, score) pairs as API results with snippet and metadata (reads
-        the examples not in the example cache: off the event loop when there are any)."""
-        chosen = [int(i) for i in ids[:k]]
-        examples = self.examples.get_many(chosen)
-        return [
-            Result(
-                rank=rank,
-                example_id=i,
-                score=float(s),
-                snippet=snippet(ex.text, self.settings.snippet_chars),
-                meta=ex.meta,
-            )
-            for rank, (i, s, ex) in enumerate(zip(chosen, scores[:k], examples, strict=False), 1)
-        ]
 
 
 @contextlib.contextmanager

@@ -6,14 +6,24 @@ same scorer in a process of its own (``scorer_process.ScorerProcess``)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from indexer import Example, Explanation, Index, QueryEngine, Resident, ScoreResult
+from indexer import (
+    ConfigError,
+    Example,
+    Explanation,
+    Index,
+    QueryEngine,
+    Resident,
+    ScoreResult,
+)
+
+Damping = float | None  # relative damping alpha of one query (None: the index build's)
 
 
 @dataclass
@@ -50,13 +60,31 @@ class ScoringOptions:
         return "low-rank" if self.query_rank else "exact"
 
 
+def query_damping(curvature: Mapping[str, Any], requested: Damping, default: Damping) -> Damping:
+    """The relative damping a query is scored with: ``requested``, else the server's
+    ``default``; None for the build's own (so both share one cache entry). ConfigError when
+    the index was built with an absolute lambda (``curvature``: its manifest's section)."""
+    alpha = requested if requested is not None else default
+    if alpha is None:
+        return None
+    if curvature.get("damping_abs"):
+        raise ConfigError(
+            "this index was built with an absolute lambda (--damping-abs); a relative damping "
+            "needs an index built with --damping"
+        )
+    return None if alpha == curvature["damping"] else float(alpha)
+
+
 class Scoring(Protocol):
     """The worker's calls (one at a time, from the batcher's worker thread)."""
 
-    def score(self, queries: list[Example], ks: Sequence[int]) -> list[Scored]:
-        """Each query's own top-``ks[i]`` (the same answer it would get scanned alone)."""
+    def score(
+        self, queries: list[Example], ks: Sequence[int], dampings: Sequence[Damping] = ()
+    ) -> list[Scored]:
+        """Each query's own top-``ks[i]`` at damping ``dampings[i]`` (None or absent: the
+        build's), the same answer it would get scanned alone."""
 
-    def explain(self, query: Example, example_id: int) -> Explanation:
+    def explain(self, query: Example, example_id: int, damping: Damping = None) -> Explanation:
         """One (query, example) score split over both texts' tokens."""
 
     def close(self) -> None:
@@ -129,10 +157,12 @@ class BatchScorer:
         engine = QueryEngine.open(index, model=model, device=device, resident=resident)
         return cls(engine, block_rows, options, on_scan)
 
-    def score(self, queries: list[Example], ks: Sequence[int]) -> list[Scored]:
+    def score(
+        self, queries: list[Example], ks: Sequence[int], dampings: Sequence[Damping] = ()
+    ) -> list[Scored]:
         """Each query's own top-``ks[i]`` (the same answer it would get scanned alone)."""
         t0 = time.perf_counter()
-        p = self.engine.preconditioned(queries)
+        p = self.engine.preconditioned_each(queries, dampings or [None] * len(queries))
         t1 = time.perf_counter()
         res = self.engine.scan(
             p,
@@ -143,8 +173,8 @@ class BatchScorer:
         )
         return answers(self.engine, res, ks, (t0, t1, time.perf_counter()), self.on_scan)
 
-    def explain(self, query: Example, example_id: int) -> Explanation:
-        return self.engine.explain(query, example_id)
+    def explain(self, query: Example, example_id: int, damping: Damping = None) -> Explanation:
+        return self.engine.explain(query, example_id, damping)
 
     def close(self) -> None:
         self.engine.close()

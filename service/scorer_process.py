@@ -40,7 +40,7 @@ from indexer import (
     use_threads,
 )
 
-from .scorer import BatchScorer, Scored, ScoringOptions
+from .scorer import BatchScorer, Damping, Scored, ScoringOptions
 
 log = logging.getLogger("lorif")
 RETRY_AFTER_S = 5
@@ -132,14 +132,16 @@ class ScorerProcess:
             f"resident ({self._scan_bytes / 2**30:.2f} GiB)" if resident else "streamed",
         )
 
-    def score(self, queries: list[Example], ks: Sequence[int]) -> list[Scored]:
-        scored: list[Scored] = self._call("score", queries, list(ks))
+    def score(
+        self, queries: list[Example], ks: Sequence[int], dampings: Sequence[Damping] = ()
+    ) -> list[Scored]:
+        scored: list[Scored] = self._call("score", queries, list(ks), list(dampings))
         if self.on_scan and scored:
             self.on_scan(len(queries), self._scan_bytes, scored[0].scan_s)
         return scored
 
-    def explain(self, query: Example, example_id: int) -> Explanation:
-        explanation: Explanation = self._call("explain", query, example_id)
+    def explain(self, query: Example, example_id: int, damping: Damping = None) -> Explanation:
+        explanation: Explanation = self._call("explain", query, example_id, damping)
         return explanation
 
     def close(self) -> None:

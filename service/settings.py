@@ -82,6 +82,12 @@ class ServiceSettings(BaseSettings):
         ge=1,
         description="Low-rank path: candidates kept per result (x k) for the exact re-score.",
     )
+    damping: float | None = Field(
+        None,
+        gt=0,
+        description="Default relative damping alpha of queries (lambda = alpha * the layer's "
+        "mean eigenvalue; a request's `damping` overrides it); unset: the index build's.",
+    )
     snippet_chars: int = Field(240, ge=16, description="Characters of example text per result.")
     cache_size: int = Field(
         1024,

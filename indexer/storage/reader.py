@@ -156,6 +156,7 @@ class Index:
             "layers": layers,
             "rank_c": m["rank"],
             "curvature_rank_r": m["curvature"]["rank"],
+            "curvature": self.curvature_kind,
             "storage_dtype": self.dtype,
             "bytes_per_example": per,
             "stored_bytes_per_example": sum(

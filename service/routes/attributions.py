@@ -8,15 +8,18 @@ answers) runs in a thread, so the event loop keeps answering while the scorer is
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Annotated
 
+import numpy as np
+import numpy.typing as npt
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
-from indexer import DataError, query_example
+from indexer import DataError, query_example, snippet
 
 from ..errors import ApiError
-from ..protocol import Approximation, AttributionRequest, AttributionResponse, Timings
+from ..protocol import Approximation, AttributionRequest, AttributionResponse, Result, Timings
 from ..runtime import Runtime, runtime
 from ..scorer import Scored
 
@@ -32,7 +35,8 @@ async def attributions(
 ) -> Response:
     t0 = time.perf_counter()
     try:
-        key = rt.key(query_example(req.prompt, req.completion), req.k)
+        damping = rt.damping(req.damping)
+        key = rt.key(query_example(req.prompt, req.completion), req.k, damping)
     except DataError as e:
         raise ApiError(422, "Empty query", str(e)) from None
     scored = await rt.cache.get(key)
@@ -40,7 +44,7 @@ async def attributions(
     cached = scored is not None
     if scored is None:
         q, n_tokens = await rt.offload(rt.checked_query, req.prompt, req.completion)
-        scored = await rt.score(key, q, req.k, n_tokens)
+        scored = await rt.score(key, q, req.k, n_tokens, damping)
     ids = [
         *(scored.proponent_ids[: req.k] if req.direction != "opponents" else []),
         *(scored.opponent_ids[: req.k] if req.direction != "proponents" else []),
@@ -57,12 +61,12 @@ def _render(
 ) -> Response:
     both = req.direction == "both"
     proponents = (
-        rt.results(scored.proponent_ids, scored.proponent_scores, req.k)
+        _results(rt, scored.proponent_ids, scored.proponent_scores, req.k)
         if both or req.direction == "proponents"
         else None
     )
     opponents = (
-        rt.results(scored.opponent_ids, scored.opponent_scores, req.k)
+        _results(rt, scored.opponent_ids, scored.opponent_scores, req.k)
         if both or req.direction == "opponents"
         else None
     )
@@ -76,7 +80,10 @@ def _render(
         index_fingerprint=rt.index.fingerprint,
         query_tokens=scored.n_tokens,
         scoring=Approximation(
-            path=rt.options.path, query_rank=rt.options.query_rank, residual=scored.residual
+            path=rt.options.path,
+            query_rank=rt.options.query_rank,
+            residual=scored.residual,
+            damping=rt.alpha(req.damping),
         ),
         proponents=proponents,
         opponents=opponents,
@@ -84,3 +91,25 @@ def _render(
         timings=timings,
     )
     return Response(body.model_dump_json(exclude_none=True), media_type="application/json")
+
+
+def _results(
+    rt: Runtime,
+    ids: Sequence[int] | npt.NDArray[np.int64],
+    scores: Sequence[float] | npt.NDArray[np.float32],
+    k: int,
+) -> list[Result]:
+    """The first ``k`` (id, score) pairs as API results with snippet and metadata (reads
+    the examples not in the example cache: off the event loop when there are any)."""
+    chosen = [int(i) for i in ids[:k]]
+    examples = rt.examples.get_many(chosen)
+    return [
+        Result(
+            rank=rank,
+            example_id=i,
+            score=float(s),
+            snippet=snippet(ex.text, rt.settings.snippet_chars),
+            meta=ex.meta,
+        )
+        for rank, (i, s, ex) in enumerate(zip(chosen, scores[:k], examples, strict=False), 1)
+    ]

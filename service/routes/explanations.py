@@ -28,10 +28,11 @@ async def explanations(
 ) -> Response:
     """Split one training example's score for the query over both texts' tokens."""
     rt.check_example_id(req.example_id)
+    damping = rt.damping(req.damping)
     q, _ = await rt.offload(rt.checked_query, req.prompt, req.completion)
     t0 = time.perf_counter()
     try:
-        e = await rt.explain(q, req.example_id)
+        e = await rt.explain(q, req.example_id, damping)
     except (ConfigError, DataError) as err:
         raise ApiError(422, "Cannot explain this pair", str(err)) from None
     return await rt.offload(_render, rt, e, (time.perf_counter() - t0) * 1000)

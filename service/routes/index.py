@@ -19,6 +19,7 @@ async def index_summary(rt: Annotated[Runtime, Depends(runtime)]) -> IndexSummar
     return IndexSummary(
         **rt.index.summary(),
         scoring_path=rt.options.path,
+        damping=rt.alpha(None),
         query_rank=rt.options.query_rank,
         scorer="cluster" if rt.on_cluster else rt.settings.scorer,
         device=device,
