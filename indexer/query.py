@@ -8,24 +8,28 @@ factor store; ``explain`` splits one (query, example) score over both texts' tok
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 
 from .data import Example
 from .engine.explain import split_score
-from .engine.preconditioners import preconditioner
+from .engine.normalize import query_norms
 from .engine.scoring import Preconditioner, ScoreResult, precondition, score_rows, score_store
 from .errors import ConfigError, DataError, IndexFormatError
 from .models.featurizer import Featurizer
 from .models.loading import load_causal_lm, model_fingerprint, resolve_device
 from .models.tasks import CausalLMTask, Task
+from .preconditioning import Preconditioning
 from .queries import QueryChecker, lm_task, model_spec, require_lm_index
 from .storage.reader import Index
 from .storage.resident import Resident, ResidentFactorStore, make_resident
 from .storage.store import FactorStore
+
+Normalize = Literal["none", "unit"]
 
 
 @dataclass
@@ -49,9 +53,8 @@ class Explanation:
 class QueryEngine:
     index: Index
     featurizer: Featurizer
-    preconditioners: dict[str, Preconditioner]
+    preconditioning: Preconditioning
     store: FactorStore  # memory-mapped (streamed) or resident in device memory
-    _damped: dict[float, dict[str, Preconditioner]] = field(default_factory=dict)
 
     @classmethod
     def attach(
@@ -77,7 +80,7 @@ class QueryEngine:
         featurizer.verify_checksums(
             {d["name"]: (d["proj_in_sha256"], d["proj_out_sha256"]) for d in m["layers"]}
         )
-        pre = {n: preconditioner(c, dev) for n, c in index.curvature().items()}
+        pre = Preconditioning.load(index, dev)
         return cls(index, featurizer, pre, make_resident(index.store(), dev, resident))
 
     @classmethod
@@ -168,31 +171,9 @@ class QueryEngine:
         return out
 
     def preconditioners_for(self, damping: float | None) -> dict[str, Preconditioner]:
-        """The preconditioners at relative damping alpha = ``damping`` (None: the build's).
-        No basis depends on the damping (V, sigma^2; or Q_A, Q_S, Lambda), and the build set
-        each layer's lambda = alpha_build * m_layer (m: the mean of the top eigenvalues, or of
-        Lambda), so alpha gives lambda = lambda_build * alpha / alpha_build exactly: the same
-        as a build with that alpha."""
-        built = self.index.manifest["curvature"]
-        if damping is None or damping == built["damping"] and not built["damping_abs"]:
-            return self.preconditioners
-        if not damping > 0:
-            raise ConfigError(f"damping must be > 0, not {damping}")
-        if built["damping_abs"]:
-            raise ConfigError(
-                "this index was built with an absolute lambda (--damping-abs): a relative "
-                "damping at query time needs an index built with --damping"
-            )
-        if damping not in self._damped:
-            if len(self._damped) >= 8:  # a few alphas are in use at a time, not every one
-                self._damped.clear()
-            dev = self.featurizer.device
-            scale = damping / built["damping"]
-            self._damped[damping] = {
-                n: preconditioner(c, dev, lam=c.lam * scale)
-                for n, c in self.index.curvature().items()
-            }
-        return self._damped[damping]
+        """The preconditioners at relative damping alpha = ``damping`` (None: the build's;
+        see Preconditioning.at)."""
+        return self.preconditioning.at(damping)
 
     def scan(
         self,
@@ -202,6 +183,7 @@ class QueryEngine:
         block_rows: int = 0,
         query_rank: int = 0,
         candidates: int = 4,
+        row_scale: torch.Tensor | None = None,
     ) -> ScoreResult:
         """Stream the factor store once for preconditioned queries ``p`` (see score_store)."""
         return score_store(
@@ -213,6 +195,7 @@ class QueryEngine:
             device=self.device,
             query_rank=query_rank,
             candidates=candidates,
+            row_scale=row_scale,
         )
 
     def score(
@@ -224,18 +207,22 @@ class QueryEngine:
         query_rank: int = 0,
         candidates: int = 4,
         damping: float | None = None,
+        normalize: Normalize = "none",
     ) -> ScoreResult:
         """Top-k both ways for each query and, with ``keep_scores``, the full (Q, N) matrix of
         scores; ``query_rank`` > 0 takes the low-rank fast path; ``damping``: alpha for these
-        queries instead of the build's."""
-        return self.scan(
-            self.preconditioned(queries, damping),
-            k=k,
-            keep_scores=keep_scores,
-            block_rows=block_rows,
-            query_rank=query_rank,
-            candidates=candidates,
-        )
+        queries instead of the build's; ``normalize="unit"``: cosines in the preconditioned
+        space (engine/normalize.py)."""
+        grads = self.query_gradients(queries)
+        p = precondition(grads, self.preconditioners_for(damping))
+        scale = None
+        if normalize == "unit":
+            nq = query_norms(grads, p)
+            p = {n: v / nq.clamp_min(1e-30)[:, None, None].to(v.device) for n, v in p.items()}
+            scale = 1.0 / self.preconditioning.norms(self.store, damping).clamp_min(1e-30)
+        elif normalize != "none":
+            raise ConfigError(f"normalize must be none or unit, not {normalize!r}")
+        return self.scan(p, k, keep_scores, block_rows, query_rank, candidates, scale)
 
     def explain(self, query: Example, example_id: int, damping: float | None = None) -> Explanation:
         """Split the score of training example ``example_id`` for ``query`` over both texts'

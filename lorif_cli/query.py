@@ -48,6 +48,11 @@ def query(
         help="Relative damping alpha for these queries (lambda = alpha * the layer's mean top "
         "eigenvalue; default: the build's --damping). Exact: equals an index built with it.",
     ),
+    normalize: str = typer.Option(
+        "none",
+        help="none | unit: cosines in the preconditioned space (scores divided by both "
+        "gradients' H^-1/2 norms; the examples' norms take one extra pass over the index).",
+    ),
 ) -> None:
     """Top-k proponents (and opponents) of queries among the indexed examples."""
     from indexer.data import load_examples, query_example
@@ -55,6 +60,8 @@ def query(
     from indexer.threads import use_threads
 
     _check_options(prompt is None, queries is None, all_scores, output, resident, damping)
+    if normalize not in ("none", "unit"):
+        raise ConfigError(f"--normalize must be none or unit, not {normalize!r}")
     # Bad text and bad files are refused before the model loads.
     examples = [query_example(prompt, completion)] if queries is None else load_examples(queries)
     use_threads(threads)
@@ -65,7 +72,7 @@ def query(
         for q in examples:
             engine.check_query(q)
         engine.preconditioners_for(damping)  # refuses it for an absolute-lambda index
-        results = _score_all(engine, examples, k, output, damping)
+        results = _score_all(engine, examples, k, output, damping=damping, normalize=normalize)
         directions = ("proponents", "opponents") if opponents else ("proponents",)
         out = [_rows(engine, result, q, directions) for result, q in results]
     finally:
@@ -95,10 +102,10 @@ def _check_options(
 
 
 def _score_all(
-    engine: Any, examples: list[Any], k: int, output: str | None, damping: float | None
+    engine: Any, examples: list[Any], k: int, output: str | None, **options: Any
 ) -> list[tuple[Any, int]]:
-    """(ScoreResult, row in it) per query, scanned CHUNK queries at a time; with ``output``
-    the full score rows go straight into a .npy memory map."""
+    """(ScoreResult, row in it) per query, scanned CHUNK queries at a time (``options``: of
+    ``QueryEngine.score``); with ``output`` the full score rows go into a .npy memory map."""
     scores = None
     if output is not None:
         Path(output).parent.mkdir(parents=True, exist_ok=True)
@@ -108,7 +115,7 @@ def _score_all(
     results = []
     for start in range(0, len(examples), CHUNK):
         chunk = examples[start : start + CHUNK]
-        result = engine.score(chunk, k=k, keep_scores=scores is not None, damping=damping)
+        result = engine.score(chunk, k=k, keep_scores=scores is not None, **options)
         if scores is not None:
             scores[start : start + len(chunk)] = result.scores
         results += [(result, i) for i in range(len(chunk))]

@@ -125,8 +125,10 @@ def score_store(
     device: torch.device | str = "cpu",
     query_rank: int = 0,
     candidates: int = 4,
+    row_scale: torch.Tensor | None = None,
 ) -> ScoreResult:
-    """Stream the store in blocks and score preconditioned queries ``p`` against every row.
+    """Stream the store in blocks and score preconditioned queries ``p`` against every row
+    (each row's scores times ``row_scale`` (N,) when given: unit normalisation).
 
     ``k``: results per direction, one for all queries or one per query; the arrays returned
     are (Q, max k) and row q is query q's answer up to its own k, the same answer it gets when
@@ -148,11 +150,13 @@ def score_store(
             if lowrank
             else score_rows(store.layout, rows, p)
         )
+        if row_scale is not None:
+            s = s * row_scale[start : start + s.shape[1]].to(s.device)
         top.update(s, start)
         if full is not None:
             full[:, start : start + s.shape[1]] = s.cpu().numpy()
     if lowrank:
-        top = _rescore(store, p, top, [q_k * candidates for q_k in ks], max(ks), device)
+        top = _rescore(store, p, top, [q_k * candidates for q_k in ks], max(ks), device, row_scale)
     return ScoreResult(
         top.top_i.cpu().numpy(),
         top.top_s.cpu().numpy(),
@@ -170,6 +174,7 @@ def _rescore(
     kept: list[int],
     k: int,
     device: torch.device | str,
+    row_scale: torch.Tensor | None = None,
 ) -> RunningTopK:
     """Exact scores of each query's own candidates, its first ``kept[q]`` per direction (one
     batched product per layer); top-k. Later candidates are masked, so a query's answer does
@@ -183,6 +188,8 @@ def _rescore(
         left, right = store.layout.unpack(rows.reshape(nq * m2, -1), i)
         pr = right.reshape(nq, m2 * c, t.d2) @ p[t.name].transpose(1, 2)  # (Q, 2m*c, d1)
         s += (pr * left.reshape(nq, m2 * c, t.d1)).reshape(nq, m2, c * t.d1).sum(dim=2)
+    if row_scale is not None:
+        s = s * row_scale.to(s.device)[ids]
     out = RunningTopK(nq, k, device)
     m = cand.top_i.shape[1]
     beyond = (
