@@ -29,6 +29,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=25)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--damping", type=float, default=None, help="alpha (default: the build's)")
+    ap.add_argument("--normalize", default="none", choices=["none", "unit"])
     args = ap.parse_args()
 
     engine = QueryEngine.open(args.index, device="auto")
@@ -47,7 +49,13 @@ def main() -> None:
         out = []
         for s in range(0, len(ids), args.batch):
             chunk = ids[s : s + args.batch]
-            res = engine.score([index.example(int(i)) for i in chunk], k=k, keep_scores=False)
+            res = engine.score(
+                [index.example(int(i)) for i in chunk],
+                k=k,
+                keep_scores=False,
+                damping=args.damping,
+                normalize=args.normalize,
+            )
             out.append(res.proponent_ids)
         return np.concatenate(out)
 
@@ -75,6 +83,9 @@ def main() -> None:
     seconds = time.perf_counter() - t
     result = {
         "index": args.index,
+        "curvature": index.curvature_kind,
+        "damping": args.damping,
+        "normalize": args.normalize,
         "n": n,
         "queries": int(len(self_q)),
         "self_recall_at_1": r1,
@@ -91,7 +102,10 @@ def main() -> None:
     if args.json:
         print(json.dumps(result))
         return
-    print(f"index {args.index}: N={n}")
+    print(
+        f"index {args.index}: N={n}, {index.curvature_kind}, damping "
+        f"{args.damping or 'of the build'}, normalize {args.normalize}"
+    )
     print(
         f"self-retrieval ({len(self_q)} training speeches): recall@1 {r1:.3f}  "
         f"recall@10 {r10:.3f}   (identical text counted: {r1_text:.3f} / {r10_text:.3f})"
