@@ -80,8 +80,13 @@ def _print_info(d: dict[str, Any]) -> None:
             else ""
         ),
         f"layers         {d['n_layers']}  (sum D = {total_d})",
-        f"rank c         {d['rank_c']}   curvature rank r {d['curvature_rank_r']}   "
-        f"dtype {d['storage_dtype']}",
+        f"rank c         {d['rank_c']}   "
+        + (
+            f"curvature lowrank r {d['curvature_rank_r']}"
+            if d["curvature"] == "lowrank"
+            else f"curvature {d['curvature']} (Kronecker)"
+        )
+        + f"   dtype {d['storage_dtype']}",
         f"bytes/example  {d['stored_bytes_per_example']:.1f} stored, {d['bytes_per_example']} "
         "= c*sum(d1+d2)*bytes/value",
         f"dense/example  {d['dense_bytes_per_example']} (LoGRA-style sum d1*d2), "

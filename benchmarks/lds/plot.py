@@ -21,8 +21,19 @@ COLORS = {
     "dattri LoGra": "#8e44ad",
     "dattri TRAK": "#16a085",
     "kronfluence": "#2e7d32",
+    "LoRIF K-FAC": "#5aa9e6",
+    "LoRIF EK-FAC": "#0b2e6b",
 }
-MARKERS = {"dattri LoGra": "s", "dattri TRAK": "D"}
+MARKERS = {"dattri LoGra": "s", "dattri TRAK": "D", "LoRIF K-FAC": "^", "LoRIF EK-FAC": "v"}
+
+
+def drawn(row: dict) -> bool:
+    """Rows of benchmarks/lds/preconditioners.py are drawn at the build's damping only, and
+    only its K-FAC / EK-FAC ones (LoRIF's own rows come from the setting's evaluation)."""
+    config = row.get("config", "")
+    if "α=" not in config:
+        return True
+    return config.endswith(" α=0.1") and "unit" not in config and row["method"] != "LoRIF"
 
 
 def plot(rows: list[dict], out: Path, title: str) -> None:
@@ -83,7 +94,7 @@ def main() -> None:
     ap.add_argument("results", type=Path, nargs="+", help="result JSON files (rows)")
     ap.add_argument("--title", default=None)
     args = ap.parse_args()
-    rows = [r for path in args.results for r in json.loads(path.read_text())]
+    rows = [r for path in args.results for r in json.loads(path.read_text()) if drawn(r)]
     plot(rows, args.out, args.title or args.results[0].stem)
 
 
