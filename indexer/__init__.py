@@ -52,6 +52,10 @@ _PUBLIC = {
     "IndexFormatError": "errors",
     "QueryTooLongError": "errors",
     "ModelLoadError": "errors",
+    "VerbatimIndex": "verbatim",
+    "VerbatimMatch": "verbatim",
+    "build_verbatim": "verbatim",
+    "verbatim_summary": "verbatim",
 }
 __all__ = [
     "__version__",
@@ -88,6 +92,10 @@ __all__ = [
     "QueryTooLongError",
     "use_threads",
     "available_cpus",
+    "VerbatimIndex",
+    "VerbatimMatch",
+    "build_verbatim",
+    "verbatim_summary",
 ]
 
 if TYPE_CHECKING:
@@ -112,6 +120,7 @@ if TYPE_CHECKING:
     from .storage.reader import Index
     from .storage.resident import Resident
     from .threads import available_cpus, use_threads
+    from .verbatim import VerbatimIndex, VerbatimMatch, build_verbatim, verbatim_summary
 
 
 def __getattr__(name: str) -> Any:

@@ -34,6 +34,7 @@ from .storage.shard_builds import sharded_writer
 from .storage.shards import BUILDING, MANIFEST, ShardedWriter
 from .storage.writer import IndexWriter, build_lock
 from .threads import use_threads
+from .verbatim import publish_verbatim
 
 log = logging.getLogger("lorif")
 
@@ -101,6 +102,7 @@ def _fill_and_publish(
     curvature = curvature_over(cfg, writer.store(), featurizer.device, progress, None, moments)
     build_info(cfg, manifest, curvature, writer.n, info, started, t1, lengths, featurizer.device)
     writer.publish(manifest, curvature, torch.get_num_threads())
+    publish_verbatim(cfg.output)
     return Path(cfg.output)
 
 

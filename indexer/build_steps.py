@@ -38,18 +38,25 @@ def featurize_rows(
     shard with them as soon as its rows are written; an unfinished shard is recomputed whole,
     so its moments always cover exactly its rows."""
     plan = _plan(cfg, writer, lengths)
-    total = int(writer.mine().sum())
+    mine = writer.mine()
+    total = int(mine.sum())
     todo_rows = sum(len(b) for _, batches in plan for b in batches)
+    todo_tokens = sum(int(lengths[b].sum()) for _, batches in plan for b in batches)
+    # Progress in tokens, known up front: the cost of a batch follows its tokens, and batches
+    # run shortest first, so a count of examples made the remaining-time estimate 3-20x off.
+    all_tokens = int(lengths[mine].sum())
     bar = tqdm(
-        total=total,
-        initial=total - todo_rows,
-        unit="ex",
+        total=all_tokens,
+        initial=all_tokens - todo_tokens,
+        unit="tok",
+        unit_scale=True,
         desc="featurize",
         disable=not progress,
         dynamic_ncols=True,
         mininterval=0.5,
+        smoothing=0.05,
     )
-    tokens, t0 = 0, time.perf_counter()
+    done_rows, t0 = total - todo_rows, time.perf_counter()
     background = BackgroundRows(writer, cfg.dtype)
     try:
         for shard, batches in plan:
@@ -58,9 +65,9 @@ def featurize_rows(
                 grads = featurizer.gradients([examples[i] for i in rows], moments=moments)
                 factors = factorize_layers(grads, cfg.rank, cfg.factor_method)
                 background.submit(rows, writer.layout.pack(factors))
-                tokens += int(lengths[rows].sum())
-                bar.update(len(rows))
-                bar.set_postfix(tok_s=f"{tokens / max(time.perf_counter() - t0, 1e-9):.0f}")
+                done_rows += len(rows)
+                bar.set_postfix_str(f"{done_rows}/{total} examples", refresh=False)
+                bar.update(int(lengths[rows].sum()))
             if shard is not None and isinstance(writer, ShardedWriter):
                 background.wait()
                 writer.finish(shard, moments, torch.get_num_threads())

@@ -36,6 +36,7 @@ from .manifest import make_manifest
 from .storage.shard_builds import prepare_build_dir, sharded_writer
 from .storage.writer import build_lock
 from .threads import available_cpus, use_threads
+from .verbatim import publish_verbatim
 
 
 @dataclass(frozen=True)
@@ -139,5 +140,6 @@ def _build(cfg: BuildConfig, ranks: Ranks, progress: bool) -> Path:
             device = featurizer.device
             build_info(cfg, manifest, curvature, writer.n, info, started, t1, lengths, device)
             writer.publish(manifest, curvature, entries=entries)
+            publish_verbatim(out)
         dist.barrier()
     return out

@@ -25,6 +25,7 @@ from .storage.shard_builds import check_settings, growth_writer
 from .storage.shards import publish_manifest, read_basis_digest, write_basis
 from .storage.writer import build_lock
 from .threads import use_threads
+from .verbatim import publish_verbatim
 
 
 def _sharded(index_dir: str | Path) -> tuple[Path, dict[str, Any]]:
@@ -93,6 +94,7 @@ def add_examples(
         update = {"n_examples": writer.n, "shards": shards, "curvature": stale}
         basis_digest = read_basis_digest(path / old["basis"])
         publish_manifest(path, {**old, **update, "build_info": info}, old["basis"], basis_digest)
+        publish_verbatim(path)
         return path
 
 

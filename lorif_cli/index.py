@@ -62,9 +62,17 @@ index_app.command("build")(command(_build, BUILD_FLAGS))
 def info_dict(path: str) -> dict[str, Any]:
     """The index's summary (the same as GET /v1/index) plus where it is and its file size."""
     from indexer.storage.reader import Index
+    from indexer.verbatim import verbatim_summary
 
     with Index(path) as index:
-        return {"path": path, **index.summary(), "file_bytes": index.disk_bytes()}
+        info = index.manifest.get("build_info", {})
+        return {
+            "path": path,
+            **index.summary(),
+            "file_bytes": index.disk_bytes(),
+            "featurize_seconds": info.get("featurize_seconds_this_run"),
+            "verbatim": verbatim_summary(index),
+        }
 
 
 def _print_info(d: dict[str, Any]) -> None:
@@ -92,7 +100,13 @@ def _print_info(d: dict[str, Any]) -> None:
         f"dense/example  {d['dense_bytes_per_example']} (LoGRA-style sum d1*d2), "
         f"ratio {d['dense_ratio']:.1f}x",
         f"size on disk   {d['file_bytes'] / 2**20:.1f} MiB"
-        + (f" in {d['shards']} shards" if d.get("shards") else ""),
+        + (f" in {d['shards']} shards" if d.get("shards") else "")
+        + (
+            f" (factors featurized in {d['featurize_seconds']:.1f} s)"
+            if d.get("featurize_seconds") is not None
+            else ""
+        ),
+        _verbatim_line(d.get("verbatim")),
         "layer                                    in x out      d1 x d2      D   lambda",
     ]
     for x in d["layers"]:
@@ -139,6 +153,30 @@ def curvature(
 
     fingerprint = refresh_curvature(path, device=device, threads=threads)
     typer.echo(f"curvature refreshed: {path} (fingerprint {fingerprint})")
+
+
+def _verbatim_line(v: dict[str, Any] | None) -> str:
+    if v is None:
+        return "verbatim       none (`lorif index verbatim PATH` builds the phrase table)"
+    state = "" if v["current"] else "  STALE: rebuild with `lorif index verbatim PATH`"
+    return (
+        f"verbatim       {v['bytes'] / 2**20:.1f} MiB phrase table over {v['n_examples']} "
+        f"examples, built in {v['build_seconds']:.1f} s{state}"
+    )
+
+
+@index_app.command("verbatim")
+def verbatim(path: str = typer.Argument(..., help="Index file or directory.")) -> None:
+    """(Re)build the index's verbatim phrase table (SQLite FTS5; builds write it already)."""
+    from indexer.storage.reader import Index
+    from indexer.verbatim import build_verbatim
+
+    with Index(path) as index:
+        d = build_verbatim(index)
+    typer.echo(
+        f"verbatim table: {d['path']} ({d['bytes'] / 2**20:.1f} MiB, {d['added_rows']} rows "
+        f"added in {d['build_seconds']:.1f} s)"
+    )
 
 
 @index_app.command("info")

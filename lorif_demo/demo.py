@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -70,6 +71,7 @@ def run_demo(workdir: str, k: int = 5, quick: bool = False) -> None:
 
     index = ensure_demo_index(workdir, quick)
     engine = QueryEngine.open(str(index), device="auto")
+    verbatim = _verbatim_table(engine.index)
     try:
         typer.echo(
             f"index {index}: {len(engine.index)} speeches, model "
@@ -93,5 +95,33 @@ def run_demo(workdir: str, k: int = 5, quick: bool = False) -> None:
                     f"  {rank}. {s:+10.3f}  [{where}] "
                     f"{text[:110] + '…' if len(text) > 110 else text}"
                 )
+            if verbatim is not None:
+                _echo_verbatim(verbatim, engine.index, prompt + completion)
     finally:
         engine.close()
+        if verbatim is not None:
+            verbatim.close()
+
+
+def _verbatim_table(index: Any) -> Any:
+    from indexer import IndexFormatError, VerbatimIndex, build_verbatim
+
+    try:
+        return VerbatimIndex.open_for(index)
+    except IndexFormatError:  # an index built before the table existed
+        build_verbatim(index)
+        return VerbatimIndex.open_for(index)
+
+
+def _echo_verbatim(table: Any, index: Any, text: str) -> None:
+    """Where the query's words occur verbatim: evidence of another kind than influence."""
+    found = table.search(text, 3)
+    if not found:
+        typer.echo("the query's words (4 or more in a row) occur verbatim in no speech")
+        return
+    typer.echo("verbatim (text search, not influence) — speeches holding the query's words:")
+    for m, ex in zip(found, index.examples_at([m.example_id for m in found]), strict=True):
+        typer.echo(
+            f"  {m.words:2d} words  [{ex.meta.get('title')} {ex.meta.get('act')}."
+            f"{ex.meta.get('scene')}, {ex.meta.get('speaker')}] “{m.text}”"
+        )

@@ -22,6 +22,11 @@ class AttributionRequest(BaseModel):
     )
     k: int = Field(20, ge=1, le=1000, strict=True, description="Results per direction.")
     direction: Direction = "proponents"
+    verbatim: bool = Field(
+        True,
+        description="Also list training examples that contain runs of the query's words "
+        "verbatim (needs the index's verbatim table).",
+    )
     damping: float | None = Field(
         None,
         gt=0,
@@ -75,6 +80,21 @@ class Result(BaseModel):
     score: float
     snippet: str
     meta: dict[str, Any]
+    verbatim_words: int | None = Field(
+        None,
+        description="The longest run of the query's words (>= 4) this example contains "
+        "verbatim; absent: none.",
+    )
+
+
+class VerbatimResult(BaseModel):
+    example_id: int
+    words: int = Field(description="Length of the longest run of query words it contains.")
+    text: str = Field(description="That run as the example spells it.")
+    start: int = Field(description="Its character offsets in the example's text.")
+    end: int
+    snippet: str = Field(description="The example's text around the run.")
+    meta: dict[str, Any]
 
 
 class Timings(BaseModel):
@@ -104,6 +124,12 @@ class AttributionResponse(BaseModel):
     scoring: Approximation
     proponents: list[Result] | None = None
     opponents: list[Result] | None = None
+    verbatim: list[VerbatimResult] | None = Field(
+        None,
+        description="Training examples holding the query's words verbatim, longest run first "
+        "(influence is not retrieval: these need not be the top proponents). Absent when the "
+        "request says verbatim=false or the index has no verbatim table.",
+    )
     cached: bool
     timings: Timings
 

@@ -38,6 +38,7 @@ from .metrics import Metrics
 from .scorer import BatchScorer, Damping, Scored, Scoring, ScoringOptions, query_damping
 from .scorer_process import ScorerProcess, ScorerSpec, ScorerUnavailable
 from .settings import ServiceSettings
+from .verbatim import VerbatimLookup, open_lookup
 
 log = logging.getLogger("lorif")
 T = TypeVar("T")
@@ -67,6 +68,7 @@ class Runtime:
         self._batcher: MicroBatcher | None = None
         self.examples = ExampleCache(lambda ids: self.index.examples_at(ids))
         self.content_id = ""  # set by start(): what cache keys are made of
+        self.verbatim: VerbatimLookup | None = None  # set by start() when the index has one
         self.ready = False
         # Tokenizing, HDF5 reads and large JSON run here, off the event loop; few threads, so
         # that few compete with the event loop for the GIL.
@@ -120,6 +122,7 @@ class Runtime:
         # Only what this process read and checked may share cache entries with other replicas.
         self.content_id = report.content_id or f"unverified-{index.fingerprint}-{uuid.uuid4().hex}"
         self._index = index
+        self.verbatim = open_lookup(index, self.examples, s.snippet_chars)
         await self._start_scorer(index)
         self._batcher = MicroBatcher(
             self.scorer,

@@ -42,7 +42,7 @@ def remove_index_dir(out: Path) -> None:
     of, so a wrong path never takes a user's other files with it."""
     if not (out / MANIFEST).exists() and not (out / BUILDING).exists():
         raise ConfigError(f"{out} is a directory but not a LoRIF index; not replacing it")
-    patterns = (MANIFEST, BUILDING, "*.tmp", "basis-*.h5", "basis.h5.partial")
+    patterns = (MANIFEST, BUILDING, "*.tmp", "basis-*.h5", "basis.h5.partial", "verbatim.sqlite*")
     for pattern in (*patterns, "shards/*.h5", "shards/*.h5.partial"):
         for f in out.glob(pattern):
             f.unlink()

@@ -19,7 +19,14 @@ from fastapi.responses import Response
 from indexer import DataError, query_example, snippet
 
 from ..errors import ApiError
-from ..protocol import Approximation, AttributionRequest, AttributionResponse, Result, Timings
+from ..protocol import (
+    Approximation,
+    AttributionRequest,
+    AttributionResponse,
+    Result,
+    Timings,
+    VerbatimResult,
+)
 from ..runtime import Runtime, runtime
 from ..scorer import Scored
 
@@ -51,7 +58,14 @@ async def attributions(
     ]
     # Only cached answers are rendered here: a finished batch wakes up to max_batch requests
     # at once, and rendering them all on the event loop stalled it for tens of ms.
-    if cached and 2 * req.k <= INLINE_RESULTS and not rt.examples.missing(int(i) for i in ids):
+    lookup = rt.verbatim if req.verbatim else None
+    text = req.prompt + (req.completion or "")
+    if (
+        cached
+        and 2 * req.k <= INLINE_RESULTS
+        and not rt.examples.missing(int(i) for i in ids)
+        and (lookup is None or lookup.known(text, [int(i) for i in ids]))
+    ):
         return _render(rt, req, scored, cached, t0)
     return await rt.offload(_render, rt, req, scored, cached, t0)
 
@@ -76,6 +90,12 @@ def _render(
         scan_ms=0.0 if cached else scored.scan_s * 1000,
         total_ms=(time.perf_counter() - t0) * 1000,
     )
+    verbatim: list[VerbatimResult] | None = None
+    if req.verbatim and rt.verbatim is not None:
+        shown = [r.example_id for r in (proponents or []) + (opponents or [])]
+        verbatim, marks = rt.verbatim.find(req.prompt + (req.completion or ""), shown)
+        for r in (proponents or []) + (opponents or []):
+            r.verbatim_words = marks.get(r.example_id)
     body = AttributionResponse(
         index_fingerprint=rt.index.fingerprint,
         query_tokens=scored.n_tokens,
@@ -87,6 +107,7 @@ def _render(
         ),
         proponents=proponents,
         opponents=opponents,
+        verbatim=verbatim,
         cached=cached,
         timings=timings,
     )

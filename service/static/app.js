@@ -149,8 +149,42 @@ function renderList(title, results, scale, q) {
     });
     line.append(link);
     li.append(line);
-    li.append(el("div", { class: "meta" }, metaLine(r.meta)));
+    const meta = el("div", { class: "meta" }, metaLine(r.meta));
+    if (r.verbatim_words) {
+      meta.append(" ", el("span", { class: "verbatim-mark", title: "This example contains " +
+        `${r.verbatim_words} of the query's words in a row, verbatim` }, `verbatim ${r.verbatim_words} words`));
+    }
+    li.append(meta);
     li.append(el("p", { class: "snippet" }, r.snippet));
+    list.append(li);
+  }
+  section.append(list);
+  return section;
+}
+
+// Where the query's words occur verbatim in the training data: evidence of a different kind
+// than influence (a quoted line's source need not be its top proponent).
+function renderVerbatim(matches) {
+  const section = el("section", { id: "verbatim", "aria-label": "Verbatim matches" });
+  section.append(el("h2", {}, "Verbatim matches — the query's words, word for word"));
+  section.append(el("p", { class: "muted" }, matches.length ?
+    "Training examples that contain 4 or more of the query's words in a row, longest first. " +
+    "This is text search, not influence: the examples above are ranked by how much they " +
+    "shaped the model's prediction, which a quoted source need not have done most." :
+    "No training example contains 4 or more of the query's words in a row."));
+  const list = el("ol", { class: "verbatim" });
+  for (const m of matches) {
+    const li = el("li", { "data-example-id": String(m.example_id) });
+    li.append(el("span", { class: "rank" }, `${m.words} w`));
+    li.append(el("div", { class: "meta" }, `example ${m.example_id} · ` + metaLine(m.meta)));
+    const p = el("p", { class: "snippet" });
+    const at = m.snippet.indexOf(m.text);
+    if (at >= 0) {
+      p.append(m.snippet.slice(0, at), el("mark", {}, m.text), m.snippet.slice(at + m.text.length));
+    } else {
+      p.textContent = m.snippet;
+    }
+    li.append(p);
     list.append(li);
   }
   section.append(list);
@@ -164,6 +198,7 @@ function renderResults(q, body) {
   const scale = Math.max(0, ...all.map((r) => Math.abs(r.score)));
   if (body.proponents) out.append(renderList("Proponents — helped the model say this", body.proponents, scale, q));
   if (body.opponents) out.append(renderList("Opponents — worked against it", body.opponents, scale, q));
+  if (body.verbatim) out.append(renderVerbatim(body.verbatim));
   const t = body.timings;
   const how = body.cached ? "from the cache" :
     `queue ${t.queue_ms.toFixed(0)} ms, featurize ${t.featurize_ms.toFixed(0)} ms, scan ${t.scan_ms.toFixed(0)} ms`;

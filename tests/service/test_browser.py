@@ -54,6 +54,7 @@ def server(model_dirs, corpus, tmp_path_factory):
         for i, t in enumerate(corpus[:40])
     ]
     rows += [{"text": t, "title": "Malice <b>", "speaker": "<i>VILLAIN</i>"} for t in MALICIOUS]
+    rows.append({"text": "so said one two three four five, and left.", "title": "Quote"})
     data = write_jsonl(root / "train.jsonl", rows)
     index = root / "browse.h5"
     build_index(
@@ -116,7 +117,7 @@ def shown(page) -> list[tuple[int, float]]:
 
 def test_query_results_detail_and_shared_url(server, page):
     page.goto(server)
-    expect(page.locator("#index-summary")).to_contain_text("43 training examples")
+    expect(page.locator("#index-summary")).to_contain_text("44 training examples")
     page.keyboard.press("Tab")  # keyboard only: focus the prompt, type, Ctrl+Enter
     expect(page.locator("#prompt")).to_be_focused()
     page.keyboard.type(QUERY)
@@ -165,8 +166,8 @@ def test_query_results_detail_and_shared_url(server, page):
 
 
 def test_malicious_examples_render_inert(server, page):
-    page.goto(f"{server}/?prompt={QUERY}&k=43&direction=proponents")
-    expect(page.locator("ol.results li")).to_have_count(43)
+    page.goto(f"{server}/?prompt={QUERY}&k=44&direction=proponents")
+    expect(page.locator("ol.results li")).to_have_count(44)
     text = page.locator("#results").inner_text()
     for needle in [
         "<script>window.__pwned",
@@ -247,3 +248,23 @@ def test_api_docs_render_offline_under_their_csp(server, page):
     expect(page.locator(".opblock-summary-path").first).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "docs.png"))
     assert foreign == [] and blocked == [] and page.errors == []
+
+
+def test_verbatim_panel(server, page):
+    quote = "one two three four five"  # the last example (added for this test), in other case
+    body = httpx.post(f"{server}/v1/attributions", json={"prompt": quote.upper(), "k": 5}).json()
+    assert body["verbatim"][0]["words"] == 5
+    page.goto(f"{server}/?prompt={quote.upper()}&k=5")
+    panel = page.locator("#verbatim")
+    expect(panel).to_contain_text("Verbatim matches")
+    expect(panel.locator("li").first).to_contain_text("5 w")
+    assert panel.locator("li mark").first.inner_text().lower() == quote
+    assert body["verbatim"][0]["example_id"] == int(
+        panel.locator("li").first.get_attribute("data-example-id")
+    )
+    expect(page.locator("ol.results li")).to_have_count(5)  # influence, listed apart
+    panel.scroll_into_view_if_needed()
+    page.screenshot(path=ARTIFACTS / "browse-verbatim.png", full_page=True)
+    page.goto(f"{server}/?prompt=zebra%20quantum%20xylophone%20marmalade&k=3")
+    expect(page.locator("#verbatim")).to_contain_text("No training example contains")
+    assert not page.errors

@@ -104,6 +104,7 @@ def test_a_shard_or_a_half_built_directory_is_not_an_index(single_and_sharded, t
 
 def test_add_equals_building_everything(single_and_sharded, model_dirs, data_jsonl, tmp_path):
     from indexer.growth import add_examples
+    from indexer.verbatim import verbatim_summary
 
     train = load_examples(data_jsonl)
     rows = [json.loads(line) for line in data_jsonl.read_text().splitlines()]
@@ -125,6 +126,12 @@ def test_add_equals_building_everything(single_and_sharded, model_dirs, data_jso
     with Index(grown) as index:
         assert len(index) == len(train) == 60
         assert [p.n for p in index.parts] == [16, 16, 5, 16, 7]
+        # the verbatim table grew with it: current, over all 60 rows
+        assert verbatim_summary(index) == {
+            **verbatim_summary(index),
+            "current": True,
+            "n_examples": 60,
+        }
     want, _, ex_want = scores(single_and_sharded[1])
     got, _, ex_got = scores(grown)
     assert ex_got == ex_want
