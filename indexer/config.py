@@ -31,6 +31,9 @@ def _check(checks: list[tuple[bool, str]]) -> None:
 
 
 CURVATURE_KINDS = ("lowrank", "kfac", "ekfac")
+# Relative dampings accepted at query time: below 1e-6 lambda can underflow to non-finite
+# scores (found by schemathesis with alpha = 5e-324); above 1e6 H^-1 is 1/lambda to 1e-6.
+MIN_DAMPING, MAX_DAMPING = 1e-6, 1e6
 
 
 @dataclass

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .config import MAX_DAMPING, MIN_DAMPING
 from .engine.layout import RowSource
 from .engine.normalize import example_norms
 from .engine.preconditioners import preconditioner
@@ -35,8 +36,10 @@ class Preconditioning:
         built = self.index.manifest["curvature"]
         if damping is None or damping == built["damping"] and not built["damping_abs"]:
             return None
-        if not damping > 0:
-            raise ConfigError(f"damping must be > 0, not {damping}")
+        if not MIN_DAMPING <= damping <= MAX_DAMPING:
+            raise ConfigError(
+                f"damping must be in [{MIN_DAMPING:g}, {MAX_DAMPING:g}], not {damping}"
+            )
         if built["damping_abs"]:
             raise ConfigError(
                 "this index was built with an absolute lambda (--damping-abs): a relative "

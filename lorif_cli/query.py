@@ -10,12 +10,19 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import typer
 
+from indexer.config import MAX_DAMPING, MIN_DAMPING
 from indexer.errors import ConfigError
 
 if TYPE_CHECKING:
     from indexer import Resident
 
 CHUNK = 32  # queries per scan when scoring a file of queries
+
+
+def _check_normalize(normalize: str) -> str:
+    if normalize not in ("none", "unit"):
+        raise ConfigError(f"--normalize must be none or unit, not {normalize!r}")
+    return normalize
 
 
 def query(
@@ -50,8 +57,8 @@ def query(
     ),
     normalize: str = typer.Option(
         "none",
-        help="none | unit: cosines in the preconditioned space (scores divided by both "
-        "gradients' H^-1/2 norms; the examples' norms take one extra pass over the index).",
+        help="none | unit: cosines under H^-1 (the examples' norms: one extra pass).",
+        callback=_check_normalize,
     ),
 ) -> None:
     """Top-k proponents (and opponents) of queries among the indexed examples."""
@@ -60,8 +67,6 @@ def query(
     from indexer.threads import use_threads
 
     _check_options(prompt is None, queries is None, all_scores, output, resident, damping)
-    if normalize not in ("none", "unit"):
-        raise ConfigError(f"--normalize must be none or unit, not {normalize!r}")
     # Bad text and bad files are refused before the model loads.
     examples = [query_example(prompt, completion)] if queries is None else load_examples(queries)
     use_threads(threads)
@@ -97,8 +102,8 @@ def _check_options(
         raise ConfigError("--all-scores and --output go together")
     if resident not in ("auto", "on", "off"):
         raise ConfigError(f"--resident must be auto, on or off, not {resident!r}")
-    if damping is not None and not damping > 0:
-        raise ConfigError(f"--damping must be > 0, not {damping}")
+    if damping is not None and not MIN_DAMPING <= damping <= MAX_DAMPING:
+        raise ConfigError(f"--damping must be in [{MIN_DAMPING:g}, {MAX_DAMPING:g}], not {damping}")
 
 
 def _score_all(

@@ -29,7 +29,7 @@ class AttributionRequest(BaseModel):
     )
     damping: float | None = Field(
         None,
-        gt=0,
+        ge=1e-6,
         le=1e6,
         allow_inf_nan=False,
         description="Relative damping alpha for this query (lambda = alpha * the layer's mean "
@@ -45,7 +45,7 @@ class ExplanationRequest(BaseModel):
     example_id: int = Field(..., ge=0, strict=True, description="The training example to explain.")
     damping: float | None = Field(
         None,
-        gt=0,
+        ge=1e-6,
         le=1e6,
         allow_inf_nan=False,
         description="Relative damping alpha for this query (lambda = alpha * the layer's mean "

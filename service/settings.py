@@ -84,7 +84,8 @@ class ServiceSettings(BaseSettings):
     )
     damping: float | None = Field(
         None,
-        gt=0,
+        ge=1e-6,
+        le=1e6,
         description="Default relative damping alpha of queries (lambda = alpha * the layer's "
         "mean eigenvalue; a request's `damping` overrides it); unset: the index build's.",
     )

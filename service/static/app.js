@@ -4,7 +4,8 @@
 
 const $ = (id) => document.getElementById(id);
 const MAX_RETRIES = 5;
-let current = null; // {query, body} of the results on screen
+let current = null; // {query, body, shown} of the results on screen
+let indexSize = 0; // N, from the index summary
 let generation = 0; // ignore answers to superseded submissions
 
 function el(tag, attrs = {}, text) {
@@ -95,12 +96,15 @@ function queryFromUrl() {
     prompt: p.get("prompt"), completion: p.get("completion") || "",
     k: parseInt(p.get("k") || "10", 10), direction: p.get("direction") || "proponents",
     example: p.has("example") ? parseInt(p.get("example"), 10) : null,
+    facets: Object.fromEntries([...p.entries()].filter(([k]) => k.startsWith("facet."))
+      .map(([k, v]) => [k.slice(6), v])),
   };
 }
 
 function urlFor(q, example = null) {
   const p = new URLSearchParams({ prompt: q.prompt, k: String(q.k), direction: q.direction });
   if (q.completion) p.set("completion", q.completion);
+  for (const [k, v] of Object.entries(q.facets || {})) p.set(`facet.${k}`, v);
   if (example !== null) p.set("example", String(example));
   return "?" + p.toString();
 }
@@ -191,31 +195,46 @@ function renderVerbatim(matches) {
   return section;
 }
 
-function renderResults(q, body) {
+function renderResults(q, body, shown = q.k) {
+  current = { query: q, body, shown };
   const out = $("results");
   out.replaceChildren();
-  const all = [...(body.proponents || []), ...(body.opponents || [])];
+  $("examples").hidden = true;
+  const rows = shownRows(q, body, shown);
+  const all = rows.flatMap(([, list]) => list);
   const scale = Math.max(0, ...all.map((r) => Math.abs(r.score)));
-  if (body.proponents) out.append(renderList("Proponents — helped the model say this", body.proponents, scale, q));
-  if (body.opponents) out.append(renderList("Opponents — worked against it", body.opponents, scale, q));
+  out.append(renderFacets(q, body, (facets) => {
+    const fq = { ...q, facets };
+    history.pushState(null, "", urlFor(fq));
+    renderResults(fq, body, q.k);
+  }));
+  const titles = { proponents: "Proponents — helped the model say this", opponents: "Opponents — worked against it" };
+  for (const [direction, list, total] of rows) {
+    if (!body[direction]) continue;
+    out.append(renderList(titles[direction] + (total > list.length ? ` (${list.length} of ${total} fetched)` : ""), list, scale, q));
+  }
+  const more = renderMore(q, body, shown, (rescan) => (rescan ? runQuery(q, false, API_MAX_K, shown + q.k) :
+    renderResults(q, body, shown + q.k)));
+  if (more) out.append(more);
+  out.append(renderExport(q, body, shown));
   if (body.verbatim) out.append(renderVerbatim(body.verbatim));
   const t = body.timings;
   const how = body.cached ? "from the cache" :
     `queue ${t.queue_ms.toFixed(0)} ms, featurize ${t.featurize_ms.toFixed(0)} ms, scan ${t.scan_ms.toFixed(0)} ms`;
-  setStatus($("status"), `${all.length} results for a ${body.query_tokens}-token query in ${t.total_ms.toFixed(0)} ms (${how}).`);
+  const filtered = Object.keys(q.facets || {}).length ? " matching the filters" : "";
+  setStatus($("status"), `${all.length} results${filtered} shown for a ${body.query_tokens}-token query in ${t.total_ms.toFixed(0)} ms (${how}).`);
 }
 
-async function runQuery(q, push) {
+async function runQuery(q, push, k = fetchK(q), shown = q.k) {
   const gen = ++generation;
   if (push) history.pushState(null, "", urlFor(q));
   $("submit").disabled = true;
   setStatus($("status"), "Scoring the query against every training example…");
   try {
-    const body = await api("/v1/attributions", { method: "POST", body: JSON.stringify(requestBody(q)) },
+    const body = await api("/v1/attributions", { method: "POST", body: JSON.stringify({ ...requestBody(q), k }) },
       $("status"), gen);
     if (gen !== generation) return;
-    current = { query: q, body };
-    renderResults(q, body);
+    renderResults(q, body, shown);
   } catch (e) {
     if (gen !== generation || e.message === "superseded") return;
     $("results").replaceChildren();
@@ -265,10 +284,29 @@ async function openDetail(q, exampleId, score) {
     for (const [k, v] of rows) { meta.append(el("dt", {}, k)); meta.append(el("dd", {}, v)); }
     renderTokens($("detail-tokens"), expl.example_tokens);
     renderTokens($("query-tokens"), expl.query_tokens);
+    renderContext(exampleId, ex, status, gen);
     setStatus(status, expl.example_truncated ?
       "The example is longer than the index's token limit; only the indexed part is shown." : "");
   } catch (e) {
     if (e.message !== "superseded") setStatus(status, e.message, "error");
+  }
+}
+
+// The examples before and after this one in the data's order (for the demo: the speeches
+// around it in its scene), this one marked.
+async function renderContext(exampleId, ex, status, gen) {
+  const list = $("detail-context");
+  list.replaceChildren();
+  const ids = [-2, -1, 1, 2].map((d) => exampleId + d).filter((i) => i >= 0 && (!indexSize || i < indexSize));
+  const near = await Promise.all(ids.map((i) => api(`/v1/examples/${i}`, { method: "GET" }, status, gen)
+    .catch(() => null)));
+  const rows = [...near.filter(Boolean), ex].sort((a, b) => a.example_id - b.example_id);
+  for (const r of rows) {
+    const li = el("li", { "data-example-id": String(r.example_id) });
+    if (r.example_id === exampleId) li.setAttribute("aria-current", "true");
+    li.append(el("div", { class: "meta" }, `example ${r.example_id} · ${metaLine(r.meta)}`));
+    li.append(el("p", { class: "snippet" }, r.text.length > 600 ? r.text.slice(0, 600) + "…" : r.text));
+    list.append(li);
   }
 }
 
@@ -281,9 +319,12 @@ async function loadSummary() {
   try {
     const s = await api("/v1/index", { method: "GET" }, $("index-summary"), generation);
     const model = s.model.spec || s.model.path || "model";
+    indexSize = s.n_examples;
+    const curvature = s.curvature === "lowrank" ? `r=${s.curvature_rank_r}` : s.curvature;
     $("index-summary").textContent = `${s.n_examples.toLocaleString()} training examples · ${model} · ` +
-      `${s.n_layers} layers · c=${s.rank_c}, r=${s.curvature_rank_r} · ${s.bytes_per_example.toLocaleString()} B/example ` +
+      `${s.n_layers} layers · c=${s.rank_c}, ${curvature} · ${s.bytes_per_example.toLocaleString()} B/example ` +
       `(${s.dense_ratio}× less than dense) · ${s.scoring_path} scan`;
+    if (!queryFromUrl()) exampleQueries(s);
   } catch (e) {
     setStatus($("index-summary"), e.message, "error");
   }
@@ -295,6 +336,9 @@ function fromUrl() {
   fillForm(q);
   const same = current && JSON.stringify(requestBody(current.query)) === JSON.stringify(requestBody(q));
   const detail = () => (q.example !== null && !Number.isNaN(q.example) ? openDetail(q, q.example) : closeDetail());
+  if (same && JSON.stringify(current.query.facets || {}) !== JSON.stringify(q.facets || {})) {
+    renderResults(q, current.body, q.k);
+  }
   if (same) detail();
   else runQuery(q, false).then(detail);
 }

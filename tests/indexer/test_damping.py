@@ -68,4 +68,4 @@ def test_cli_damping(small_index, monkeypatch, capsys):
         engine.close()
     assert got == [int(i) for i in res.proponent_ids[0]]
     code, _, err = run_cli(monkeypatch, capsys, "query", str(small_index), "x", "--damping", "0")
-    assert_one_error_line(code, err, "--damping must be > 0")
+    assert_one_error_line(code, err, "--damping must be in [1e-06, 1e+06]")

@@ -1,118 +1,13 @@
-"""The browse page in real headless Chromium (Debian's /usr/bin/chromium, driven by Playwright)
-against a real ``lorif serve`` on a small index that also holds malicious examples.
-
-Screenshots go to ``$LORIF_ARTIFACTS`` (default ``.ci-artifacts/``) for a human to look at.
-"""
+"""The browse page in real headless Chromium against a real ``lorif serve`` (browsing.py):
+results, the detail view, shared URLs, inert malicious examples, messages, narrow windows, the
+API docs, the verbatim panel."""
 
 from __future__ import annotations
-
-import os
-import shutil
-from pathlib import Path
 
 import httpx
 import pytest
 
-from indexer.build import build_index
-from indexer.config import BuildConfig, CurvatureConfig
-from tests.helpers import lorif_serve, write_jsonl
-
-CHROMIUM = os.environ.get("LORIF_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-HAVE_BROWSER = Path(CHROMIUM).exists()
-try:
-    from playwright.sync_api import expect, sync_playwright
-except ImportError:  # pragma: no cover - the dev extra installs it
-    sync_playwright = None
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        (not HAVE_BROWSER or sync_playwright is None) and os.environ.get("CI") != "true",
-        reason="needs Debian chromium and playwright (scripts/setup.sh installs both)",
-    ),
-]
-
-ARTIFACTS = Path(os.environ.get("LORIF_ARTIFACTS", ".ci-artifacts"))
-# Waits sized for a loaded 2-core machine (Playwright's 5 s default timed out there); a wait
-# that succeeds returns as soon as its condition holds, so a fast machine loses nothing.
-WAIT_MS = 30_000
-if sync_playwright is not None:
-    expect.set_options(timeout=WAIT_MS)
-MALICIOUS = [
-    '<script>window.__pwned = "script"</script> the king is dead.',
-    "<img src=x onerror=\"window.__pwned = 'img'\"> long live the queen.",
-    'fish &amp; chips &lt;b&gt;bold&lt;/b&gt; "quoted" the sea.',
-]
-QUERY = "the king and the queen."
-
-
-@pytest.fixture(scope="module")
-def server(model_dirs, corpus, tmp_path_factory):
-    root = tmp_path_factory.mktemp("browser")
-    rows = [
-        {"text": t, "title": "Corpus", "speaker": f"S{i % 4}", "act": "I", "scene": str(i)}
-        for i, t in enumerate(corpus[:40])
-    ]
-    rows += [{"text": t, "title": "Malice <b>", "speaker": "<i>VILLAIN</i>"} for t in MALICIOUS]
-    rows.append({"text": "so said one two three four five, and left.", "title": "Quote"})
-    data = write_jsonl(root / "train.jsonl", rows)
-    index = root / "browse.h5"
-    build_index(
-        BuildConfig(
-            model=str(model_dirs["llama"]),
-            data=str(data),
-            output=str(index),
-            proj_factor=4,
-            rank=2,
-            curvature=CurvatureConfig(rank=16),
-            batch_size=8,
-        ),
-        progress=False,
-    )
-    with lorif_serve(index, env={"LORIF_MAX_WAIT_MS": "5"}) as (url, _):
-        yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1100, "height": 900})
-    pg = context.new_page()
-    pg.set_default_timeout(WAIT_MS)
-    pg.dialogs = []  # any alert()/confirm() would mean injected code ran
-    pg.on("dialog", lambda d: (pg.dialogs.append(d.message), d.dismiss()))
-    pg.errors = []
-    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
-    yield pg
-    context.close()
-
-
-def api_top(url: str, body: dict) -> list[tuple[int, float]]:
-    r = httpx.post(f"{url}/v1/attributions", json=body).json()
-    return [(x["example_id"], x["score"]) for x in r["proponents"]]
-
-
-def shown(page) -> list[tuple[int, float]]:
-    items = page.locator("ol.results li")
-    return [
-        (
-            int(items.nth(i).get_attribute("data-example-id")),
-            float(items.nth(i).locator(".score").inner_text()),
-        )
-        for i in range(items.count())
-    ]
+from .browsing import ARTIFACTS, QUERY, api_top, expect, pytestmark, shown  # noqa: F401
 
 
 def test_query_results_detail_and_shared_url(server, page):
