@@ -1,5 +1,6 @@
 """Fixtures of the browser tests (tests/service/browsing.py): one ``lorif serve`` and one
-Chromium for the whole package."""
+Chromium per test module (a Chromium kept open across modules holds an event loop that
+later tests running asyncio.run() trip over)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from tests.helpers import lorif_serve, write_jsonl
 from .browsing import ARTIFACTS, CHROMIUM, MALICIOUS, WAIT_MS, sync_playwright
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def server(model_dirs, corpus, tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
     rows = [
@@ -39,7 +40,7 @@ def server(model_dirs, corpus, tmp_path_factory):
         yield url
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def browser():
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
