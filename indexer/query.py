@@ -213,16 +213,23 @@ class QueryEngine:
         scores; ``query_rank`` > 0 takes the low-rank fast path; ``damping``: alpha for these
         queries instead of the build's; ``normalize="unit"``: cosines in the preconditioned
         space (engine/normalize.py)."""
+        p, scale = self.prepared(queries, damping, normalize)
+        return self.scan(p, k, keep_scores, block_rows, query_rank, candidates, scale)
+
+    def prepared(
+        self, queries: list[Example], damping: float | None = None, normalize: Normalize = "none"
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """What a scan takes for ``queries``: P_q per layer and, with ``normalize="unit"``,
+        P_q / ||H^-1/2 g_q|| and the rows' scale 1 / ||H^-1/2 g_i|| (N,)."""
+        if normalize not in ("none", "unit"):
+            raise ConfigError(f"normalize must be none or unit, not {normalize!r}")
         grads = self.query_gradients(queries)
         p = precondition(grads, self.preconditioners_for(damping))
-        scale = None
-        if normalize == "unit":
-            nq = query_norms(grads, p)
-            p = {n: v / nq.clamp_min(1e-30)[:, None, None].to(v.device) for n, v in p.items()}
-            scale = 1.0 / self.preconditioning.norms(self.store, damping).clamp_min(1e-30)
-        elif normalize != "none":
-            raise ConfigError(f"normalize must be none or unit, not {normalize!r}")
-        return self.scan(p, k, keep_scores, block_rows, query_rank, candidates, scale)
+        if normalize == "none":
+            return p, None
+        nq = query_norms(grads, p).clamp_min(1e-30)
+        p = {n: v / nq[:, None, None].to(v.device) for n, v in p.items()}
+        return p, 1.0 / self.preconditioning.norms(self.store, damping).clamp_min(1e-30)
 
     def explain(self, query: Example, example_id: int, damping: float | None = None) -> Explanation:
         """Split the score of training example ``example_id`` for ``query`` over both texts'

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from indexer import Example
 
-from .scorer import Scored, Scoring
+from .scorer import PLAIN, QueryScoring, Scored, Scoring
 
 T = TypeVar("T")
 
@@ -49,7 +49,7 @@ class _Job:
     future: asyncio.Future[Scored]
     enqueued: float
     deadline: float  # time.monotonic()
-    damping: float | None = None  # this query's relative damping (None: the index build's)
+    scoring: QueryScoring = PLAIN  # its damping and normalisation
 
 
 class MicroBatcher:
@@ -122,7 +122,7 @@ class MicroBatcher:
         k: int,
         n_tokens: int,
         deadline: float,
-        damping: float | None = None,
+        scoring: QueryScoring = PLAIN,
     ) -> asyncio.Future[Scored]:
         """The future result of a query (shared with an identical one in flight). Await it
         through ``asyncio.shield``: the job stays alive when one waiter gives up."""
@@ -133,7 +133,7 @@ class MicroBatcher:
         if self.queue.qsize() >= self.queue_size:
             raise Overloaded(retry_after=max(1, int(self.queue_size / self.max_batch)))
         future: asyncio.Future[Scored] = asyncio.get_running_loop().create_future()
-        job = _Job(key, example, k, n_tokens, future, time.perf_counter(), deadline, damping)
+        job = _Job(key, example, k, n_tokens, future, time.perf_counter(), deadline, scoring)
         self.inflight[key] = job
         future.add_done_callback(lambda _: self.inflight.pop(key, None))
         self.queue.put_nowait(job)
@@ -173,7 +173,7 @@ class MicroBatcher:
                     self.scorer.score,
                     [j.example for j in jobs],
                     [j.k for j in jobs],
-                    [j.damping for j in jobs],
+                    [j.scoring for j in jobs],
                 )
             except Exception as e:  # noqa: BLE001 - the error belongs to the requests
                 for j in jobs:

@@ -19,7 +19,7 @@ import numpy as np
 
 from indexer import Example
 
-from .scorer import Scored, ScoringOptions
+from .scorer import QueryScoring, Scored, ScoringOptions
 
 CACHE_FORMAT = 3
 _MAGIC = b"LRF"
@@ -27,15 +27,16 @@ _HEAD = struct.Struct("<3sBIfI")  # magic, format, k, residual (NaN = exact), qu
 
 
 def query_key(
-    content_id: str, options: ScoringOptions, example: Example, k: int, damping: float | None
+    content_id: str, options: ScoringOptions, example: Example, k: int, scoring: QueryScoring
 ) -> str:
     """Cache key: format version, the index's content id (what this server verified it reads,
-    see Runtime.start), scoring options, the damping (None: the build's), k and the query's
-    hash."""
+    see Runtime.start), scoring options, the query's damping (None: the build's) and
+    normalisation, k and the query's hash."""
     text = hashlib.sha256(json.dumps([example.prompt, example.completion]).encode()).hexdigest()
     opts = f"{options.query_rank}x{options.candidates}" if options.query_rank else "exact"
-    alpha = "build" if damping is None else repr(float(damping))
-    return f"lorif:v{CACHE_FORMAT}:{content_id}:{opts}:a{alpha}:k{k}:{text}"
+    alpha = "build" if scoring.damping is None else repr(float(scoring.damping))
+    unit = ":unit" if scoring.normalize == "unit" else ""
+    return f"lorif:v{CACHE_FORMAT}:{content_id}:{opts}:a{alpha}{unit}:k{k}:{text}"
 
 
 def serialize(s: Scored) -> bytes:

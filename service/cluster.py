@@ -25,6 +25,7 @@ import torch
 from ray import serve
 
 from indexer import (
+    ConfigError,
     Example,
     Explanation,
     Index,
@@ -36,7 +37,7 @@ from indexer import (
     score_store,
 )
 
-from .scorer import Damping, Scored, ScoringOptions, answers
+from .scorer import Damping, QueryScoring, Scored, ScoringOptions, answers
 from .scorer_process import ScorerUnavailable
 from .settings import ServiceSettings
 
@@ -204,12 +205,15 @@ class ClusterScorer:
         return scorer
 
     def score(
-        self, queries: list[Example], ks: Sequence[int], dampings: Sequence[Damping] = ()
+        self, queries: list[Example], ks: Sequence[int], scorings: Sequence[QueryScoring] = ()
     ) -> list[Scored]:
         if not self.available:
             raise ScorerUnavailable("a shard group has no running replica (Ray is replacing it)")
         t0 = time.perf_counter()
-        pre = self.engine.preconditioned_each(queries, dampings or [None] * len(queries))
+        if any(s.normalize != "none" for s in scorings):  # the route refuses it first
+            raise ConfigError("unit normalisation is not available on a cluster")
+        dampings = [s.damping for s in scorings] or [None] * len(queries)
+        pre = self.engine.preconditioned_each(queries, dampings)
         p = {name: v.cpu().numpy() for name, v in pre.items()}
         t1 = time.perf_counter()
         args = (p, list(ks), self.options.query_rank, self.options.candidates)

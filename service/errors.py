@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from http import HTTPStatus
 from typing import Any
 
@@ -80,3 +82,24 @@ def install(app: FastAPI) -> None:
             f"{type(exc).__name__} (see the server log)",
             request.url.path,
         )
+
+
+@contextlib.contextmanager
+def admitted(what: str, timeout: float) -> Iterator[None]:
+    """Overloaded -> 429 with Retry-After; a scorer that is restarting -> 503 with
+    Retry-After; a missed deadline -> 504 ("{what} within ...")."""
+    from .batcher import DeadlineExceeded, Overloaded
+    from .scorer_process import ScorerUnavailable
+
+    try:
+        yield
+    except Overloaded as e:
+        raise ApiError(
+            429, "Too many requests", str(e), headers={"Retry-After": str(e.retry_after)}
+        ) from None
+    except ScorerUnavailable as e:
+        raise ApiError(
+            503, "Scorer unavailable", str(e), headers={"Retry-After": str(e.retry_after)}
+        ) from None
+    except (TimeoutError, DeadlineExceeded):
+        raise ApiError(504, "Deadline exceeded", f"{what} within {timeout} s") from None

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 Direction = Literal["proponents", "opponents", "both"]
+QueryDamping = Annotated[
+    float | None,
+    Field(
+        ge=1e-6,
+        le=1e6,
+        allow_inf_nan=False,
+        description="Relative damping alpha for this query (lambda = alpha * the layer's mean "
+        "eigenvalue); default: the server's `damping`, else the index build's.",
+    ),
+]
 
 
 class AttributionRequest(BaseModel):
@@ -27,13 +37,11 @@ class AttributionRequest(BaseModel):
         description="Also list training examples that contain runs of the query's words "
         "verbatim (needs the index's verbatim table).",
     )
-    damping: float | None = Field(
-        None,
-        ge=1e-6,
-        le=1e6,
-        allow_inf_nan=False,
-        description="Relative damping alpha for this query (lambda = alpha * the layer's mean "
-        "eigenvalue); default: the server's `damping`, else the index build's.",
+    damping: QueryDamping = None
+    normalize: Literal["none", "unit"] = Field(
+        "none",
+        description="unit: cosines of the gradients under H^-1 (which examples point the same "
+        "way, not which changed the loss most; not on a cluster).",
     )
 
 
@@ -43,14 +51,7 @@ class ExplanationRequest(BaseModel):
     prompt: str = Field(..., min_length=1, description="The query, as in /v1/attributions.")
     completion: str | None = Field(None, min_length=1)
     example_id: int = Field(..., ge=0, strict=True, description="The training example to explain.")
-    damping: float | None = Field(
-        None,
-        ge=1e-6,
-        le=1e6,
-        allow_inf_nan=False,
-        description="Relative damping alpha for this query (lambda = alpha * the layer's mean "
-        "eigenvalue); default: the server's `damping`, else the index build's.",
-    )
+    damping: QueryDamping = None
 
 
 class TokenScore(BaseModel):
@@ -106,6 +107,7 @@ class Timings(BaseModel):
 
 class Approximation(BaseModel):
     path: Literal["exact", "low-rank"]
+    normalize: Literal["none", "unit"] = "none"
     damping: float | None = Field(
         None, description="The relative damping alpha scored with (null: absolute lambda)."
     )

@@ -6,12 +6,11 @@ metrics; started and stopped by the app's lifespan. Routes reach it through :fun
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -31,12 +30,21 @@ from indexer import (
     use_threads,
 )
 
-from .batcher import DeadlineExceeded, MicroBatcher, NonFiniteScores, Overloaded
+from .batcher import MicroBatcher, NonFiniteScores
 from .cache import ExampleCache, LRUCache, NearCache, RedisCache, ResultCache, query_key
-from .errors import ApiError
+from .errors import ApiError, admitted
 from .metrics import Metrics
-from .scorer import BatchScorer, Damping, Scored, Scoring, ScoringOptions, query_damping
-from .scorer_process import ScorerProcess, ScorerSpec, ScorerUnavailable
+from .scorer import (
+    PLAIN,
+    BatchScorer,
+    Damping,
+    QueryScoring,
+    Scored,
+    Scoring,
+    ScoringOptions,
+    query_damping,
+)
+from .scorer_process import ScorerProcess, ScorerSpec
 from .settings import ServiceSettings
 from .verbatim import VerbatimLookup, open_lookup
 
@@ -207,8 +215,8 @@ class Runtime:
             self._index.close()
         await self.cache.close()
 
-    def key(self, query: Example, k: int, damping: Damping = None) -> str:
-        return query_key(self.content_id, self.options, query, k, damping)
+    def key(self, query: Example, k: int, scoring: QueryScoring = PLAIN) -> str:
+        return query_key(self.content_id, self.options, query, k, scoring)
 
     def alpha(self, requested: Damping) -> float | None:
         """The relative damping a request is scored with, as reported (None: absolute)."""
@@ -236,16 +244,21 @@ class Runtime:
             raise ApiError(422, "Empty query", str(e)) from None
 
     async def score(
-        self, key: str, query: Example, k: int, n_tokens: int, damping: Damping = None
+        self,
+        key: str,
+        query: Example,
+        k: int,
+        n_tokens: int,
+        scoring: QueryScoring = PLAIN,
     ) -> Scored:
         """Queue the query for the next scan; 429 when the queue is full, 504 past the
         deadline (the scan still finishes and its result is cached), 500 for non-finite
         scores."""
         timeout = self.settings.request_timeout_s
         self.metrics.queue_depth.set(self.batcher.depth)
-        with _admitted("the query was not scored", timeout):
+        with admitted("the query was not scored", timeout):
             deadline = time.monotonic() + timeout
-            future = self.batcher.submit(key, query, k, n_tokens, deadline, damping)
+            future = self.batcher.submit(key, query, k, n_tokens, deadline, scoring)
             try:
                 return await asyncio.wait_for(asyncio.shield(future), timeout)
             except NonFiniteScores as e:
@@ -258,7 +271,7 @@ class Runtime:
         """One pair's explanation on the worker thread; 429 when ``explain_queue`` are already
         admitted, 504 past the deadline (dropped if the worker had not started it)."""
         timeout = self.settings.request_timeout_s
-        with _admitted("the explanation was not computed", timeout):
+        with admitted("the explanation was not computed", timeout):
             return await asyncio.wait_for(
                 self.batcher.run_exclusive(
                     time.monotonic() + timeout, self.scorer.explain, query, example_id, damping
@@ -270,23 +283,6 @@ class Runtime:
         n = len(self.index)
         if not 0 <= example_id < n:
             raise ApiError(404, "Unknown example", f"example_id must be in [0, {n})")
-
-
-@contextlib.contextmanager
-def _admitted(what: str, timeout: float) -> Iterator[None]:
-    """Overloaded -> 429 with Retry-After; a missed deadline -> 504 ("{what} within ...")."""
-    try:
-        yield
-    except Overloaded as e:
-        raise ApiError(
-            429, "Too many requests", str(e), headers={"Retry-After": str(e.retry_after)}
-        ) from None
-    except ScorerUnavailable as e:
-        raise ApiError(
-            503, "Scorer unavailable", str(e), headers={"Retry-After": str(e.retry_after)}
-        ) from None
-    except (TimeoutError, DeadlineExceeded):
-        raise ApiError(504, "Deadline exceeded", f"{what} within {timeout} s") from None
 
 
 async def runtime(request: Request) -> Runtime:

@@ -26,6 +26,17 @@ from indexer import (
 Damping = float | None  # relative damping alpha of one query (None: the index build's)
 
 
+@dataclass(frozen=True)
+class QueryScoring:
+    """How one query is scored: its relative damping (None: the build's) and normalisation."""
+
+    damping: Damping = None
+    normalize: str = "none"  # none | unit (cosines under H^-1)
+
+
+PLAIN = QueryScoring()  # the build's damping, no normalisation
+
+
 @dataclass
 class Scored:
     """Top-k of one query in both directions, with its timings."""
@@ -79,10 +90,10 @@ class Scoring(Protocol):
     """The worker's calls (one at a time, from the batcher's worker thread)."""
 
     def score(
-        self, queries: list[Example], ks: Sequence[int], dampings: Sequence[Damping] = ()
+        self, queries: list[Example], ks: Sequence[int], scorings: Sequence[QueryScoring] = ()
     ) -> list[Scored]:
-        """Each query's own top-``ks[i]`` at damping ``dampings[i]`` (None or absent: the
-        build's), the same answer it would get scanned alone."""
+        """Each query's own top-``ks[i]`` scored as ``scorings[i]`` says (absent: the
+        build's damping, no normalisation), the same answer it would get scanned alone."""
 
     def explain(self, query: Example, example_id: int, damping: Damping = None) -> Explanation:
         """One (query, example) score split over both texts' tokens."""
@@ -158,20 +169,41 @@ class BatchScorer:
         return cls(engine, block_rows, options, on_scan)
 
     def score(
-        self, queries: list[Example], ks: Sequence[int], dampings: Sequence[Damping] = ()
+        self, queries: list[Example], ks: Sequence[int], scorings: Sequence[QueryScoring] = ()
     ) -> list[Scored]:
-        """Each query's own top-``ks[i]`` (the same answer it would get scanned alone)."""
-        t0 = time.perf_counter()
-        p = self.engine.preconditioned_each(queries, dampings or [None] * len(queries))
-        t1 = time.perf_counter()
-        res = self.engine.scan(
-            p,
-            k=ks,
-            block_rows=self.block_rows,
-            query_rank=self.options.query_rank,
-            candidates=self.options.candidates,
-        )
-        return answers(self.engine, res, ks, (t0, t1, time.perf_counter()), self.on_scan)
+        """Each query's own top-``ks[i]`` (the same answer it would get scanned alone): one
+        scan for the queries without normalisation (each at its own damping), one per damping
+        for unit-normalised ones (the rows' scale depends on it)."""
+        scorings = list(scorings) or [QueryScoring()] * len(queries)
+        groups: dict[tuple[str, Damping], list[int]] = {}
+        for i, s in enumerate(scorings):
+            key = ("none", None) if s.normalize == "none" else ("unit", s.damping)
+            groups.setdefault(key, []).append(i)
+        out: list[Scored | None] = [None] * len(queries)
+        for (normalize, damping), idx in groups.items():
+            part = [queries[i] for i in idx]
+            t0 = time.perf_counter()
+            if normalize == "none":
+                p = self.engine.preconditioned_each(part, [scorings[i].damping for i in idx])
+                scale = None
+            else:
+                p, scale = self.engine.prepared(part, damping, "unit")
+            t1 = time.perf_counter()
+            group_ks = [ks[i] for i in idx]
+            res = self.engine.scan(
+                p,
+                group_ks,
+                block_rows=self.block_rows,
+                query_rank=self.options.query_rank,
+                candidates=self.options.candidates,
+                row_scale=scale,
+            )
+            times = (t0, t1, time.perf_counter())
+            for i, scored in zip(
+                idx, answers(self.engine, res, group_ks, times, self.on_scan), strict=True
+            ):
+                out[i] = scored
+        return [s for s in out if s is not None]
 
     def explain(self, query: Example, example_id: int, damping: Damping = None) -> Explanation:
         return self.engine.explain(query, example_id, damping)

@@ -40,7 +40,7 @@ from indexer import (
     use_threads,
 )
 
-from .scorer import BatchScorer, Damping, Scored, ScoringOptions
+from .scorer import BatchScorer, Damping, QueryScoring, Scored, ScoringOptions
 
 log = logging.getLogger("lorif")
 RETRY_AFTER_S = 5
@@ -133,9 +133,9 @@ class ScorerProcess:
         )
 
     def score(
-        self, queries: list[Example], ks: Sequence[int], dampings: Sequence[Damping] = ()
+        self, queries: list[Example], ks: Sequence[int], scorings: Sequence[QueryScoring] = ()
     ) -> list[Scored]:
-        scored: list[Scored] = self._call("score", queries, list(ks), list(dampings))
+        scored: list[Scored] = self._call("score", queries, list(ks), list(scorings))
         if self.on_scan and scored:
             self.on_scan(len(queries), self._scan_bytes, scored[0].scan_s)
         return scored

@@ -28,7 +28,7 @@ from ..protocol import (
     VerbatimResult,
 )
 from ..runtime import Runtime, runtime
-from ..scorer import Scored
+from ..scorer import QueryScoring, Scored
 
 router = APIRouter()
 INLINE_RESULTS = 100  # up to this many cached rows are rendered on the event loop
@@ -42,8 +42,10 @@ async def attributions(
 ) -> Response:
     t0 = time.perf_counter()
     try:
-        damping = rt.damping(req.damping)
-        key = rt.key(query_example(req.prompt, req.completion), req.k, damping)
+        if req.normalize == "unit" and rt.on_cluster:
+            raise ApiError(422, "Not available", "unit normalisation is not available on a cluster")
+        scoring = QueryScoring(rt.damping(req.damping), req.normalize)
+        key = rt.key(query_example(req.prompt, req.completion), req.k, scoring)
     except DataError as e:
         raise ApiError(422, "Empty query", str(e)) from None
     scored = await rt.cache.get(key)
@@ -51,7 +53,7 @@ async def attributions(
     cached = scored is not None
     if scored is None:
         q, n_tokens = await rt.offload(rt.checked_query, req.prompt, req.completion)
-        scored = await rt.score(key, q, req.k, n_tokens, damping)
+        scored = await rt.score(key, q, req.k, n_tokens, scoring)
     ids = [
         *(scored.proponent_ids[: req.k] if req.direction != "opponents" else []),
         *(scored.opponent_ids[: req.k] if req.direction != "proponents" else []),
@@ -104,6 +106,7 @@ def _render(
             query_rank=rt.options.query_rank,
             residual=scored.residual,
             damping=rt.alpha(req.damping),
+            normalize=req.normalize,
         ),
         proponents=proponents,
         opponents=opponents,

@@ -67,7 +67,8 @@ def test_results_equal_reference_scorer_unbatched_and_batched(client, reference)
         ).json()
         assert_same(body, ref_top(reference, Example(completion=prompt), 5), 5)
         assert body["index_fingerprint"] == reference.index.fingerprint
-        assert body["scoring"] == {"path": "exact", "query_rank": 0, "damping": 0.1}
+        exact = {"path": "exact", "normalize": "none", "query_rank": 0, "damping": 0.1}
+        assert body["scoring"] == exact
     pair = {"prompt": "the king ", "completion": "loves the sea.", "k": 7, "direction": "both"}
     with ThreadPoolExecutor(8) as pool:  # concurrent: scored in shared batches
         bodies = list(

@@ -1,7 +1,8 @@
 """Damping per request and per server (issue 17): a request's `damping` scores as the engine
 does at that alpha (alone, and batched beside queries at other alphas), is part of the cache
 key, is reported; a server default applies where a request names none; an index built with
-an absolute lambda refuses it (422 per request, at start for a server default)."""
+an absolute lambda refuses it (422 per request, at start for a server default). Unit
+normalisation per request is the engine's too, batched beside plain queries."""
 
 from __future__ import annotations
 
@@ -128,3 +129,25 @@ def test_an_absolute_lambda_index_refuses_it(model_dirs, data_jsonl, tmp_path):
         app_for(tmp_path / "abs.h5", scorer="thread", damping=0.3),
     ):
         pass
+
+
+def test_unit_normalisation_per_request(client, reference):
+    cases = [("none", None), ("unit", None), ("unit", 0.4), ("none", 0.4), ("unit", None)]
+    prompts = [f"{PROMPT} u{i}" for i in range(len(cases))]
+
+    def one(i):
+        normalize, damping = cases[i]
+        extra = {"normalize": normalize} | ({} if damping is None else {"damping": damping})
+        return client.post("/v1/attributions", json={"prompt": prompts[i], "k": 3, **extra}).json()
+
+    with ThreadPoolExecutor(len(cases)) as pool:  # one micro-batch: plain and unit queries
+        bodies = list(pool.map(one, range(len(cases))))
+    for p, (normalize, damping), body in zip(prompts, cases, bodies, strict=True):
+        res = reference.score([query_example(p, None)], k=3, damping=damping, normalize=normalize)
+        assert [x["example_id"] for x in body["proponents"]] == list(res.proponent_ids[0][:3])
+        got = [x["score"] for x in body["proponents"]]
+        np.testing.assert_allclose(got, res.proponent_scores[0][:3], rtol=1e-5)
+        assert body["scoring"]["normalize"] == normalize
+    unit = ask(client, normalize="unit")
+    assert not unit["cached"] and abs(unit["proponents"][0]["score"]) <= 1.0 + 1e-4  # a cosine
+    assert ask(client, normalize="unit")["cached"]
