@@ -52,6 +52,7 @@ _PUBLIC = {
     "IndexFormatError": "errors",
     "QueryTooLongError": "errors",
     "ModelLoadError": "errors",
+    "relative_damping": "preconditioning",
     "VerbatimIndex": "verbatim",
     "VerbatimMatch": "verbatim",
     "build_verbatim": "verbatim",
@@ -92,6 +93,7 @@ __all__ = [
     "QueryTooLongError",
     "use_threads",
     "available_cpus",
+    "relative_damping",
     "VerbatimIndex",
     "VerbatimMatch",
     "build_verbatim",
@@ -113,6 +115,7 @@ if TYPE_CHECKING:
     )
     from .models.featurizer import Featurizer
     from .models.tasks import CausalLMTask, ClassificationTask, Task
+    from .preconditioning import relative_damping
     from .queries import QueryChecker
     from .query import Explanation, QueryEngine, TokenContribution, top_rows
     from .storage.format import FORMAT_VERSION

@@ -3,7 +3,9 @@ chosen at query time, and the training examples' norms for unit normalisation.""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -16,6 +18,22 @@ from .errors import ConfigError
 from .storage.reader import Index
 
 KEPT = 8  # dampings (and norm vectors) held at once: a few are in use at a time, not every one
+
+
+def relative_damping(curvature: Mapping[str, Any], damping: float | None) -> float | None:
+    """``damping`` (a relative alpha for queries) checked against an index's manifest section
+    ``curvature``; None where it is the build's own (ConfigError: out of range, or the index
+    was built with an absolute lambda)."""
+    if damping is None or damping == curvature["damping"] and not curvature["damping_abs"]:
+        return None
+    if not MIN_DAMPING <= damping <= MAX_DAMPING:
+        raise ConfigError(f"damping must be in [{MIN_DAMPING:g}, {MAX_DAMPING:g}], not {damping}")
+    if curvature["damping_abs"]:
+        raise ConfigError(
+            "this index was built with an absolute lambda (--damping-abs): a relative "
+            "damping at query time needs an index built with --damping"
+        )
+    return float(damping)
 
 
 @dataclass
@@ -32,20 +50,7 @@ class Preconditioning:
         return cls(index, device, pre)
 
     def canonical(self, damping: float | None) -> float | None:
-        """``damping`` checked; None where it is the build's own."""
-        built = self.index.manifest["curvature"]
-        if damping is None or damping == built["damping"] and not built["damping_abs"]:
-            return None
-        if not MIN_DAMPING <= damping <= MAX_DAMPING:
-            raise ConfigError(
-                f"damping must be in [{MIN_DAMPING:g}, {MAX_DAMPING:g}], not {damping}"
-            )
-        if built["damping_abs"]:
-            raise ConfigError(
-                "this index was built with an absolute lambda (--damping-abs): a relative "
-                "damping at query time needs an index built with --damping"
-            )
-        return float(damping)
+        return relative_damping(self.index.manifest["curvature"], damping)
 
     def at(self, damping: float | None) -> dict[str, Preconditioner]:
         """The preconditioners at relative damping alpha = ``damping`` (None: the build's).

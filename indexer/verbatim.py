@@ -16,6 +16,7 @@ import json
 import os
 import re
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,8 +138,6 @@ class VerbatimIndex:
         return cls(verbatim_path(index.path))
 
     def _db(self) -> sqlite3.Connection:
-        import threading
-
         key = threading.get_ident()
         if key not in self.local:
             self.local[key] = sqlite3.connect(
@@ -173,17 +172,22 @@ class VerbatimIndex:
         return sorted(out, key=lambda r: (r[0] - r[1], r[0]))
 
     def search(
-        self, text: str, limit: int = 10, among: list[int] | None = None
+        self,
+        text: str,
+        limit: int = 10,
+        among: list[int] | None = None,
+        runs: list[tuple[int, int, list[str]]] | None = None,
     ) -> list[VerbatimMatch]:
         """Examples holding the query's longest runs (each example once, with its longest
-        run), longest first; ``among``: only these example ids."""
+        run), longest first; ``among``: only these example ids; ``runs``: ``self.runs(text)``
+        when the caller has them already."""
         found: dict[int, VerbatimMatch] = {}
         restrict = ""
         if among is not None:
             restrict = (
                 f" AND rowid IN ({','.join(str(int(i)) for i in among)})" if among else " AND 0"
             )
-        for _, _, words in self.runs(text):
+        for _, _, words in self.runs(text) if runs is None else runs:
             q = '"' + " ".join(words) + '"'
             rows = self._db().execute(
                 f"SELECT rowid, highlight(texts, 0, ?, ?) FROM texts WHERE texts MATCH ?{restrict} "

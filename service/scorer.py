@@ -14,13 +14,13 @@ import numpy as np
 import numpy.typing as npt
 
 from indexer import (
-    ConfigError,
     Example,
     Explanation,
     Index,
     QueryEngine,
     Resident,
     ScoreResult,
+    relative_damping,
 )
 
 Damping = float | None  # relative damping alpha of one query (None: the index build's)
@@ -75,15 +75,7 @@ def query_damping(curvature: Mapping[str, Any], requested: Damping, default: Dam
     """The relative damping a query is scored with: ``requested``, else the server's
     ``default``; None for the build's own (so both share one cache entry). ConfigError when
     the index was built with an absolute lambda (``curvature``: its manifest's section)."""
-    alpha = requested if requested is not None else default
-    if alpha is None:
-        return None
-    if curvature.get("damping_abs"):
-        raise ConfigError(
-            "this index was built with an absolute lambda (--damping-abs); a relative damping "
-            "needs an index built with --damping"
-        )
-    return None if alpha == curvature["damping"] else float(alpha)
+    return relative_damping(curvature, requested if requested is not None else default)
 
 
 class Scoring(Protocol):

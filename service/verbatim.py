@@ -46,8 +46,10 @@ class VerbatimLookup:
             if key in self._answers:
                 self._answers.move_to_end(key)
                 return self._answers[key]
-        panel = self.table.search(text, PANEL)
-        marks = {m.example_id: m.words for m in self.table.search(text, len(ids), list(ids))}
+        runs = self.table.runs(text)  # the phrase queries, once for both lists
+        panel = self.table.search(text, PANEL, runs=runs)
+        shown = self.table.search(text, len(ids), list(ids), runs=runs)
+        marks = {m.example_id: m.words for m in shown}
         examples = self.examples.get_many([m.example_id for m in panel])
         answer = (
             [
