@@ -143,9 +143,9 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def autocast_effect(device: torch.device, n: int) -> dict[str, float]:
-    """Factors of the same examples with and without bf16 autocast: relative error of
-    L R^T per example, and the scores of 8 queries (Spearman, top-10 overlap)."""
+def autocast_effect(device: torch.device, n: int, queries: int = 8) -> dict[str, float]:
+    """Factors of the same ``n`` examples with and without bf16 autocast: relative error of
+    L R^T per example, and the scores of ``queries`` queries (Spearman, top-10 overlap)."""
     from benchmarks.bench_indexing import synthetic
     from indexer import Example
     from indexer.engine.factorize import factorize_layers
@@ -157,7 +157,7 @@ def autocast_effect(device: torch.device, n: int) -> dict[str, float]:
     feat = Featurizer.create(
         loaded.model, CausalLMTask(loaded.tokenizer, 256), proj_factor=8, device=device
     )
-    texts = [Example(completion=t) for t in synthetic(n + 8, seed=3)]
+    texts = [Example(completion=t) for t in synthetic(n + queries, seed=3)]
     dense = {}
     for mode in (None, torch.bfloat16):
         feat.autocast = mode
@@ -177,7 +177,11 @@ def autocast_effect(device: torch.device, n: int) -> dict[str, float]:
     err = torch.cat(errs)
     a, b = sum(s32).numpy(), sum(s16).numpy()
     rho = [spearman(a[q], b[q]) for q in range(a.shape[0])]
-    top = [len(set(np.argsort(-a[q])[:10]) & set(np.argsort(-b[q])[:10])) / 10 for q in range(8)]
+    top10 = min(10, n)
+    top = [
+        len(set(np.argsort(-a[q])[:top10]) & set(np.argsort(-b[q])[:top10])) / top10
+        for q in range(queries)
+    ]
     return {
         "factor_rel_error_median": float(err.median()),
         "factor_rel_error_max": float(err.max()),
@@ -190,6 +194,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=0, help="0 = 1.23 M on CUDA, 50 k on CPU")
     ap.add_argument("--examples", type=int, default=0, help="0 = 2048 on CUDA, 64 on CPU")
+    ap.add_argument(
+        "--autocast-examples",
+        type=int,
+        default=0,
+        help="examples (and at most 8 queries) of the bf16 comparison; 0 = min(examples, 256)",
+    )
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -219,7 +229,8 @@ def main() -> None:
         build, plain = r["build_seconds_excl_load"], r["plain_seconds"]
         ratio = r["ratio_build_over_plain"]
         print(f"indexing, autocast {mode}: build {build} s, fwd+bwd {plain} s, ratio {ratio}")
-    result["autocast_effect"] = autocast_effect(device, min(n_ex, 256))
+    n_auto = args.autocast_examples or min(n_ex, 256)
+    result["autocast_effect"] = autocast_effect(device, n_auto, min(8, n_auto))
     print("bf16 autocast vs fp32 factors:", json.dumps(result["autocast_effect"]), flush=True)
     s = result["scan_s"]
     for mode in ("streamed", "resident"):
