@@ -62,9 +62,11 @@ class Speech:
     scene: str
     speaker: str
     text: str
+    new: bool = False  # found by version 2 only (version 1 dropped it)
 
     def record(self) -> dict[str, str]:
         d = asdict(self)
+        d.pop("new")
         return {"text": d.pop("text"), **d}
 
 
@@ -107,30 +109,41 @@ def _titles(texts_dir: Path) -> dict[str, str]:
     return titles
 
 
-def parse_play(path: Path, title: str) -> list[Speech]:
+def parse_play(path: Path, title: str, version: int = 1) -> list[Speech]:
+    """One play's speeches. Version 2 also reads a ``PROLOGUE`` line followed at once by
+    verse as a speaker (the Prologue of the play within A Midsummer Night's Dream), not as a
+    section heading: version 1 dropped those speeches and filed the rest of the scene under
+    scene "PROLOGUE"."""
     play = path.name[: -len("_gut.txt")]
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     lines = [line.rstrip() for line in lines]
     speeches: list[Speech] = []
     act, scene, speaker = "", "", None
     body: list[str] = []
-    started = False
+    started = new = False
 
     def flush() -> None:
         nonlocal body
         if speaker is not None:
             text_lines = _strip_directions(body)
             if text_lines:
-                speeches.append(Speech(play, title, act, scene, speaker, "\n".join(text_lines)))
+                text = "\n".join(text_lines)
+                speeches.append(Speech(play, title, act, scene, speaker, text, new))
         body = []
 
     for i, raw in enumerate(lines):
         line = raw.strip()
         m_act, m_scene, m_special = _ACT.match(line), _SCENE.match(line), _SPECIAL.match(line)
+        spoken = i + 1 < len(lines) and bool(lines[i + 1].strip())
+        if m_special and started and version >= 2 and spoken and raw == line:
+            flush()
+            speaker, new = line.rstrip(".").upper(), True
+            scene = scene or m_special.group(1).upper()
+            continue
         if m_act or m_special:
             started = True
             flush()
-            speaker = None
+            speaker, new = None, False
             if m_act:
                 act = _roman(_ORDINALS.get(m_act.group(1), m_act.group(1)))
                 scene = _roman(m_act.group(2) or "")
@@ -141,12 +154,12 @@ def parse_play(path: Path, title: str) -> list[Speech]:
             continue
         if m_scene and raw == line:
             flush()
-            speaker, scene = None, _roman(m_scene.group(2))
+            speaker, scene, new = None, _roman(m_scene.group(2)), False
             continue
         prev_blank = i == 0 or not lines[i - 1].strip()
         if _is_speaker(raw, prev_blank):
             flush()
-            speaker = line.rstrip(".").strip()
+            speaker, new = line.rstrip(".").strip(), False
             continue
         if speaker is not None:
             body.append(raw)
@@ -169,14 +182,16 @@ def parse_texts(texts_dir: Path, version: int = PARSER_VERSION) -> list[dict[str
         stem = path.name[: -len(".txt")]
         if stem[: -len("_gut")] in POEMS:
             continue
-        speeches = parse_play(path, titles.get(stem, stem))
+        speeches = parse_play(path, titles.get(stem, stem), version)
         if version == 1:
             out.extend(s.record() for s in speeches)
         else:
             lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
             for origin, s in refine_play(speeches, lines):
-                out.append({**s.record(), "split": split_of(first + origin)})
-        first += len(speeches)
+                # a speech version 1 dropped was never trained on: held out
+                split = "val" if origin is None else split_of(first + origin)
+                out.append({**s.record(), "split": split})
+        first += sum(not s.new for s in speeches)
     return out
 
 

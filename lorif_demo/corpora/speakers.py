@@ -102,9 +102,10 @@ def _turn(
     return Turn(name, rest) if name in speakers else None
 
 
-def refine_play(speeches: list[Speech], header: list[str]) -> list[tuple[int, Speech]]:
-    """One play's version-1 speeches as version 2, each with the index (within ``speeches``)
-    of the version-1 speech it came from. ``header``: the play's text lines (persons list)."""
+def refine_play(speeches: list[Speech], header: list[str]) -> list[tuple[int | None, Speech]]:
+    """One play's speeches as version 2, each with the index of the version-1 speech it came
+    from (counting the speeches not marked ``new``; None for a new one). ``header``: the
+    play's text lines (persons list)."""
     vocabulary = personae_words(header)
     play = speeches[0].play if speeches else ""
 
@@ -113,8 +114,11 @@ def refine_play(speeches: list[Speech], header: list[str]) -> list[tuple[int, Sp
 
     labels = {s.speaker for s in speeches if not s.speaker.isupper()}
     speakers = {canon(s.speaker) for s in speeches}
-    out: list[tuple[int, Speech]] = []
-    for origin, s in enumerate(speeches):
+    out: list[tuple[int | None, Speech]] = []
+    old = -1
+    for s in speeches:
+        old += not s.new
+        origin = None if s.new else old
         current, lines = canon(s.speaker), list[str]()
         for line in _BRACED.sub("", s.text).split("\n"):
             if not line.strip():

@@ -179,7 +179,7 @@ function renderVerbatim(matches) {
   const list = el("ol", { class: "verbatim" });
   for (const m of matches) {
     const li = el("li", { "data-example-id": String(m.example_id) });
-    li.append(el("span", { class: "rank" }, `${m.words} w`));
+    li.append(el("span", { class: "rank" }, `${m.words} words`));
     li.append(el("div", { class: "meta" }, `example ${m.example_id} · ` + metaLine(m.meta)));
     const p = el("p", { class: "snippet" });
     const at = m.snippet.indexOf(m.text);

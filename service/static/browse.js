@@ -4,7 +4,10 @@
 "use strict";
 
 const API_MAX_K = 1000;
-const FACET_MAX_VALUES = 60; // a metadata key with more distinct values is not a facet
+// A metadata key is a facet when some value repeats among the fetched results (an id, unique
+// per example, is not) and it has at most this many values (the full demo's 100 results name
+// ~80 speakers).
+const FACET_MAX_VALUES = 200;
 const FACET_SKIP = new Set(["speech_id", "split"]);
 
 // One scan fetches several pages: 5 pages or 100 results, at most the API's maximum.
@@ -30,7 +33,8 @@ function facetValues(body) {
   }
   const out = [];
   for (const [k, m] of counts) {
-    if (m.size < 2 || m.size > FACET_MAX_VALUES) continue;
+    const carried = [...m.values()].reduce((a, b) => a + b, 0);
+    if (m.size < 2 || m.size > FACET_MAX_VALUES || m.size === carried) continue;
     out.push([k, [...m.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))]);
   }
   return out;

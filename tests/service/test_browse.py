@@ -31,6 +31,9 @@ def test_load_more_pages_one_scan(server, page):
 
 def test_a_facet_filters_and_stays_in_the_url(server, page):
     ask(page, server, 40)
+    # facets: keys whose values repeat; not scene (one per example) nor act (always "I")
+    facets = page.locator("select[data-facet]").evaluate_all("s => s.map(e => e.dataset.facet)")
+    assert set(facets) == {"title", "speaker"}, facets
     select = page.locator('select[data-facet="speaker"]')
     select.select_option("S1")
     expect(page.locator("ol.results li")).not_to_have_count(40)
