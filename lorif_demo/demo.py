@@ -1,8 +1,8 @@
 """The demo: Shakespeare's speeches, the model trained on them, a LoRIF index, and queries.
 
-``lorif demo`` builds the index of all 30,524 speeches once (12 to 25 minutes on 2 CPU cores,
+``lorif demo`` builds the index of all 30,526 speeches once (12 to 25 minutes on 2 CPU cores,
 progress bars shown; an interrupted build resumes) and reuses it afterwards; ``--quick`` indexes
-every 15th speech (2,035, one to two minutes). Settings: the ``shakespeare-demo`` preset of
+every 15th speech (2,036, one to two minutes). Settings: the ``shakespeare-demo`` preset of
 :class:`indexer.config.BuildConfig`.
 """
 
