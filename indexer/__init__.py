@@ -20,6 +20,8 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "BuildConfig": "config",
+    "MIN_DAMPING": "config",
+    "MAX_DAMPING": "config",
     "CurvatureConfig": "config",
     "PRESETS": "config",
     "build_index": "build",
@@ -61,6 +63,8 @@ _PUBLIC = {
 __all__ = [
     "__version__",
     "BuildConfig",
+    "MIN_DAMPING",
+    "MAX_DAMPING",
     "CurvatureConfig",
     "PRESETS",
     "build_index",
@@ -102,7 +106,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .build import build_index
-    from .config import PRESETS, BuildConfig, CurvatureConfig
+    from .config import MAX_DAMPING, MIN_DAMPING, PRESETS, BuildConfig, CurvatureConfig
     from .data import Example, load_examples, query_example, snippet
     from .engine.scoring import ScoreResult, merge_results, score_store
     from .errors import (

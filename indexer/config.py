@@ -36,6 +36,13 @@ CURVATURE_KINDS = ("lowrank", "kfac", "ekfac")
 MIN_DAMPING, MAX_DAMPING = 1e-6, 1e6
 
 
+def checked_damping(damping: float, name: str = "damping") -> float:
+    """A relative damping chosen at query time, refused outside [MIN_DAMPING, MAX_DAMPING]."""
+    if not MIN_DAMPING <= damping <= MAX_DAMPING:
+        raise ConfigError(f"{name} must be in [{MIN_DAMPING:g}, {MAX_DAMPING:g}], not {damping}")
+    return float(damping)
+
+
 @dataclass
 class CurvatureConfig:
     """The preconditioner (method.md sections 3, 3b): LoRIF's randomized truncated SVD of

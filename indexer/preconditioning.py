@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .config import MAX_DAMPING, MIN_DAMPING
+from .config import checked_damping
 from .engine.layout import RowSource
 from .engine.normalize import example_norms
 from .engine.preconditioners import preconditioner
@@ -26,8 +26,7 @@ def relative_damping(curvature: Mapping[str, Any], damping: float | None) -> flo
     was built with an absolute lambda)."""
     if damping is None or damping == curvature["damping"] and not curvature["damping_abs"]:
         return None
-    if not MIN_DAMPING <= damping <= MAX_DAMPING:
-        raise ConfigError(f"damping must be in [{MIN_DAMPING:g}, {MAX_DAMPING:g}], not {damping}")
+    checked_damping(damping)
     if curvature["damping_abs"]:
         raise ConfigError(
             "this index was built with an absolute lambda (--damping-abs): a relative "

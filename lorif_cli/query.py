@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import typer
 
-from indexer.config import MAX_DAMPING, MIN_DAMPING
+from indexer.config import checked_damping
 from indexer.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -102,8 +102,8 @@ def _check_options(
         raise ConfigError("--all-scores and --output go together")
     if resident not in ("auto", "on", "off"):
         raise ConfigError(f"--resident must be auto, on or off, not {resident!r}")
-    if damping is not None and not MIN_DAMPING <= damping <= MAX_DAMPING:
-        raise ConfigError(f"--damping must be in [{MIN_DAMPING:g}, {MAX_DAMPING:g}], not {damping}")
+    if damping is not None:
+        checked_damping(damping, "--damping")
 
 
 def _score_all(

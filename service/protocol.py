@@ -6,12 +6,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from indexer import MAX_DAMPING, MIN_DAMPING
+
 Direction = Literal["proponents", "opponents", "both"]
 QueryDamping = Annotated[
     float | None,
     Field(
-        ge=1e-6,
-        le=1e6,
+        ge=MIN_DAMPING,
+        le=MAX_DAMPING,
         allow_inf_nan=False,
         description="Relative damping alpha for this query (lambda = alpha * the layer's mean "
         "eigenvalue); default: the server's `damping`, else the index build's.",

@@ -166,7 +166,7 @@ class BatchScorer:
         """Each query's own top-``ks[i]`` (the same answer it would get scanned alone): one
         scan for the queries without normalisation (each at its own damping), one per damping
         for unit-normalised ones (the rows' scale depends on it)."""
-        scorings = list(scorings) or [QueryScoring()] * len(queries)
+        scorings = list(scorings) or [PLAIN] * len(queries)
         groups: dict[tuple[str, Damping], list[int]] = {}
         for i, s in enumerate(scorings):
             key = ("none", None) if s.normalize == "none" else ("unit", s.damping)

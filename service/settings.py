@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from indexer import MAX_DAMPING, MIN_DAMPING
+
 
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LORIF_", extra="ignore")
@@ -84,8 +86,8 @@ class ServiceSettings(BaseSettings):
     )
     damping: float | None = Field(
         None,
-        ge=1e-6,
-        le=1e6,
+        ge=MIN_DAMPING,
+        le=MAX_DAMPING,
         description="Default relative damping alpha of queries (lambda = alpha * the layer's "
         "mean eigenvalue; a request's `damping` overrides it); unset: the index build's.",
     )
