@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from indexer.build import build_index
-from indexer.config import BuildConfig, CurvatureConfig
+from indexer.config import BuildConfig
+from tests.conftest import small_config
 from tests.helpers import lorif_serve, write_jsonl
 
 from .browsing import ARTIFACTS, CHROMIUM, MALICIOUS, WAIT_MS, sync_playwright
@@ -24,18 +25,7 @@ def server(model_dirs, corpus, tmp_path_factory):
     rows.append({"text": "so said one two three four five, and left.", "title": "Quote"})
     data = write_jsonl(root / "train.jsonl", rows)
     index = root / "browse.h5"
-    build_index(
-        BuildConfig(
-            model=str(model_dirs["llama"]),
-            data=str(data),
-            output=str(index),
-            proj_factor=4,
-            rank=2,
-            curvature=CurvatureConfig(rank=16),
-            batch_size=8,
-        ),
-        progress=False,
-    )
+    build_index(small_config(model_dirs, data, index, BuildConfig.shard_size), progress=False)
     with lorif_serve(index, env={"LORIF_MAX_WAIT_MS": "5"}) as (url, _):
         yield url
 
