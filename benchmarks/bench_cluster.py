@@ -33,8 +33,8 @@ import numpy as np
 
 from benchmarks.bench_load import speeches
 from benchmarks.bench_scale import tiled_index
-from benchmarks.bench_service import free_port
 from indexer import available_cpus
+from tests.helpers import free_port
 
 
 def start(index: Path, extra: list[str]) -> tuple[subprocess.Popen, str]:

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from indexer.config import CurvatureConfig
-from indexer.engine.curvature import compute_curvature, passes
 from indexer.engine.layout import FactorLayout, TrackedLayer
+from indexer.engine.lowrank import compute_curvature, passes
 from indexer.storage.store import MmapFactorStore
 
 

@@ -134,7 +134,7 @@ def measure(args: argparse.Namespace) -> dict:
         from indexer import Index
 
         with Index(path) as built:
-            info = built.manifest["build_info"]
+            info = built.manifest.build_info or {}
 
     n = len(examples)
     result = {

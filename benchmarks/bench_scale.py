@@ -29,12 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from indexer import Example, Index, QueryEngine
-from indexer.storage.shards import (
-    MANIFEST,
-    publish_manifest,
-    shard_name,
-    write_basis,
-)
+from indexer.storage.manifest import MANIFEST, ShardEntry
+from indexer.storage.shards import publish_manifest, shard_name, write_basis
 from indexer.storage.writer import IndexWriter
 
 QUERY = Example(prompt="", completion="To be, or not to be, that is the question.")
@@ -74,7 +70,7 @@ def tiled_index(source: Path, out: Path, shards: int, shard_rows: int) -> Path:
     with Index(source) as index:
         raw = np.concatenate([index.store().read(p.first, p.first + p.n) for p in index.parts])
         examples = index.examples_at(range(len(index)))
-        manifest = {k: v for k, v in index.manifest.items() if k not in ("shards", "basis")}
+        manifest = index.manifest.replace(shards=None, basis=None)
         curvature, projections = index.curvature(), index.stored_projections()
     reps = -(-shard_rows // len(raw))
     rows = np.tile(raw, (reps, 1))[:shard_rows]
@@ -82,7 +78,7 @@ def tiled_index(source: Path, out: Path, shards: int, shard_rows: int) -> Path:
     out.mkdir()
     first = out / shard_name(0)
     first.parent.mkdir()
-    writer = IndexWriter.create(first, {**manifest, "n_examples": shard_rows}, exs, np.ones(
+    writer = IndexWriter.create(first, manifest.replace(n_examples=shard_rows), exs, np.ones(
         shard_rows, dtype=np.int32), None)  # fmt: skip
     for start in range(0, shard_rows, 65536):
         ids = np.arange(start, min(start + 65536, shard_rows))
@@ -90,13 +86,10 @@ def tiled_index(source: Path, out: Path, shards: int, shard_rows: int) -> Path:
     digest = writer.finish_shard(threads=os.cpu_count() or 1)
     for k in range(1, shards):
         os.link(first, out / shard_name(k))
-    entries = [
-        {"file": shard_name(k), "rows": shard_rows, "fingerprint": digest} for k in range(shards)
-    ]
+    entries = [ShardEntry(shard_name(k), shard_rows, digest) for k in range(shards)]
     basis, basis_digest = write_basis(out, curvature, projections)
-    publish_manifest(
-        out, {**manifest, "n_examples": shards * shard_rows, "shards": entries}, basis, basis_digest
-    )
+    grown = manifest.replace(n_examples=shards * shard_rows, shards=entries)
+    publish_manifest(out, grown, basis, basis_digest)
     return out
 
 

@@ -14,7 +14,7 @@ All figures come from one run on one machine, side by side:
 3. Latency of cached queries through a real ``lorif serve`` over HTTP: in-process LRU, and
    Redis (a private redis-server started here, if the binary exists).
 
-    python benchmarks/bench_service.py [--index PATH] [--gb 1] [--ranks 1,4] [--json]
+    python -m benchmarks.bench_service [--index PATH] [--gb 1] [--ranks 1,4] [--json]
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from indexer.query import QueryEngine
 from indexer.storage.codec import NUMPY_STORAGE
 from indexer.storage.store import MmapFactorStore
 from indexer.storage.streaming import BlockReader
+from tests.helpers import free_port, start_redis
 
 BATCH = 32
 
@@ -192,12 +192,6 @@ def deviation(
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def cached_latency(index: str, redis_url: str | None, n: int = 500) -> dict:
     import httpx
 
@@ -243,25 +237,10 @@ def cached_latency(index: str, redis_url: str | None, n: int = 500) -> dict:
 
 def latency(index: str) -> dict:
     out = {"lru": cached_latency(index, None)}
-    binary = shutil.which("redis-server")
-    if binary:
+    if shutil.which("redis-server"):
         port = free_port()
-        redis = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-        )
+        redis = start_redis(port)  # returns once it answers
         try:
-            time.sleep(0.5)
             out["redis"] = cached_latency(index, f"redis://127.0.0.1:{port}/0")
         finally:
             redis.terminate()

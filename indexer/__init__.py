@@ -27,7 +27,11 @@ _PUBLIC = {
     "build_index": "build",
     "Index": "storage.reader",
     "VerifyReport": "storage.integrity",
-    "FORMAT_VERSION": "storage.format",
+    "FORMAT_VERSION": "storage.manifest",
+    "Manifest": "storage.manifest",
+    "CurvatureRecord": "storage.manifest",
+    "CURVATURE_KINDS": "curvature",
+    "curvature_method": "curvature",
     "QueryEngine": "query",
     "QueryChecker": "queries",
     "Resident": "storage.resident",
@@ -71,6 +75,10 @@ __all__ = [
     "Index",
     "VerifyReport",
     "FORMAT_VERSION",
+    "Manifest",
+    "CurvatureRecord",
+    "CURVATURE_KINDS",
+    "curvature_method",
     "QueryEngine",
     "QueryChecker",
     "Resident",
@@ -107,6 +115,8 @@ __all__ = [
 if TYPE_CHECKING:
     from .build import build_index
     from .config import MAX_DAMPING, MIN_DAMPING, PRESETS, BuildConfig, CurvatureConfig
+    from .curvature import KINDS as CURVATURE_KINDS
+    from .curvature import method as curvature_method
     from .data import Example, load_examples, query_example, snippet
     from .engine.scoring import ScoreResult, merge_results, score_store
     from .errors import (
@@ -122,15 +132,19 @@ if TYPE_CHECKING:
     from .preconditioning import relative_damping
     from .queries import QueryChecker
     from .query import Explanation, QueryEngine, TokenContribution, top_rows
-    from .storage.format import FORMAT_VERSION
     from .storage.integrity import VerifyReport
+    from .storage.manifest import FORMAT_VERSION, CurvatureRecord, Manifest
     from .storage.reader import Index
     from .storage.resident import Resident
     from .threads import available_cpus, use_threads
     from .verbatim import VerbatimIndex, VerbatimMatch, build_verbatim, verbatim_summary
 
 
+_RENAMED = {"CURVATURE_KINDS": "KINDS", "curvature_method": "method"}
+
+
 def __getattr__(name: str) -> Any:
     if name in _PUBLIC:
-        return getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
+        module = importlib.import_module(f"{__name__}.{_PUBLIC[name]}")
+        return getattr(module, _RENAMED.get(name, name))
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from .curvature import DEFAULT_KIND, KINDS, method
 from .errors import ConfigError
 
 STORAGE_DTYPES = ("bf16", "fp16", "fp32")
@@ -30,14 +31,14 @@ def _check(checks: list[tuple[bool, str]]) -> None:
             raise ConfigError(message)
 
 
-CURVATURE_KINDS = ("lowrank", "kfac", "ekfac")
-# Relative dampings accepted at query time: below 1e-6 lambda can underflow to non-finite
+# Relative dampings accepted: below 1e-6 lambda can underflow to non-finite
 # scores (found by schemathesis with alpha = 5e-324); above 1e6 H^-1 is 1/lambda to 1e-6.
 MIN_DAMPING, MAX_DAMPING = 1e-6, 1e6
 
 
 def checked_damping(damping: float, name: str = "damping") -> float:
-    """A relative damping chosen at query time, refused outside [MIN_DAMPING, MAX_DAMPING]."""
+    """A relative damping alpha (a build's, or one chosen at query time), refused outside
+    [MIN_DAMPING, MAX_DAMPING]: the one check of every damping a user gives."""
     if not MIN_DAMPING <= damping <= MAX_DAMPING:
         raise ConfigError(f"{name} must be in [{MIN_DAMPING:g}, {MAX_DAMPING:g}], not {damping}")
     return float(damping)
@@ -49,11 +50,11 @@ class CurvatureConfig:
     G^T G per layer, or token-level Kronecker factors (K-FAC / EK-FAC); and its damping."""
 
     kind: str = setting(
-        "lowrank",
+        DEFAULT_KIND,
         "Preconditioner: lowrank (truncated SVD of G^T G + Woodbury) | kfac | ekfac "
         "(token-level Kronecker factors in the projected space; need --shard-size > 0).",
         flag="curvature",
-        choices=CURVATURE_KINDS,
+        choices=KINDS,
     )
     rank: int = setting(
         128,
@@ -72,20 +73,15 @@ class CurvatureConfig:
     def validate(self) -> None:
         _check(
             [
-                (
-                    self.kind in CURVATURE_KINDS,
-                    f"--curvature must be one of {', '.join(CURVATURE_KINDS)}",
-                ),
+                (self.kind in KINDS, f"--curvature must be one of {', '.join(KINDS)}"),
                 (self.rank >= 0, "--curvature-rank (r) must be >= 0"),
                 (self.oversample >= 0, "--oversample (p) must be >= 0"),
                 (self.power_iters >= 0, "--power-iters (q) must be >= 0"),
-                (
-                    self.damping > 0 or self.damping_abs > 0,
-                    "--damping or --damping-abs must be > 0",
-                ),
                 (self.damping_abs >= 0, "--damping-abs must be >= 0"),
             ]
         )
+        if not self.damping_abs:  # else lambda is absolute and alpha unused
+            checked_damping(self.damping, "--damping")
 
 
 # Content keys of the curvature settings in a manifest's flat ``build_config`` (format v1).
@@ -200,14 +196,10 @@ class BuildConfig:
                 (self.shard_size >= 0, "--shard-size must be >= 0"),
                 (self.nproc >= 1, "--nproc must be >= 1"),
                 (self.nproc == 1 or self.shard_size > 0, "--nproc > 1 needs --shard-size N"),
-                (
-                    self.curvature.kind == "lowrank" or self.shard_size > 0,
-                    f"--curvature {self.curvature.kind} needs --shard-size N (its moments are "
-                    "kept per shard)",
-                ),
             ]
         )
         self.curvature.validate()
+        method(self.curvature.kind).validate(self)
 
     @property
     def layer_globs(self) -> list[str]:

@@ -3,31 +3,29 @@ chosen at query time, and the training examples' norms for unit normalisation.""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
 from .config import checked_damping
 from .engine.layout import RowSource
 from .engine.normalize import example_norms
-from .engine.preconditioners import preconditioner
 from .engine.scoring import Preconditioner
 from .errors import ConfigError
+from .storage.manifest import CurvatureRecord
 from .storage.reader import Index
 
 KEPT = 8  # dampings (and norm vectors) held at once: a few are in use at a time, not every one
 
 
-def relative_damping(curvature: Mapping[str, Any], damping: float | None) -> float | None:
-    """``damping`` (a relative alpha for queries) checked against an index's manifest section
-    ``curvature``; None where it is the build's own (ConfigError: out of range, or the index
-    was built with an absolute lambda)."""
-    if damping is None or damping == curvature["damping"] and not curvature["damping_abs"]:
+def relative_damping(curvature: CurvatureRecord, damping: float | None) -> float | None:
+    """``damping`` (a relative alpha for queries) checked against how an index's basis was
+    computed; None where it is the build's own (ConfigError: out of range, or the index was
+    built with an absolute lambda)."""
+    if damping is None or damping == curvature.damping and curvature.relative:
         return None
     checked_damping(damping)
-    if curvature["damping_abs"]:
+    if not curvature.relative:
         raise ConfigError(
             "this index was built with an absolute lambda (--damping-abs): a relative "
             "damping at query time needs an index built with --damping"
@@ -45,11 +43,12 @@ class Preconditioning:
 
     @classmethod
     def load(cls, index: Index, device: torch.device) -> Preconditioning:
-        pre = {n: preconditioner(c, device) for n, c in index.curvature().items()}
+        basis = index.curvature()
+        pre = {n: basis.method.preconditioner(c, device) for n, c in basis.items()}
         return cls(index, device, pre)
 
     def canonical(self, damping: float | None) -> float | None:
-        return relative_damping(self.index.manifest["curvature"], damping)
+        return relative_damping(self.index.curvature_record, damping)
 
     def at(self, damping: float | None) -> dict[str, Preconditioner]:
         """The preconditioners at relative damping alpha = ``damping`` (None: the build's).
@@ -63,10 +62,11 @@ class Preconditioning:
         if alpha not in self._damped:
             if len(self._damped) >= KEPT:
                 self._damped.clear()
-            scale = alpha / self.index.manifest["curvature"]["damping"]
+            scale = alpha / self.index.curvature_record.damping
+            basis = self.index.curvature()
             self._damped[alpha] = {
-                n: preconditioner(c, self.device, lam=c.lam * scale)
-                for n, c in self.index.curvature().items()
+                n: basis.method.preconditioner(c, self.device, lam=c.lam * scale)
+                for n, c in basis.items()
             }
         return self._damped[alpha]
 

@@ -16,20 +16,20 @@ from .storage.reader import Index
 
 def require_lm_index(index: Index) -> None:
     """IndexFormatError unless ``index`` was built for a causal LM (the CLI and service kind)."""
-    if index.manifest.get("task", {}).get("kind") != "causal_lm":
+    if index.manifest.task.get("kind") != "causal_lm":
         raise IndexFormatError(f"{index.path}: not a language-model index; use the Python API")
 
 
 def lm_task(index: Index, tokenizer: Any) -> CausalLMTask:
     """The task an LM index was built with (its max_tokens and chat template)."""
     require_lm_index(index)
-    t = index.manifest["task"]
+    t = index.manifest.task
     return CausalLMTask(tokenizer, t["max_tokens"], t["chat_template"])
 
 
 def model_spec(index: Index, model: str | None = None) -> str:
     """The model to load for ``index``: ``model`` if given, else the one it was built with."""
-    m = index.manifest["model"]
+    m = index.manifest.model
     return model or m.get("path") or m["spec"]
 
 

@@ -68,18 +68,15 @@ class QueryEngine:
         """Bind an open index to an in-memory model (projections verified by checksum).
         ``resident``: keep the factor rows in device memory (see storage/resident.py)."""
         dev = device if isinstance(device, torch.device) else resolve_device(device)
-        m = index.manifest
         featurizer = Featurizer.from_layers(
             model,
             task,
             list(index.layout.layers),
-            seed=m["projection"]["seed"],
+            seed=index.manifest.projection_seed,
             device=dev,
             projections=index.stored_projections(),
         )
-        featurizer.verify_checksums(
-            {d["name"]: (d["proj_in_sha256"], d["proj_out_sha256"]) for d in m["layers"]}
-        )
+        featurizer.verify_checksums(index.manifest.checksums)
         pre = Preconditioning.load(index, dev)
         return cls(index, featurizer, pre, make_resident(index.store(), dev, resident))
 
@@ -99,7 +96,7 @@ class QueryEngine:
             require_lm_index(index)  # before the model loads
             dev = resolve_device(device)
             loaded = load_causal_lm(cls.model_spec(index, model), dev)
-            recorded = index.manifest["model"].get("fingerprint")
+            recorded = index.manifest.model.get("fingerprint")
             if check_model and model_fingerprint(loaded.model) != recorded:
                 raise IndexFormatError(
                     "the model's weights differ from those the index was built with"

@@ -40,7 +40,7 @@ def _covers(index: Index) -> list[str]:
     """What the table's rows must match: the shards' fingerprints in order (their rows and
     examples), or the single file's fingerprint."""
     if index.sharded:
-        return [str(s["fingerprint"]) for s in index.manifest["shards"]]
+        return [s.fingerprint for s in index.manifest.shards or []]
     return [index.fingerprint]
 
 

@@ -65,7 +65,7 @@ def info_dict(path: str) -> dict[str, Any]:
     from indexer.verbatim import verbatim_summary
 
     with Index(path) as index:
-        info = index.manifest.get("build_info", {})
+        info = index.manifest.build_info or {}
         return {
             "path": path,
             **index.summary(),
@@ -133,7 +133,7 @@ def add(
 ) -> None:
     """Add examples as new shards, with the index's own model and settings (refused when they
     differ), then refresh the curvature over every shard and publish atomically."""
-    from indexer.growth import add_examples
+    from indexer.build import add_examples
 
     before = info_dict(path)["n_examples"]
     add_examples(path, data, limit=limit, device=device, threads=threads, curvature=refresh)
@@ -149,7 +149,7 @@ def curvature(
     threads: int = typer.Option(0, "--threads", help="CPU threads for torch (0 = available)."),
 ) -> None:
     """Recompute the curvature basis over every shard and publish it atomically."""
-    from indexer.growth import refresh_curvature
+    from indexer.build import refresh_curvature
 
     fingerprint = refresh_curvature(path, device=device, threads=threads)
     typer.echo(f"curvature refreshed: {path} (fingerprint {fingerprint})")

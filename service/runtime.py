@@ -126,7 +126,7 @@ class Runtime:
             report.checked_bytes / 2**20,
             report.seconds,
         )
-        query_damping(index.manifest["curvature"], None, s.damping)  # refused at start
+        query_damping(index.curvature_record, None, s.damping)  # refused at start
         # Only what this process read and checked may share cache entries with other replicas.
         self.content_id = report.content_id or f"unverified-{index.fingerprint}-{uuid.uuid4().hex}"
         self._index = index
@@ -220,15 +220,15 @@ class Runtime:
 
     def alpha(self, requested: Damping) -> float | None:
         """The relative damping a request is scored with, as reported (None: absolute)."""
-        curvature = self.index.manifest["curvature"]
-        if curvature.get("damping_abs"):
+        curvature = self.index.curvature_record
+        if not curvature.relative:
             return None
-        return self.damping(requested) or float(curvature["damping"])
+        return self.damping(requested) or float(curvature.damping)
 
     def damping(self, requested: Damping) -> Damping:
         """A request's damping (see scorer.query_damping); 422 where the index cannot."""
         try:
-            return query_damping(self.index.manifest["curvature"], requested, self.settings.damping)
+            return query_damping(self.index.curvature_record, requested, self.settings.damping)
         except ConfigError as e:
             raise ApiError(422, "Damping not available", str(e)) from None
 

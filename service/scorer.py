@@ -6,14 +6,15 @@ same scorer in a process of its own (``scorer_process.ScorerProcess``)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from indexer import (
+    CurvatureRecord,
     Example,
     Explanation,
     Index,
@@ -71,7 +72,7 @@ class ScoringOptions:
         return "low-rank" if self.query_rank else "exact"
 
 
-def query_damping(curvature: Mapping[str, Any], requested: Damping, default: Damping) -> Damping:
+def query_damping(curvature: CurvatureRecord, requested: Damping, default: Damping) -> Damping:
     """The relative damping a query is scored with: ``requested``, else the server's
     ``default``; None for the build's own (so both share one cache entry). ConfigError when
     the index was built with an absolute lambda (``curvature``: its manifest's section)."""

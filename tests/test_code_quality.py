@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import ROOT
+from tests.import_graph import from_base, import_cycles, private_imports
 
 PACKAGES = ("indexer", "service", "lorif_cli", "lorif_demo")
 MAX_MODULE_LINES = 300
@@ -24,8 +25,19 @@ MAX_FUNCTION_LINES = 60
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("indexer.engine", ("indexer.engine", "indexer.config", "indexer.errors")),
     (
+        "indexer.curvature",
+        ("indexer.curvature", "indexer.engine", "indexer.config", "indexer.errors"),
+    ),
+    (
         "indexer.storage",
-        ("indexer.storage", "indexer.engine", "indexer.data", "indexer.config", "indexer.errors"),
+        (
+            "indexer.storage",
+            "indexer.curvature",
+            "indexer.engine",
+            "indexer.data",
+            "indexer.config",
+            "indexer.errors",
+        ),
     ),
     (
         "indexer.models",
@@ -76,15 +88,11 @@ def modules(*roots: str) -> Iterator[tuple[str, Path]]:
 def imports(name: str, path: Path) -> Iterator[tuple[str, int]]:
     """(absolute module imported, line) for every first-party import of a module; a
     ``from X import a`` yields ``X`` and ``X.a`` (a may be a submodule)."""
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(anchor + ([base] if base else []))
+            base = from_base(name, path, node)
             targets = [base] + [f"{base}.{a.name}" for a in node.names if node.module is None]
         else:
             continue
@@ -128,6 +136,67 @@ def test_layering_check_catches_a_violation(tmp_path, monkeypatch):
     assert layering_violations(("indexer", "service")) == [
         "indexer/storage/bad.py:1 imports indexer.models.loading",
         "service/bad.py:1 imports indexer.storage.reader",
+    ]
+
+
+def cycle_violations(roots: tuple[str, ...] = PACKAGES) -> list[str]:
+    """Circles of run-time imports (function-level ones too, ``if TYPE_CHECKING:`` ones not)."""
+    return import_cycles(list(modules(*roots)))
+
+
+def test_no_import_cycles():
+    assert cycle_violations() == []
+
+
+def test_cycle_check_catches_a_circle(tmp_path, monkeypatch):
+    """A lazy import closes a circle; a TYPE_CHECKING-only import, or a name imported from a
+    package root whose ``__init__`` imports nothing at run time, does not."""
+    files = {
+        "indexer/__init__.py": "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from .a import A\n",
+        "indexer/a.py": "from . import c\nfrom .b import helper\n",
+        "indexer/b.py": "from indexer import Index\n\ndef helper():\n    from indexer import a\n",
+        "indexer/c.py": "import typing\nif typing.TYPE_CHECKING:\n    from indexer.a import A\n",
+        "service/x.py": "import service.y\n",
+        "service/y.py": "from service.z import handler\n",
+        "service/z.py": "from . import x\n",
+    }
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    assert cycle_violations(("indexer", "service")) == [
+        "indexer.a -> indexer.b -> indexer.a",
+        "service.x -> service.y -> service.z -> service.x",
+    ]
+
+
+def private_import_violations(roots: tuple[str, ...] = PACKAGES) -> list[str]:
+    """``from X import _name`` of another first-party module's private name."""
+    return private_imports(list(modules(*roots)), ROOT, FIRST_PARTY)
+
+
+def test_no_cross_module_private_imports():
+    assert private_import_violations() == []
+
+
+def test_private_import_check_catches_a_violation(tmp_path, monkeypatch):
+    """Private names taken from another module are reported, at any depth; dunders, the
+    standard library's and a module's own names are not."""
+    (tmp_path / "indexer").mkdir()
+    (tmp_path / "indexer" / "a.py").write_text(
+        "from os import _exit\nfrom indexer import __version__\n"
+        "from .b import _helper, public\n\ndef f():\n    from indexer.a import _own\n"
+    )
+    (tmp_path / "service").mkdir()
+    (tmp_path / "service" / "s.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+        "    from indexer.b import __hidden as h\n"
+    )
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    assert private_import_violations(("indexer", "service")) == [
+        "indexer/a.py:3 imports _helper from indexer.b",
+        "service/s.py:3 imports __hidden from indexer.b",
     ]
 
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from indexer import BuildConfig, CurvatureConfig, Example, QueryEngine, build_index
-from indexer.engine.curvature import compute_curvature
 from indexer.engine.kernels import LowRankQueries, score_rows, score_rows_lowrank
+from indexer.engine.lowrank import compute_curvature
 from indexer.engine.scoring import score_store
 from indexer.models.featurizer import Featurizer
 from indexer.models.tasks import CausalLMTask

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import harness
 from .harness import (
     Report,
     grad_dot_scores,
@@ -29,7 +30,6 @@ from .harness import (
     logra_dense_scores,
     random_subsets,
     read_ground_truth,
-    save_ground_truth,
     stacked_gradients,
     trak_scores,
 )
@@ -77,15 +77,11 @@ def query_losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> np.ndarr
 def make_ground_truth(m: int, seeds: int, out: Path, steps: int = STEPS) -> None:
     torch.set_num_threads(1)  # many tiny full-batch runs: one thread each is fastest here
     x, y, xq, yq = load()
-    subsets = random_subsets(m, len(y), seed=1)
-    losses = np.zeros((m, seeds, len(yq)), dtype=np.float32)
-    t = time.perf_counter()
-    for i, s in enumerate(subsets):
-        idx = torch.from_numpy(np.flatnonzero(s))
-        for seed in range(seeds):
-            losses[i, seed] = query_losses(train(x[idx], y[idx], seed, steps), xq, yq)
-        if (i + 1) % 10 == 0:
-            print(f"  {i + 1}/{m} subsets, {time.perf_counter() - t:.0f} s", flush=True)
+
+    def losses_of(idx: np.ndarray, seed: int) -> np.ndarray:
+        sub = torch.from_numpy(idx)
+        return query_losses(train(x[sub], y[sub], seed, steps), xq, yq)
+
     config = {
         "setting": "digits-mlp",
         "n_train": N_TRAIN,
@@ -96,10 +92,9 @@ def make_ground_truth(m: int, seeds: int, out: Path, steps: int = STEPS) -> None
         "lr": LR,
         "l2": L2,
         "subset_seed": 1,
-        "retrain_seconds": round(time.perf_counter() - t, 1),
     }
-    save_ground_truth(out, subsets, losses, config)
-    print(f"ground truth: {out} ({m} subsets x {seeds} seeds, {config['retrain_seconds']} s)")
+    subsets = random_subsets(m, len(y), seed=1)
+    harness.make_ground_truth(out, subsets, seeds, losses_of, len(yq), config, every=10)
 
 
 def lorif_scores(

@@ -18,6 +18,8 @@ Baselines (same model, same data, same projections where they apply):
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,6 +87,45 @@ def save_ground_truth(out: Path, subsets: np.ndarray, losses: np.ndarray, config
         losses=losses,
         config=json.dumps(config),
     )
+
+
+def retrain_losses(
+    subsets: np.ndarray,
+    seeds: Sequence[int],
+    losses_of: Callable[[np.ndarray, int], np.ndarray],
+    n_query: int,
+    every: int,
+) -> tuple[np.ndarray, float]:
+    """Retrain on every subset with every seed: ``losses_of(indices, seed)`` trains on the
+    training examples at ``indices`` and returns the (Q,) query losses. -> losses
+    (M, len(seeds), Q) float32 and the seconds it took; progress every ``every`` subsets."""
+    losses = np.zeros((len(subsets), len(seeds), n_query), dtype=np.float32)
+    t = time.perf_counter()
+    for i, s in enumerate(subsets):
+        idx = np.flatnonzero(s)
+        for k, seed in enumerate(seeds):
+            losses[i, k] = losses_of(idx, seed)
+        if (i + 1) % every == 0:
+            print(f"  {i + 1}/{len(subsets)} subsets, {time.perf_counter() - t:.0f} s", flush=True)
+    return losses, time.perf_counter() - t
+
+
+def make_ground_truth(
+    out: Path,
+    subsets: np.ndarray,
+    seeds: int,
+    losses_of: Callable[[np.ndarray, int], np.ndarray],
+    n_query: int,
+    config: dict,
+    every: int,
+) -> None:
+    """Retrain on each subset with seeds 0..seeds-1 (``retrain_losses``) and save the ground
+    truth; ``config`` gets ``retrain_seconds`` appended."""
+    losses, seconds = retrain_losses(subsets, range(seeds), losses_of, n_query, every)
+    config = {**config, "retrain_seconds": round(seconds, 1)}
+    save_ground_truth(out, subsets, losses, config)
+    m = len(subsets)
+    print(f"ground truth: {out} ({m} subsets x {seeds} seeds, {config['retrain_seconds']} s)")
 
 
 def read_ground_truth(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import harness
 from .harness import (
     Report,
     grad_dot_scores,
@@ -27,6 +28,7 @@ from .harness import (
     logra_dense_scores,
     random_subsets,
     read_ground_truth,
+    retrain_losses,
     save_ground_truth,
     stacked_gradients,
     trak_scores,
@@ -92,15 +94,6 @@ def query_losses(model, task, texts: list[str]) -> np.ndarray:
 def make_ground_truth(m: int, seeds: int, out: Path) -> None:
     train_texts, query_texts = load()
     task = task_for(train_texts)
-    subsets = random_subsets(m, len(train_texts), seed=1)
-    losses = np.zeros((m, seeds, len(query_texts)), dtype=np.float32)
-    t = time.perf_counter()
-    for i, s in enumerate(subsets):
-        texts = [train_texts[j] for j in np.flatnonzero(s)]
-        for seed in range(seeds):
-            losses[i, seed] = query_losses(train(task, texts, seed), task, query_texts)
-        if (i + 1) % 5 == 0:
-            print(f"  {i + 1}/{m} subsets, {time.perf_counter() - t:.0f} s", flush=True)
     config = {
         "setting": "shakespeare-llama-tiny",
         "n_train": len(train_texts),
@@ -112,10 +105,10 @@ def make_ground_truth(m: int, seeds: int, out: Path) -> None:
         "lr": LR,
         "max_tokens": MAX_TOKENS,
         "subset_seed": 1,
-        "retrain_seconds": round(time.perf_counter() - t, 1),
     }
-    save_ground_truth(out, subsets, losses, config)
-    print(f"ground truth: {out} ({m} subsets x {seeds} seeds, {config['retrain_seconds']} s)")
+    subsets = random_subsets(m, len(train_texts), seed=1)
+    losses_of = _losses_of(task, train_texts, query_texts)
+    harness.make_ground_truth(out, subsets, seeds, losses_of, len(query_texts), config, every=5)
 
 
 def add_seeds(gt: Path, extra: int) -> None:
@@ -125,18 +118,22 @@ def add_seeds(gt: Path, extra: int) -> None:
     old = z["losses"]  # (M, seeds, Q)
     train_texts, query_texts = load()
     task = task_for(train_texts)
-    new = np.zeros((old.shape[0], extra, old.shape[2]), dtype=np.float32)
-    t = time.perf_counter()
-    for i, s in enumerate(subsets):
-        texts = [train_texts[j] for j in np.flatnonzero(s)]
-        for k in range(extra):
-            new[i, k] = query_losses(train(task, texts, old.shape[1] + k), task, query_texts)
-        if (i + 1) % 5 == 0:
-            print(f"  {i + 1}/{len(subsets)} subsets, {time.perf_counter() - t:.0f} s", flush=True)
+    seeds = range(old.shape[1], old.shape[1] + extra)
+    losses_of = _losses_of(task, train_texts, query_texts)
+    new, seconds = retrain_losses(subsets, seeds, losses_of, old.shape[2], every=5)
     config["seeds"] = old.shape[1] + extra
-    config["retrain_seconds"] = round(config["retrain_seconds"] + time.perf_counter() - t, 1)
+    config["retrain_seconds"] = round(config["retrain_seconds"] + seconds, 1)
     save_ground_truth(gt, subsets, np.concatenate([old, new], axis=1), config)
     print(f"ground truth: {gt} ({len(subsets)} subsets x {config['seeds']} seeds)")
+
+
+def _losses_of(task, train_texts: list[str], query_texts: list[str]):
+    """(indices of the training texts, seed) -> the query losses of a model trained on them."""
+
+    def losses_of(idx: np.ndarray, seed: int) -> np.ndarray:
+        return query_losses(train(task, [train_texts[j] for j in idx], seed), task, query_texts)
+
+    return losses_of
 
 
 def trained_setting():

@@ -16,15 +16,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
-from ..config import CurvatureConfig
 from ..errors import ConfigError
 from .layout import RowSource
+
+if TYPE_CHECKING:  # the settings are only read: no import of the config at run time
+    from ..config import CurvatureConfig
 
 Progress = Callable[[int], object]
 
@@ -119,10 +121,11 @@ def compute_kronecker(
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
     combine: Callable[[torch.Tensor], object] | None = None,
+    refit: bool = False,
 ) -> dict[str, LayerKronecker]:
-    """The build's K-FAC or EK-FAC curvature (``cfg.kind``) of every layer of ``store``: the
+    """The build's K-FAC curvature of every layer of ``store`` (``refit``: EK-FAC's): the
     eigenbases of ``moments`` (this process's sums; ``combine`` adds the other processes'),
-    EK-FAC's eigenvalues refit over the rows, and lambda per layer."""
+    with ``refit`` the eigenvalues refit over the rows, and lambda per layer."""
     layers = store.layout.layers
     missing = [t.name for t in layers if t.name not in moments.A]
     if missing:
@@ -132,7 +135,7 @@ def compute_kronecker(
             combine(moments.A[t.name])
             combine(moments.S[t.name])
     bases = {t.name: kfac(moments.A[t.name], moments.S[t.name]) for t in layers}
-    if cfg.kind == "ekfac":
+    if refit:
         widest = max((t.d1 * t.d2 for t in layers), default=1)
         block_rows = max(1, min(8192, cfg.block_bytes // (8 * widest)))
         bases = ekfac_eigenvalues(store, bases, device, block_rows, progress, combine)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -38,15 +38,6 @@ class FactorLayout:
 
     layers: tuple[TrackedLayer, ...]
     rank: int
-
-    @classmethod
-    def from_manifest(cls, manifest: Mapping[str, Any]) -> FactorLayout:
-        """The layout recorded in an index manifest (``layers`` and ``rank``)."""
-        layers = tuple(
-            TrackedLayer(d["name"], d["in_dim"], d["out_dim"], d["d1"], d["d2"])
-            for d in manifest["layers"]
-        )
-        return cls(layers, int(manifest["rank"]))
 
     @property
     def offsets(self) -> list[int]:

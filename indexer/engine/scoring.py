@@ -16,9 +16,9 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from .curvature import LayerCurvature
 from .kernels import LowRankQueries, score_rows, score_rows_lowrank
 from .layout import RowSource
+from .lowrank import LayerCurvature
 
 __all__ = [
     "LayerPreconditioner",

@@ -6,6 +6,7 @@ query's G~ is computed by exactly the code (and the same projection matrices) th
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -111,7 +112,7 @@ class Featurizer:
             for n, (a, b) in self.projections.items()
         }
 
-    def verify_checksums(self, recorded: dict[str, list[str] | tuple[str, str]]) -> None:
+    def verify_checksums(self, recorded: Mapping[str, Sequence[str]]) -> None:
         """Raise if a regenerated projection differs from the one the index was built with."""
         mine = self.checksums()
         for name, sums in recorded.items():

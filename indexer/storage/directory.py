@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import h5py
 import numpy as np
 
+from ..curvature.base import Basis
 from ..engine.layout import FactorLayout
-from ..engine.preconditioners import Curvature
 from ..errors import IndexFormatError
 from . import integrity
-from .format import FORMAT_NAME, h5open
-from .shards import BUILDING, DIR_FORMAT_VERSION, MANIFEST, read_json
+from .format import h5open
+from .manifest import Manifest
 from .store import MmapFactorStore
 
 
@@ -48,49 +46,27 @@ def check_rows(f: h5py.File, path: Path, n: int, width: int) -> None:
         raise IndexFormatError(f"{path}: some factor rows were never computed")
 
 
-def read_dir_manifest(path: Path) -> dict[str, Any]:
-    """The manifest of a sharded index directory (else IndexFormatError, naming why)."""
-    if not (path / MANIFEST).exists():
-        if (path / BUILDING).exists():
-            raise IndexFormatError(
-                f"{path}: an unfinished build, not an index (rerun `lorif index build` with the "
-                "same settings to resume)"
-            )
-        raise IndexFormatError(f"{path} is a directory, not an index (no {MANIFEST})")
-    manifest = read_json(path / MANIFEST)
-    if manifest.get("format") != FORMAT_NAME:
-        raise IndexFormatError(f"{path}: not a LoRIF index (no '{FORMAT_NAME}' format marker)")
-    if manifest.get("format_version") != DIR_FORMAT_VERSION:
-        raise IndexFormatError(
-            f"{path}: index format version {manifest.get('format_version')} is not supported "
-            f"(this lorif reads directories of version {DIR_FORMAT_VERSION})"
-        )
-    return manifest
-
-
-def open_parts(path: Path, manifest: dict[str, Any]) -> tuple[h5py.File, list[Part]]:
+def open_parts(path: Path, manifest: Manifest) -> tuple[h5py.File, list[Part]]:
     """The basis file and the shards, validated; every file is closed again on failure."""
+    if manifest.basis is None or manifest.shards is None:
+        raise IndexFormatError(f"{path}: corrupted manifest (no basis or no shards)")
     opened: list[h5py.File] = []
     try:
-        basis = h5open(path / manifest["basis"], "r")
+        basis = h5open(path / manifest.basis, "r")
         opened.append(basis)
-        parts, first, width = [], 0, int(manifest["row_width"])
-        for entry in manifest["shards"]:
-            shard_path = path / entry["file"]
+        parts, first, width = [], 0, manifest.row_width
+        for entry in manifest.shards:
+            shard_path = path / entry.file
             f = h5open(shard_path, "r")
             opened.append(f)
-            if f.attrs.get("status") != "shard" or f.attrs.get("fingerprint") != entry.get(
-                "fingerprint"
-            ):
+            if f.attrs.get("status") != "shard" or f.attrs.get("fingerprint") != entry.fingerprint:
                 raise IndexFormatError(f"{shard_path}: not the shard the manifest lists")
-            check_rows(f, shard_path, int(entry["rows"]), width)
-            parts.append(Part(f, shard_path, first, int(entry["rows"])))
-            first += int(entry["rows"])
-        if first != int(manifest["n_examples"]):
+            check_rows(f, shard_path, entry.rows, width)
+            parts.append(Part(f, shard_path, first, entry.rows))
+            first += entry.rows
+        if first != manifest.n_examples:
             raise IndexFormatError(f"{path}: the shards hold {first} rows, the manifest says N")
         return basis, parts
-    except KeyError as e:
-        raise IndexFormatError(f"{path}: corrupted manifest (no {e})") from None
     except BaseException:
         for f in opened:
             f.close()
@@ -104,7 +80,7 @@ def verify_parts(
     parts: list[Part],
     layout: FactorLayout,
     dtype: str,
-    curvature: Mapping[str, Curvature],
+    curvature: Basis,
     mode: integrity.VerifyMode,
     threads: int = 1,
 ) -> integrity.VerifyReport:

@@ -1,11 +1,11 @@
-"""The index file's fixed parts (docs/index-format.md): names, the manifest, the content
-fingerprint, and HDF5 helpers shared by the writer and the reader."""
+"""The index file's fixed parts (docs/index-format.md): the content fingerprint, the curvature
+group, and HDF5 helpers shared by the writer and the reader."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +13,13 @@ import h5py
 import numpy as np
 import numpy.typing as npt
 
-from ..engine.preconditioners import Curvature, from_arrays, stored_arrays
-from ..errors import IndexFormatError
+from ..curvature import method
+from ..curvature.base import Basis
+from ..errors import ConfigError, IndexFormatError
+from .manifest import Manifest
 
-FORMAT_NAME = "lorif-index"
-FORMAT_VERSION = 1
 PAGE = 4096
 PARTIAL_SUFFIX = ".partial"
-UNHASHED_KEYS = ("fingerprint", "build_info")
-STR = h5py.string_dtype("utf-8")
 
 
 def partial_path(path: str | Path) -> Path:
@@ -37,32 +35,6 @@ def h5open(path: Path, mode: str) -> h5py.File:
         raise IndexFormatError(
             f"{path}: not a readable index file (truncated or corrupted: {str(e).splitlines()[0]})"
         ) from None
-
-
-def read_manifest(f: h5py.File, path: Path) -> dict[str, Any]:
-    """The manifest of a LoRIF index of this format version (else IndexFormatError)."""
-    if f.attrs.get("format") != FORMAT_NAME or "manifest" not in f:
-        raise IndexFormatError(f"{path}: not a LoRIF index (no '{FORMAT_NAME}' format marker)")
-    version = int(f.attrs.get("format_version", -1))
-    if version != FORMAT_VERSION:
-        raise IndexFormatError(
-            f"{path}: index format version {version} is not supported "
-            f"(this lorif reads version {FORMAT_VERSION})"
-        )
-    raw = f["manifest"][()]
-    try:
-        manifest = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
-    except (ValueError, KeyError) as e:
-        raise IndexFormatError(f"{path}: corrupted manifest ({e})") from None
-    if not isinstance(manifest, dict):
-        raise IndexFormatError(f"{path}: corrupted manifest (not a JSON object)")
-    return manifest
-
-
-def write_manifest(f: h5py.File, manifest: Mapping[str, Any]) -> None:
-    if "manifest" in f:
-        del f["manifest"]
-    f.create_dataset("manifest", data=json.dumps(manifest, sort_keys=True), dtype=STR)
 
 
 def contiguous(
@@ -81,15 +53,14 @@ def contiguous(
 
 
 def fingerprint(
-    manifest: Mapping[str, Any],
+    manifest: Manifest,
     factors: npt.NDArray[np.generic],
-    curvature: Mapping[str, Curvature],
+    curvature: Basis,
 ) -> str:
     """blake2b-128 over the manifest (less 'fingerprint' and 'build_info': timings and dates),
     the factor bytes and the basis arrays (as stored, then lambda as <f8)."""
     h = hashlib.blake2b(digest_size=16)
-    body = {k: v for k, v in manifest.items() if k not in UNHASHED_KEYS}
-    h.update(json.dumps(body, sort_keys=True).encode())
+    h.update(json.dumps(manifest.hashed(), sort_keys=True).encode())
     step = max(1, (64 << 20) // max(1, factors.shape[1] * factors.itemsize))
     for start in range(0, factors.shape[0], step):
         h.update(np.ascontiguousarray(factors[start : start + step]).tobytes())
@@ -98,7 +69,7 @@ def fingerprint(
     return h.hexdigest()
 
 
-def curvature_bytes(curvature: Mapping[str, Curvature]) -> Iterator[bytes]:
+def curvature_bytes(curvature: Basis) -> Iterator[bytes]:
     """The bytes the checksums cover: per layer (by name) its stored arrays, then lambda."""
     for name in sorted(curvature):
         c = curvature[name]
@@ -107,31 +78,24 @@ def curvature_bytes(curvature: Mapping[str, Curvature]) -> Iterator[bytes]:
         yield np.float64(c.lam).astype("<f8").tobytes()
 
 
-def write_curvature(f: h5py.File, curvature: Mapping[str, Curvature]) -> None:
-    """Group ``curvature/<layer>``: the layer's arrays and attribute ``lambda``."""
+def write_curvature(f: h5py.File, curvature: Basis) -> None:
+    """Group ``curvature/<layer>``: each layer as its method writes it."""
     if "curvature" in f:
         del f["curvature"]
     for name, c in curvature.items():
-        g = f.create_group(f"curvature/{name}")
-        for key, array in c.arrays().items():
-            g.create_dataset(key, data=array)
-        g.attrs["lambda"] = float(c.lam)
+        curvature.method.write(f.create_group(f"curvature/{name}"), c)
 
 
-def read_curvature(
-    f: h5py.File, path: Path, kind: str, layers: Iterable[str]
-) -> dict[str, Curvature]:
+def read_curvature(f: h5py.File, path: Path, kind: str, layers: Iterable[str]) -> Basis:
     """The curvature of ``layers`` (of ``kind``, as the manifest says) stored in ``f``."""
+    try:
+        reader = method(kind)
+    except ConfigError as e:
+        raise IndexFormatError(f"{path}: {e}; this lorif cannot read it") from None
     out = {}
     for name in layers:
-        g = f.get(f"curvature/{name}")
-        keys = stored_arrays(kind)
-        if g is None or any(k not in g for k in keys) or "lambda" not in g.attrs:
+        layer = reader.read(f.get(f"curvature/{name}"))
+        if layer is None:
             raise IndexFormatError(f"{path}: no {kind} curvature basis for layer {name}")
-        out[name] = from_arrays(kind, {k: g[k][()] for k in keys}, float(g.attrs["lambda"]))
-    return out
-
-
-def curvature_kind(manifest: Mapping[str, Any]) -> str:
-    """The preconditioner an index was built with (indexes before K-FAC: lowrank)."""
-    return str(manifest.get("curvature", {}).get("kind", "lowrank"))
+        out[name] = layer
+    return Basis(kind, out)

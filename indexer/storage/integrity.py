@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 import numpy.typing as npt
 
-from ..engine.preconditioners import Curvature, is_finite
+from ..curvature.base import Basis
 from ..errors import IndexFormatError
 from .format import curvature_bytes
 
@@ -91,7 +91,7 @@ def example_digests(examples: h5py.Group, n: int, block_rows: int) -> npt.NDArra
     return np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(-1, 16).copy()
 
 
-def curvature_digest(curvature: Mapping[str, Curvature]) -> bytes:
+def curvature_digest(curvature: Basis) -> bytes:
     return _digest(curvature_bytes(curvature))
 
 
@@ -118,7 +118,7 @@ def write_rows(f: h5py.File, n: int, block_rows: int, factor_blocks: npt.NDArray
     g.create_dataset("examples", data=example_digests(f["examples"], n, block_rows))
 
 
-def write_basis(f: h5py.File, curvature: Mapping[str, Curvature]) -> None:
+def write_basis(f: h5py.File, curvature: Basis) -> None:
     """The basis checksums (curvature and projections) as attributes of ``integrity``."""
     g = f.require_group("integrity")
     g.attrs["algorithm"] = ALGORITHM
@@ -131,7 +131,7 @@ def write(
     n: int,
     block_rows: int,
     factor_blocks: npt.NDArray[np.uint8],
-    curvature: Mapping[str, Curvature],
+    curvature: Basis,
 ) -> None:
     """Write the whole ``integrity`` group of a single-file index (format 1)."""
     write_rows(f, n, block_rows, factor_blocks)
@@ -144,16 +144,16 @@ def rows_digest(f: h5py.File) -> str:
     return _digest([g["factors"][()].tobytes(), g["examples"][()].tobytes()]).hex()
 
 
-def check_curvature(curvature: Mapping[str, Curvature]) -> None:
+def check_curvature(curvature: Basis) -> None:
     """Finite basis, eigenvalues >= 0 and lambda > 0 in every layer (else IndexFormatError)."""
     for name, c in curvature.items():
-        if not is_finite(c):
+        if not curvature.method.check(c):
             raise IndexFormatError(
                 f"layer {name}: the curvature basis is not finite or not positive (corrupted)"
             )
 
 
-def check_basis(f: h5py.File, curvature: Mapping[str, Curvature]) -> None:
+def check_basis(f: h5py.File, curvature: Basis) -> None:
     """The curvature (finite, and as checksummed) and the projections of ``f``."""
     check_curvature(curvature)
     g = f["integrity"]
@@ -203,7 +203,7 @@ def content_id(manifest: bytes, rows: Iterable[bytes], basis: h5py.File) -> str:
 def verify(
     f: h5py.File,
     factors: npt.NDArray[Any],
-    curvature: Mapping[str, Curvature],
+    curvature: Basis,
     mode: VerifyMode,
     threads: int = 1,
 ) -> VerifyReport:

@@ -12,23 +12,16 @@ from typing import Any
 
 import numpy as np
 
+from ..curvature.base import Basis
 from ..data import Example
 from ..engine.kronecker import KroneckerMoments
-from ..engine.layout import FactorLayout
-from ..engine.preconditioners import Curvature
 from ..engine.projection import Projections
 from ..errors import IndexFormatError
 from . import integrity
 from .codec import NUMPY_STORAGE
-from .directory import Part, check_rows, open_parts, read_dir_manifest, verify_parts
-from .format import (
-    PARTIAL_SUFFIX,
-    curvature_kind,
-    fingerprint,
-    h5open,
-    read_curvature,
-    read_manifest,
-)
+from .directory import Part, check_rows, open_parts, verify_parts
+from .format import PARTIAL_SUFFIX, fingerprint, h5open, read_curvature
+from .manifest import MANIFEST, CurvatureRecord, Manifest, read_dir_manifest, read_h5_manifest
 from .moments import read_moments
 from .sharded import ShardedFactorStore
 from .store import FactorStore, MmapFactorStore
@@ -71,6 +64,7 @@ class Index:
         if not os.access(self.path, os.R_OK):
             raise IndexFormatError(f"{self.path}: permission denied (the index must be readable)")
         self.sharded = self.path.is_dir()
+        self.manifest: Manifest
         if self.sharded:
             self.manifest = read_dir_manifest(self.path)
             # file: the basis (curvature, projections); parts: the shards
@@ -78,28 +72,27 @@ class Index:
         else:
             self.file = h5open(self.path, "r")
             try:
-                self.manifest = read_manifest(self.file, self.path)
+                self.manifest = read_h5_manifest(self.file, self.path)
                 self._validate()
             except Exception:
                 self.file.close()
                 raise
-            self.parts = [Part(self.file, self.path, 0, int(self.manifest["n_examples"]))]
-        self.layout = FactorLayout.from_manifest(self.manifest)
-        self.dtype: str = self.manifest["storage_dtype"]
-        self.fingerprint: str = self.manifest["fingerprint"]
+            self.parts = [Part(self.file, self.path, 0, self.manifest.n_examples)]
+        self.layout = self.manifest.layout
+        self.dtype: str = self.manifest.storage_dtype
+        self.fingerprint: str = self.manifest.fingerprint or ""
 
     def _validate(self) -> None:
         f, m, p = self.file, self.manifest, self.path
         if f.attrs.get("status") == "shard":
             raise IndexFormatError(f"{p}: one shard of a sharded index (open its directory)")
-        if f.attrs.get("status") != "complete" or "fingerprint" not in m:
+        if f.attrs.get("status") != "complete" or m.fingerprint is None:
             raise IndexFormatError(f"{p}: the build did not complete")
-        layout = FactorLayout.from_manifest(m)
-        check_rows(f, p, int(m["n_examples"]), layout.width)
-        read_curvature(f, p, curvature_kind(m), [t.name for t in layout.layers])
+        check_rows(f, p, m.n_examples, m.layout.width)
+        read_curvature(f, p, m.curvature_kind, [t.name for t in m.layers])
 
     def __len__(self) -> int:
-        return int(self.manifest["n_examples"])
+        return self.manifest.n_examples
 
     def __enter__(self) -> Index:
         return self
@@ -116,7 +109,7 @@ class Index:
         """Bytes of the index's files (a sharded index: manifest, basis and shards)."""
         if not self.sharded:
             return os.path.getsize(self.path)
-        files = [self.path / "manifest.json", self.path / self.manifest["basis"]]
+        files = [self.path / MANIFEST, self.path / str(self.manifest.basis)]
         return sum(os.path.getsize(f) for f in files) + sum(
             os.path.getsize(p.path) for p in self.parts
         )
@@ -125,37 +118,54 @@ class Index:
         """(LoRIF factor bytes c * sum(d1 + d2), dense LoGRA-style bytes sum(d1 * d2)) per
         example, in the storage dtype."""
         value = NUMPY_STORAGE[self.dtype].itemsize
-        layers = self.manifest["layers"]
+        layers = self.manifest.layers
         return (
-            self.manifest["rank"] * sum(d["d1"] + d["d2"] for d in layers) * value,
-            sum(d["d1"] * d["d2"] for d in layers) * value,
+            self.manifest.rank * sum(t.d1 + t.d2 for t in layers) * value,
+            sum(t.d1 * t.d2 for t in layers) * value,
         )
+
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of one stored row (every layer's factors of one example)."""
+        return self.layout.width * NUMPY_STORAGE[self.dtype].itemsize
+
+    @property
+    def curvature_record(self) -> CurvatureRecord:
+        """How the basis was computed (kind, settings, lambda per layer, rows covered)."""
+        if self.manifest.curvature is None:  # a finished index always records it
+            raise IndexFormatError(f"{self.path}: corrupted manifest (no curvature)")
+        return self.manifest.curvature
+
+    @property
+    def curvature_rows(self) -> int:
+        """Rows the curvature basis was computed over (fewer after `index add --no-curvature`)."""
+        rows = self.curvature_record.rows
+        return len(self) if rows is None else rows
 
     def summary(self) -> dict[str, Any]:
         """What `lorif index info` prints and `GET /v1/index` returns (no host paths)."""
-        m, n = self.manifest, len(self)
+        m, n, curvature = self.manifest, len(self), self.curvature_record
         per, dense = self.bytes_per_example()
-        lam = m["curvature"]["lambda"]
         layers = [
             {
-                "name": d["name"],
-                "in_dim": d["in_dim"],
-                "out_dim": d["out_dim"],
-                "d1": d["d1"],
-                "d2": d["d2"],
-                "D": d["d1"] * d["d2"],
-                "lambda": lam[d["name"]],
+                "name": t.name,
+                "in_dim": t.in_dim,
+                "out_dim": t.out_dim,
+                "d1": t.d1,
+                "d2": t.d2,
+                "D": t.d1 * t.d2,
+                "lambda": curvature.lambdas[t.name],
             }
-            for d in m["layers"]
+            for t in m.layers
         ]
         return {
             "fingerprint": self.fingerprint,
-            "model": _model_summary(m["model"]),
+            "model": _model_summary(m.model),
             "n_examples": n,
             "n_layers": len(layers),
             "layers": layers,
-            "rank_c": m["rank"],
-            "curvature_rank_r": m["curvature"]["rank"],
+            "rank_c": m.rank,
+            "curvature_rank_r": curvature.rank,
             "curvature": self.curvature_kind,
             "storage_dtype": self.dtype,
             "bytes_per_example": per,
@@ -164,10 +174,10 @@ class Index:
             )
             / max(n, 1),
             "shards": len(self.parts) if self.sharded else 0,
-            "curvature_rows": int(m["curvature"].get("rows", n)),
+            "curvature_rows": self.curvature_rows,
             "dense_bytes_per_example": dense,
             "dense_ratio": round(dense / per, 2),
-            "created": m.get("build_info", {}).get("created"),
+            "created": (m.build_info or {}).get("created"),
         }
 
     def store(self, shards: range | None = None) -> FactorStore:
@@ -185,10 +195,10 @@ class Index:
 
     @property
     def curvature_kind(self) -> str:
-        """lowrank | kfac | ekfac (method.md section 3)."""
-        return curvature_kind(self.manifest)
+        """A registered curvature method (lowrank | kfac | ekfac; method.md section 3)."""
+        return self.manifest.curvature_kind
 
-    def curvature(self) -> dict[str, Curvature]:
+    def curvature(self) -> Basis:
         """Every layer's curvature basis, as stored (float32 / float64 numpy arrays)."""
         names = [t.name for t in self.layout.layers]
         return read_curvature(self.file, self.path, self.curvature_kind, names)
@@ -253,7 +263,7 @@ class Index:
         curvature = self.curvature()
         if self.sharded:
             # the manifest as opened (a publish since must not change what the id names)
-            opened = json.dumps(self.manifest, sort_keys=True).encode()
+            opened = json.dumps(self.manifest.to_dict(), sort_keys=True).encode()
             return verify_parts(
                 self.path, opened, self.file, self.parts, self.layout, self.dtype, curvature,
                 mode, threads,

@@ -19,58 +19,43 @@ import h5py
 import numpy as np
 import numpy.typing as npt
 
+from ..curvature.base import Basis
 from ..data import Example
 from ..engine.kronecker import KroneckerMoments
-from ..engine.layout import FactorLayout
-from ..engine.preconditioners import Curvature
 from ..engine.projection import Projections
 from ..errors import IndexFormatError
 from . import integrity
 from .codec import NUMPY_STORAGE
-from .format import FORMAT_NAME, PAGE, UNHASHED_KEYS, partial_path, write_curvature
+from .files import fsync_rename, read_json
+from .format import PAGE, partial_path, write_curvature
+from .manifest import (
+    BUILDING,
+    DIR_FORMAT_VERSION,
+    FORMAT_NAME,
+    MANIFEST,
+    Manifest,
+    ShardEntry,
+    write_manifest_file,
+)
 from .moments import read_moments
 from .sharded import ShardedFactorStore
 from .store import FactorStore, MemoryFactorStore, MmapFactorStore
-from .writer import IndexWriter, fsync_rename
-
-DIR_FORMAT_VERSION = 2
-MANIFEST = "manifest.json"
-BUILDING = "build.json"  # the manifest a build started with, until it publishes
+from .writer import IndexWriter
 
 
 def shard_name(k: int) -> str:
     return f"shards/{k:05d}.h5"
 
 
-def write_json(path: Path, value: Mapping[str, Any]) -> None:
-    """Write JSON durably and atomically (temporary file, fsync, rename, fsync directory)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, sort_keys=True, indent=1))
-    fsync_rename(tmp, path)
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise IndexFormatError(f"{path}: not readable as JSON ({e})") from None
-    if not isinstance(value, dict):
-        raise IndexFormatError(f"{path}: corrupted (not a JSON object)")
-    return value
-
-
-def dir_fingerprint(manifest: Mapping[str, Any], basis_digest: str) -> str:
+def dir_fingerprint(manifest: Manifest, basis_digest: str) -> str:
     """blake2b-128 over the manifest (less fingerprint and build_info; it lists every shard's
     fingerprint) and the basis file's checksums."""
-    body = {k: v for k, v in manifest.items() if k not in UNHASHED_KEYS}
-    h = hashlib.blake2b(json.dumps(body, sort_keys=True).encode(), digest_size=16)
+    h = hashlib.blake2b(json.dumps(manifest.hashed(), sort_keys=True).encode(), digest_size=16)
     h.update(bytes.fromhex(basis_digest))
     return h.hexdigest()
 
 
-def write_basis(
-    out: Path, curvature: Mapping[str, Curvature], projections: Projections | None
-) -> tuple[str, str]:
+def write_basis(out: Path, curvature: Basis, projections: Projections | None) -> tuple[str, str]:
     """Write a new basis file; returns (its name in ``out``, the digest of its checksums)."""
     tmp = out / "basis.h5.partial"
     with h5py.File(tmp, "w", alignment_threshold=1, alignment_interval=PAGE) as f:
@@ -97,7 +82,8 @@ def read_basis_digest(path: Path) -> str:
 
 class ShardedWriter:
     """The shards of a build: ``base`` (finished shards of the index rows are added to) then
-    shards of ``shard_size`` rows for the new examples, created or resumed as found on disk.
+    shards of ``manifest.rows_per_shard`` rows for the new examples, created or resumed as
+    found on disk.
     Row ids are relative to the first new row. With ``owner = (rank, world)`` (a build on
     several processes) this process writes only the new shards k with k % world == rank, and
     streams only those (and, on rank 0, the base) for the curvature."""
@@ -105,20 +91,20 @@ class ShardedWriter:
     def __init__(
         self,
         out: Path,
-        manifest: dict[str, Any],
+        manifest: Manifest,
         examples: Sequence[Example],
         n_tokens: npt.NDArray[np.integer[Any]],
-        shard_size: int,
         projections: Projections | None,
-        base: Sequence[Mapping[str, Any]] = (),
+        base: Sequence[ShardEntry] = (),
         owner: tuple[int, int] = (0, 1),
     ):
         self.out, self.manifest, self.projections = Path(out), manifest, projections
-        self.shard_size, self.owner = shard_size, owner
-        self.layout = FactorLayout.from_manifest(manifest)
-        self.dtype: str = manifest["storage_dtype"]
-        self.base = [dict(b) for b in base]
-        self.first = sum(int(b["rows"]) for b in self.base)
+        self.owner = owner
+        self.layout = manifest.layout
+        self.dtype: str = manifest.storage_dtype
+        self.base = list(base)
+        self.first = sum(b.rows for b in self.base)
+        shard_size = manifest.rows_per_shard
         (self.out / "shards").mkdir(parents=True, exist_ok=True)
         spans = [
             (start, min(start + shard_size, len(examples)))
@@ -126,32 +112,30 @@ class ShardedWriter:
         ]
         self.sizes = [stop - start for start, stop in spans]
         self.offsets = np.cumsum([0, *self.sizes])  # relative to self.first
-        self.writers: dict[int, IndexWriter] = {}  # the new shards this process owns
-        self.finished: dict[int, str] = {}  # fingerprints of shards an earlier run finished
+        self.writers: dict[int, IndexWriter | FinishedShard] = {}  # new shards this process owns
+        self.finished: dict[int, str] = {}  # fingerprints of the finished new shards
         for j, (start, stop) in enumerate(spans):
             if j % owner[1] == owner[0]:
-                shard = {
-                    **manifest,
-                    "n_examples": stop - start,
-                    "shard": {"first_id": self.first + start},
-                }
+                shard = manifest.replace(
+                    n_examples=stop - start, shard={"first_id": self.first + start}
+                )
                 self.writers[j] = self._open(j, shard, examples[start:stop], n_tokens[start:stop])
 
     def _open(
         self,
         j: int,
-        shard: dict[str, Any],
+        shard: Manifest,
         examples: Sequence[Example],
         n_tokens: npt.NDArray[np.integer[Any]],
-    ) -> IndexWriter:
+    ) -> IndexWriter | FinishedShard:
         final = self.out / shard_name(len(self.base) + j)
         if final.exists():  # finished by an earlier run
             with h5py.File(final, "r") as f:
                 self.finished[j] = str(f.attrs["fingerprint"])
-            return _FinishedShard(final, shard)
+            return FinishedShard(final, shard)
         if partial_path(final).exists():
             writer, old = IndexWriter.resume(final)
-            same = old.get("shard") == shard["shard"] and old["n_examples"] == shard["n_examples"]
+            same = not old.differences(shard, ("shard", "n_examples"))
             if not same or not _holds(writer.path, examples):
                 raise IndexFormatError(f"{writer.path} holds the rows of other examples")
             return writer
@@ -180,21 +164,23 @@ class ShardedWriter:
         """Store rows (ids relative to the first new row) in their shards."""
         shard_of = np.searchsorted(self.offsets, rows, side="right") - 1
         for j in np.unique(shard_of):
-            mine = shard_of == j
-            self.writers[int(j)].write_rows(rows[mine] - self.offsets[j], values[mine])
+            mine, writer = shard_of == j, self.writers[int(j)]
+            if not isinstance(writer, IndexWriter):
+                raise IndexFormatError(f"rows for shard {int(j)}, which is finished")
+            writer.write_rows(rows[mine] - self.offsets[j], values[mine])
 
     def store(self) -> FactorStore:
         """The rows this process streams for the curvature (all of them in one process)."""
         parts: list[FactorStore] = []
         if self.owner[0] == 0:
             parts += [
-                MmapFactorStore(self.layout, *_factors_at(self.out / b["file"]), self.dtype)
+                MmapFactorStore(self.layout, *_factors_at(self.out / b.file), self.dtype)
                 for b in self.base
             ]
         for w in self.writers.values():
             parts.append(
                 MmapFactorStore(self.layout, *_factors_at(w.final), self.dtype)
-                if isinstance(w, _FinishedShard)
+                if isinstance(w, FinishedShard)
                 else MemoryFactorStore(self.layout, w.factors, self.dtype)
             )
         if not parts:  # a process that owns no shard adds nothing to the sums
@@ -204,79 +190,75 @@ class ShardedWriter:
         return ShardedFactorStore(parts)
 
     def spans(self) -> dict[int, npt.NDArray[np.int64]]:
-        """The row ids (relative to the first new row) of each shard this process writes."""
-        return {j: np.arange(self.offsets[j], self.offsets[j + 1]) for j in self.writers}
+        """The row ids (relative to the first new row) of each unfinished shard this process
+        writes."""
+        return {
+            j: np.arange(self.offsets[j], self.offsets[j + 1])
+            for j in self.writers
+            if j not in self.finished
+        }
 
     def finish(self, j: int, moments: KroneckerMoments | None = None, threads: int = 1) -> None:
         """Finish shard ``j`` now (every row written), with the K-FAC ``moments`` of its rows."""
         w = self.writers[j]
-        if j not in self.finished:
+        if isinstance(w, IndexWriter):
             self.finished[j] = w.finish_shard(threads, moments)
-            self.writers[j] = _FinishedShard(w.final, w.manifest)
+            self.writers[j] = FinishedShard(w.final, w.manifest)
 
     def moments(self) -> KroneckerMoments:
         """The K-FAC moments of the rows ``store`` streams (finished shards only)."""
-        files = [self.out / b["file"] for b in self.base] if self.owner[0] == 0 else []
+        files = [self.out / b.file for b in self.base] if self.owner[0] == 0 else []
         return read_moments(files + [w.final for w in self.writers.values()])
 
-    def finish_mine(self, threads: int = 1) -> dict[int, dict[str, Any]]:
+    def finish_mine(self, threads: int = 1) -> dict[int, ShardEntry]:
         """Finish this process's shards; their manifest entries by shard number."""
+        for j in self.writers:
+            self.finish(j, None, threads)
         return {
-            j: {
-                "file": shard_name(len(self.base) + j),
-                "rows": w.n,
-                "fingerprint": self.finished.get(j) or w.finish_shard(threads),
-            }
+            j: ShardEntry(shard_name(len(self.base) + j), w.n, self.finished[j])
             for j, w in self.writers.items()
         }
 
     def publish(
         self,
-        manifest: dict[str, Any],
-        curvature: Mapping[str, Curvature],
+        manifest: Manifest,
+        curvature: Basis,
         threads: int = 1,
-        entries: Mapping[int, Mapping[str, Any]] | None = None,
+        entries: Mapping[int, ShardEntry] | None = None,
     ) -> str:
         """Write the basis and replace ``manifest.json`` (``entries``: every new shard's
         entry, gathered from the processes of the build; default: finish this process's)."""
         entries = self.finish_mine(threads) if entries is None else entries
-        shards = self.base + [dict(entries[j]) for j in range(len(self.sizes))]
+        shards = self.base + [entries[j] for j in range(len(self.sizes))]
         basis, basis_digest = write_basis(self.out, curvature, self.projections)
-        return publish_manifest(
-            self.out,
-            {**manifest, "n_examples": self.n, "shards": shards, "shard_size": self.shard_size},
-            basis,
-            basis_digest,
-        )
+        published = manifest.replace(n_examples=self.n, shards=shards)
+        return publish_manifest(self.out, published, basis, basis_digest)
 
 
-def publish_manifest(out: Path, manifest: dict[str, Any], basis: str, basis_digest: str) -> str:
+def publish_manifest(out: Path, manifest: Manifest, basis: str, basis_digest: str) -> str:
     """Replace ``out/manifest.json`` with ``manifest`` naming ``basis`` (atomically), end a
     build, and remove basis files that neither it nor the previous manifest names (a server
     may still be opening the previous one); returns the fingerprint."""
-    manifest = {
-        **manifest,
-        "format": FORMAT_NAME,
-        "format_version": DIR_FORMAT_VERSION,
-        "basis": basis,
-    }
-    manifest["fingerprint"] = dir_fingerprint(manifest, basis_digest)
+    manifest = manifest.replace(
+        format=FORMAT_NAME, format_version=DIR_FORMAT_VERSION, basis=basis, fingerprint=None
+    )
+    manifest = manifest.replace(fingerprint=dir_fingerprint(manifest, basis_digest))
     target = out / MANIFEST
+    # the previous basis: a server may still be opening it (any JSON will do to name it)
     previous = read_json(target).get("basis") if target.exists() else None
-    write_json(target, manifest)
+    write_manifest_file(target, manifest)
     (out / BUILDING).unlink(missing_ok=True)
     for stale in out.glob("basis-*.h5"):
         if stale.name not in (basis, previous):
             stale.unlink()
-    return str(manifest["fingerprint"])
+    return str(manifest.fingerprint)
 
 
-class _FinishedShard(IndexWriter):
-    """A shard an earlier run finished: nothing pending, nothing to write."""
+class FinishedShard:
+    """A shard finished (by this run or an earlier one): nothing pending, nothing to write."""
 
-    def __init__(self, final: Path, manifest: dict[str, Any]):
-        self.final, self.manifest, self.n = final, manifest, int(manifest["n_examples"])
-        self.layout = FactorLayout.from_manifest(manifest)
+    def __init__(self, final: Path, manifest: Manifest):
+        self.final, self.manifest, self.n = final, manifest, manifest.n_examples
 
     def pending(self) -> npt.NDArray[np.bool_]:
         return np.zeros(self.n, dtype=bool)

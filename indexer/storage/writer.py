@@ -7,38 +7,30 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
-import queue
-import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import h5py
 import numpy as np
 import numpy.typing as npt
-import torch
 
+from ..curvature.base import Basis
 from ..data import Example
 from ..engine.kronecker import KroneckerMoments
-from ..engine.layout import FactorLayout
-from ..engine.preconditioners import Curvature
 from ..engine.projection import Projections
 from ..errors import ConfigError, IndexFormatError
 from . import integrity
-from .codec import NUMPY_STORAGE, encode_rows
-from .format import (
+from .codec import NUMPY_STORAGE
+from .files import fsync_rename
+from .format import PAGE, contiguous, fingerprint, h5open, partial_path, write_curvature
+from .manifest import (
     FORMAT_NAME,
     FORMAT_VERSION,
-    PAGE,
     STR,
-    contiguous,
-    fingerprint,
-    h5open,
-    partial_path,
-    read_manifest,
-    write_curvature,
-    write_manifest,
+    Manifest,
+    read_h5_manifest,
+    write_h5_manifest,
 )
 from .moments import write_moments
 from .store import MemoryFactorStore
@@ -47,15 +39,15 @@ from .store import MemoryFactorStore
 class IndexWriter:
     """A partial index file being filled; ``publish`` turns it into the finished index."""
 
-    def __init__(self, final: Path, manifest: dict[str, Any]):
+    def __init__(self, final: Path, manifest: Manifest):
         self.final = Path(final)
         self.path = partial_path(final)
         self.manifest = manifest
-        self.layout = FactorLayout.from_manifest(manifest)
-        self.n = int(manifest["n_examples"])
+        self.layout = manifest.layout
+        self.n = manifest.n_examples
         with h5open(self.path, "r") as f:
             off_f, off_d = f["factors"].id.get_offset(), f["done"].id.get_offset()
-        dtype = NUMPY_STORAGE[manifest["storage_dtype"]]
+        dtype = NUMPY_STORAGE[manifest.storage_dtype]
         self.factors: np.memmap[Any, Any] = np.memmap(
             self.path, dtype=dtype, mode="r+", offset=off_f, shape=(self.n, self.layout.width)
         )
@@ -67,21 +59,21 @@ class IndexWriter:
     def create(
         cls,
         final: str | Path,
-        manifest: dict[str, Any],
+        manifest: Manifest,
         examples: Sequence[Example],
         n_tokens: npt.NDArray[np.integer[Any]],
         projections: Projections | None,
     ) -> IndexWriter:
         """Preallocate the partial file with everything known before featurization."""
         path = partial_path(final)
-        layout = FactorLayout.from_manifest(manifest)
+        layout = manifest.layout
         n = len(examples)
         with h5py.File(path, "w", alignment_threshold=1, alignment_interval=PAGE) as f:
             f.attrs["format"] = FORMAT_NAME
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["status"] = "building"
-            write_manifest(f, manifest)
-            contiguous(f, "factors", (n, layout.width), NUMPY_STORAGE[manifest["storage_dtype"]])
+            write_h5_manifest(f, manifest)
+            contiguous(f, "factors", (n, layout.width), NUMPY_STORAGE[manifest.storage_dtype])
             contiguous(f, "done", (n,), np.dtype(np.uint8))
             g = f.create_group("examples")
             g.create_dataset("prompt", data=[e.prompt for e in examples], dtype=STR)
@@ -100,19 +92,19 @@ class IndexWriter:
         return cls(Path(final), manifest)
 
     @classmethod
-    def resume(cls, final: str | Path) -> tuple[IndexWriter, dict[str, Any]]:
+    def resume(cls, final: str | Path) -> tuple[IndexWriter, Manifest]:
         """Reopen an existing partial file; returns the writer and the manifest it was begun
         with."""
         path = partial_path(final)
         with h5open(path, "r") as f:
-            manifest = read_manifest(f, path)
+            manifest = read_h5_manifest(f, path)
             if "factors" not in f or "done" not in f:
                 raise IndexFormatError(f"{path}: partial build without factor storage")
         return cls(Path(final), manifest), manifest
 
     def store(self) -> MemoryFactorStore:
         """The rows written so far (for the curvature, once every row is)."""
-        return MemoryFactorStore(self.layout, self.factors, self.manifest["storage_dtype"])
+        return MemoryFactorStore(self.layout, self.factors, self.manifest.storage_dtype)
 
     def mine(self) -> npt.NDArray[np.bool_]:
         """Bool (N,): the rows this process writes (every row of a single file)."""
@@ -122,6 +114,17 @@ class IndexWriter:
         """Bool (N,): rows still to compute."""
         pending: npt.NDArray[np.bool_] = np.asarray(self.done) == 0
         return pending
+
+    def spans(self) -> dict[int, npt.NDArray[np.int64]]:
+        """One part, every row (a single file is finished only by ``publish``)."""
+        return {0: np.arange(self.n)}
+
+    def finish(self, j: int, moments: KroneckerMoments | None = None, threads: int = 1) -> None:
+        if moments is not None:
+            raise ConfigError("a single-file index keeps no K-FAC moments (use --shard-size N)")
+
+    def moments(self) -> KroneckerMoments:
+        raise ConfigError("a single-file index keeps no K-FAC moments (use --shard-size N)")
 
     def write_rows(
         self, rows: npt.NDArray[np.integer[Any]], values: npt.NDArray[np.generic]
@@ -133,23 +136,20 @@ class IndexWriter:
         self.done[rows] = 1
         self.done.flush()
 
-    def publish(
-        self, manifest: dict[str, Any], curvature: Mapping[str, Curvature], threads: int = 1
-    ) -> str:
+    def publish(self, manifest: Manifest, curvature: Basis, threads: int = 1) -> str:
         """Write basis, checksums, final manifest and fingerprint, then atomically rename into
         place. ``threads`` hash the factor blocks in parallel."""
         if not np.all(self.done):
             raise IndexFormatError("cannot publish: some rows are not computed")
-        manifest = dict(manifest)
         digest = fingerprint(manifest, self.factors, curvature)
-        manifest["fingerprint"] = digest
+        manifest = manifest.replace(fingerprint=digest)
         block_rows = integrity.block_rows_for(self.layout.width * self.factors.itemsize)
         blocks = integrity.factor_digests(self.factors, block_rows, threads)
         del self.factors, self.done  # release the maps before h5py rewrites metadata
         with h5py.File(self.path, "r+") as f:
             write_curvature(f, curvature)
             integrity.write(f, self.n, block_rows, blocks, curvature)
-            write_manifest(f, manifest)
+            write_h5_manifest(f, manifest)
             f.attrs["fingerprint"] = digest
             f.attrs["status"] = "complete"
         fsync_rename(self.path, self.final)
@@ -175,18 +175,6 @@ class IndexWriter:
         return digest
 
 
-def fsync_rename(src: Path, dst: Path) -> None:
-    """Make ``src`` durable, rename it to ``dst`` atomically, and make the rename durable."""
-    with open(src, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(src, dst)
-    dir_fd = os.open(dst.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 @contextlib.contextmanager
 def build_lock(out: Path) -> Iterator[None]:
     """One build per output at a time (advisory lock on OUTPUT.lock, removed afterwards)."""
@@ -200,63 +188,3 @@ def build_lock(out: Path) -> Iterator[None]:
             yield
         finally:
             lock.unlink(missing_ok=True)
-
-
-class RowSink(Protocol):
-    def write_rows(
-        self, rows: npt.NDArray[np.integer[Any]], values: npt.NDArray[np.generic]
-    ) -> None: ...
-
-
-class BackgroundRows:
-    """Encodes and writes batches of factor rows on a thread of its own, so the next batch's
-    forward and backward start at once; at most ``depth`` batches wait. On CUDA the caller's
-    device-to-host copy is asynchronous (pinned memory) and this thread waits for its event.
-    An error on the thread is raised by the next ``submit`` or by ``close``."""
-
-    def __init__(self, writer: RowSink, dtype: str, depth: int = 2):
-        self.writer, self.dtype = writer, dtype
-        self.jobs: queue.Queue[tuple[Any, torch.Tensor, Any] | None] = queue.Queue(depth)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="lorif-row-writer", daemon=True)
-        self.thread.start()
-
-    def submit(self, rows: npt.NDArray[np.integer[Any]], values: torch.Tensor) -> None:
-        """Queue ``values`` (B, width) float rows for ``rows`` (any device)."""
-        self._raise()
-        event = None
-        if values.device.type == "cuda":
-            host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
-            host.copy_(values, non_blocking=True)
-            event = torch.cuda.Event()  # type: ignore[no-untyped-call]
-            event.record()
-            values = host
-        self.jobs.put((rows, values, event))
-
-    def close(self) -> None:
-        """Wait for every queued batch to be written; raise the thread's error if any."""
-        self.jobs.put(None)
-        self.thread.join()
-        self._raise()
-
-    def _raise(self) -> None:
-        if self.error is not None:
-            raise self.error
-
-    def wait(self) -> None:
-        """Block until every batch submitted so far is written; raise the thread's error."""
-        self.jobs.join()
-        self._raise()
-
-    def _run(self) -> None:
-        while (job := self.jobs.get()) is not None:
-            try:
-                if self.error is None:  # else drain: the caller sees the first error
-                    rows, values, event = job
-                    if event is not None:
-                        event.synchronize()
-                    self.writer.write_rows(rows, encode_rows(values, self.dtype))
-            except BaseException as e:  # noqa: BLE001 - re-raised on the caller's thread
-                self.error = e
-            finally:
-                self.jobs.task_done()

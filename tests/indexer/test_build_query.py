@@ -77,18 +77,19 @@ def test_layout_text_and_metadata(small_index, data_jsonl):
             assert ex.meta["n"] == i and ex.meta["source"] == rows[i]["source"]
         assert f["examples/n_tokens"][()].min() >= 2
         m = index.manifest
-        assert m["software"]["torch"] and m["model"]["fingerprint"]
-        assert BuildConfig.from_dict(m["build_config"]).rank == 2
+        assert m.software["torch"] and m.model["fingerprint"]
+        assert BuildConfig.from_dict(m.build_config).rank == 2
         # projections are stored (small) and equal what the generator produces
         stored = index.stored_projections()
-        assert stored is not None and len(stored) == len(m["layers"])
-        for d in m["layers"]:
-            want = layer_projections(
-                m["projection"]["seed"], d["name"], d["in_dim"], d["out_dim"], d["d1"], d["d2"]
-            )
-            for got, expect, key in zip(stored[d["name"]], want, ("in", "out"), strict=True):
-                assert np.array_equal(got, expect), (d["name"], key)
-                assert checksum(got) == d[f"proj_{key}_sha256"]
+        assert stored is not None and len(stored) == len(m.layers)
+        for d in m.layers:
+            want = layer_projections(m.projection_seed, d.name, d.in_dim, d.out_dim, d.d1, d.d2)
+            sums = (d.proj_in_sha256, d.proj_out_sha256)
+            for got, expect, key, sha in zip(
+                stored[d.name], want, ("in", "out"), sums, strict=True
+            ):
+                assert np.array_equal(got, expect), (d.name, key)
+                assert checksum(got) == sha
 
 
 def test_info_bytes_per_example(small_index):

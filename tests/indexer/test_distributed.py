@@ -83,7 +83,7 @@ def test_two_processes_answer_as_one(model_dirs, data, one_process, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     with Index(out) as index:
         assert [p.n for p in index.parts] == [32] * 6 + [8]
-        assert index.manifest["build_info"]["processes"] == 2
+        assert index.manifest.build_info["processes"] == 2
         index.verify("full")
     assert_same_answers(out, one_process)
 
@@ -114,6 +114,6 @@ def test_a_killed_rank_is_finished_by_the_same_command(model_dirs, data, one_pro
     with Index(out) as index:
         assert len(index) == 200
         # rows kept; a batch spanning two shards may have been cut between them: redone
-        resumed = index.manifest["build_info"]["resumed_rows"]
+        resumed = index.manifest.build_info["resumed_rows"]
         assert killed_at - 2 * 3 <= resumed <= killed_at, (resumed, killed_at)
     assert_same_answers(out, one_process)

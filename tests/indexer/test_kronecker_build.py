@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from indexer import CurvatureConfig, Example, Index, QueryEngine, build_index
+from indexer.build import add_examples
 from indexer.config import BuildConfig
 from indexer.data import load_examples
 from indexer.engine.kronecker import (
@@ -25,7 +26,6 @@ from indexer.engine.kronecker import (
     kfac,
 )
 from indexer.errors import ConfigError, IndexFormatError
-from indexer.growth import add_examples
 from indexer.models.featurizer import Featurizer
 from indexer.models.loading import load_causal_lm
 from indexer.models.tasks import CausalLMTask
@@ -51,7 +51,7 @@ def ekfac_index(model_dirs, data_jsonl, tmp_path_factory) -> Path:
 def reference(index: Index, kind: str, alpha: float = 0.1) -> dict[str, KroneckerPreconditioner]:
     """The preconditioner recomputed here: moments of every example in one sum (the model run
     again, batches of 5), K-FAC eigenbases, EK-FAC eigenvalues over the index's rows."""
-    cfg = BuildConfig.from_dict(index.manifest["build_config"])
+    cfg = BuildConfig.from_dict(index.manifest.build_config)
     loaded = load_causal_lm(cfg.model, torch.device("cpu"))
     task = CausalLMTask(loaded.tokenizer, cfg.max_tokens)
     feat = Featurizer.create(loaded.model, task, proj_factor=cfg.proj_factor, seed=cfg.seed)
@@ -94,7 +94,7 @@ def test_the_built_preconditioner_is_the_reference(
         else build_index(kron_config(model_dirs, data_jsonl, tmp_path / kind, kind), progress=False)
     )
     with Index(path) as index:
-        assert index.curvature_kind == kind and index.manifest["curvature"]["kind"] == kind
+        assert index.curvature_kind == kind and index.manifest.curvature_kind == kind
         assert len(index.parts) == 4  # 60 examples, shards of 16
         want = reference(index, kind)
         index.verify("full")
@@ -155,7 +155,7 @@ def test_interrupted_build_resumes_to_the_straight_build(
     ]
     build_index(cfg, progress=False)
     with Index(tmp_path / "resumed") as index:
-        assert index.manifest["build_info"]["resumed_rows"] == 32  # shard 2 recomputed whole
+        assert index.manifest.build_info["resumed_rows"] == 32  # shard 2 recomputed whole
     assert_same_operator(engine_preconditioners(tmp_path / "resumed")[0],
                          engine_preconditioners(ekfac_index)[0])  # fmt: skip
 
@@ -192,7 +192,7 @@ def test_two_torchrun_processes_build_the_same_preconditioner(
     res = subprocess.run(args, env=ENV, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
     with Index(tmp_path / "two") as index:
-        assert index.manifest["build_info"]["processes"] == 2
+        assert index.manifest.build_info["processes"] == 2
     got, want = engine_preconditioners(tmp_path / "two"), engine_preconditioners(ekfac_index)
     assert_same_operator(got[0], want[0])
     np.testing.assert_allclose(got[1].scores, want[1].scores, rtol=1e-3)

@@ -19,7 +19,7 @@ def test_quick_demo_end_to_end(monkeypatch, capsys, tmp_path):
         assert index.sharded
         n = len(index)
         assert n == -(-EXPECTED_SPEECHES // QUICK_STRIDE)  # every 15th speech
-        assert index.manifest["model"]["spec"] == "shakespeare-llama"
+        assert index.manifest.model["spec"] == "shakespeare-llama"
         assert {"play", "speaker", "act", "scene", "split"} <= set(index.example(0).meta)
     assert out.count("query:") == len(DEMO_QUERIES)
     ranks = re.findall(r"^\s+(\d)\.\s+[+-]\d", out, re.M)

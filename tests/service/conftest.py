@@ -1,4 +1,5 @@
-"""Fixtures of the browser tests (tests/service/browsing.py): one ``lorif serve`` and one
+"""Fixtures of the service tests. `reference`: the engine the HTTP results are checked
+against. The browser tests (tests/service/browsing.py): one ``lorif serve`` and one
 Chromium per test module (a Chromium kept open across modules holds an event loop that
 later tests running asyncio.run() trip over)."""
 
@@ -8,10 +9,19 @@ import pytest
 
 from indexer.build import build_index
 from indexer.config import BuildConfig
+from indexer.query import QueryEngine
 from tests.conftest import small_config
 from tests.helpers import lorif_serve, write_jsonl
 
 from .browsing import ARTIFACTS, CHROMIUM, MALICIOUS, WAIT_MS, sync_playwright
+
+
+@pytest.fixture(scope="module")
+def reference(small_index):
+    """The engine the service's answers must equal: one per test module, on CPU."""
+    engine = QueryEngine.open(str(small_index), device="cpu")
+    yield engine
+    engine.close()
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from indexer.data import Example
-from indexer.query import QueryEngine
 from service.app import create_app
 from service.settings import ServiceSettings
 
@@ -31,13 +30,6 @@ def client(small_index, request):
     )
     with TestClient(app) as c:
         yield c
-
-
-@pytest.fixture(scope="module")
-def reference(small_index):
-    engine = QueryEngine.open(str(small_index), device="cpu")
-    yield engine
-    engine.close()
 
 
 def ref_top(engine, example, k):

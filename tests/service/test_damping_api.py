@@ -15,7 +15,6 @@ from fastapi.testclient import TestClient
 
 from indexer import CurvatureConfig, build_index, query_example
 from indexer.errors import ConfigError
-from indexer.query import QueryEngine
 from service.app import create_app
 from service.settings import ServiceSettings
 from tests.conftest import small_config
@@ -33,13 +32,6 @@ def app_for(index, **settings) -> TestClient:
 def client(small_index, request):
     with app_for(small_index, scorer=request.param) as c:
         yield c
-
-
-@pytest.fixture(scope="module")
-def reference(small_index):
-    engine = QueryEngine.open(str(small_index), device="cpu")
-    yield engine
-    engine.close()
 
 
 def ref_scores(engine, damping, k=5):

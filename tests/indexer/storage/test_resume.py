@@ -131,7 +131,7 @@ def test_sigkill_then_resume_gives_identical_arrays(model_dirs, big_data, tmp_pa
     assert res.returncode == 0, res.stderr[-2000:]
     assert out.exists() and not partial_path(out).exists()
     with Index(out) as index:
-        assert index.manifest["build_info"]["resumed_rows"] == killed_at
+        assert index.manifest.build_info["resumed_rows"] == killed_at
 
     ref = tmp_path / "straight.h5"
     straight_build(model_dirs["llama"], big_data, ref, shard_size=0)
@@ -157,7 +157,7 @@ def test_sharded_build_killed_then_resumed_is_the_straight_build(model_dirs, big
     assert res.returncode == 0, res.stderr[-2000:]
     with Index(out) as index:
         # a batch (2 rows) spanning two shards may have been cut between them: redone
-        resumed = index.manifest["build_info"]["resumed_rows"]
+        resumed = index.manifest.build_info["resumed_rows"]
         assert killed_at - 1 <= resumed <= killed_at, (resumed, killed_at)
         assert [p.n for p in index.parts] == [64, 64, 64, 64, 44]
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from indexer.config import CurvatureConfig
-from indexer.engine.curvature import compute_curvature
+from indexer.engine.lowrank import compute_curvature
 from indexer.engine.scoring import score_store
 from indexer.storage.codec import decode_rows
 from indexer.storage.resident import ResidentFactorStore

@@ -103,7 +103,7 @@ def test_a_shard_or_a_half_built_directory_is_not_an_index(single_and_sharded, t
 
 
 def test_add_equals_building_everything(single_and_sharded, model_dirs, data_jsonl, tmp_path):
-    from indexer.growth import add_examples
+    from indexer.build import add_examples
     from indexer.verbatim import verbatim_summary
 
     train = load_examples(data_jsonl)
@@ -145,7 +145,7 @@ def test_add_equals_building_everything(single_and_sharded, model_dirs, data_jso
 
 
 def test_add_without_curvature_then_refresh(single_and_sharded, model_dirs, data_jsonl, tmp_path):
-    from indexer.growth import add_examples, refresh_curvature
+    from indexer.build import add_examples, refresh_curvature
 
     rows = [json.loads(line) for line in data_jsonl.read_text().splitlines()]
     first = write_jsonl(tmp_path / "a.jsonl", rows[:37])
@@ -154,17 +154,17 @@ def test_add_without_curvature_then_refresh(single_and_sharded, model_dirs, data
         config(model_dirs["llama"], first, tmp_path / "grown", shard_size=16), progress=False
     )
     with Index(grown) as index:
-        basis = index.manifest["basis"]
+        basis = index.manifest.basis
     add_examples(grown, str(more), progress=False, curvature=False)
     with Index(grown) as index:
         summary = index.summary()
         assert summary["n_examples"] == 60 and summary["curvature_rows"] == 37
-        assert index.manifest["basis"] == basis  # the basis of the first 37 rows, kept
+        assert index.manifest.basis == basis  # the basis of the first 37 rows, kept
         index.verify("full")
     stale, _, _ = scores(grown)
     refresh_curvature(grown, progress=False)
     with Index(grown) as index:
-        assert index.summary()["curvature_rows"] == 60 and index.manifest["basis"] != basis
+        assert index.summary()["curvature_rows"] == 60 and index.manifest.basis != basis
     got, _, _ = scores(grown)
     want, _, _ = scores(single_and_sharded[1])
     scale = np.abs(want.scores).max()
@@ -199,9 +199,9 @@ def test_shard_groups_scanned_apart_and_merged_equal_one_scan(small_sharded_inde
 
 
 def test_an_interrupted_add_resumes_only_for_the_same_examples(model_dirs, data_jsonl, tmp_path):
-    from indexer.growth import add_examples
-    from indexer.storage.shard_builds import growth_writer
-    from indexer.storage.shards import read_json
+    from indexer.build import add_examples
+    from indexer.build.writers import growth_writer
+    from indexer.storage.manifest import read_dir_manifest
 
     rows = [json.loads(line) for line in data_jsonl.read_text().splitlines()]
     first = write_jsonl(tmp_path / "a.jsonl", rows[:30])
@@ -212,7 +212,7 @@ def test_an_interrupted_add_resumes_only_for_the_same_examples(model_dirs, data_
     )
     # an add that stopped after creating its shard (nothing published)
     b = load_examples(more)
-    manifest = read_json(grown / "manifest.json")
+    manifest = read_dir_manifest(grown)
     growth_writer(grown, manifest, manifest, b, np.ones(len(b), dtype=np.int64), None)
     assert list((grown / "shards").glob("*.partial"))
     with pytest.raises(ConfigError, match="holds the rows of other examples"):

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
-from ..config import CurvatureConfig
 from ..errors import ConfigError
 from .layout import RowSource
+
+if TYPE_CHECKING:  # the settings are only read: no import of the config at run time
+    from ..config import CurvatureConfig
 
 Progress = Callable[[int], object]  # called with the number of rows just processed
 

@@ -1,11 +1,10 @@
-"""Writers of sharded indexes (format 2): a sharded build started or resumed, examples added to
-an index built before, and the removal of an index directory (for --overwrite)."""
+"""The writers of sharded indexes (format 2): a sharded build started or resumed, examples
+added to an index built before, and the removal of an index directory (for --overwrite)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -14,7 +13,14 @@ from ..config import BuildConfig
 from ..data import Example
 from ..engine.projection import Projections
 from ..errors import ConfigError, IndexFormatError, ResumeMismatchError
-from .shards import BUILDING, MANIFEST, ShardedWriter, read_json, write_json
+from ..storage.manifest import (
+    BUILDING,
+    MANIFEST,
+    Manifest,
+    read_manifest_file,
+    write_manifest_file,
+)
+from ..storage.shards import ShardedWriter
 
 # what `lorif index add` must find equal in the index it grows (besides the build settings)
 SAME_FOR_ADD = ("layers", "rank", "storage_dtype", "row_width", "projection", "task")
@@ -22,13 +28,11 @@ NOT_COMPARED = ("data", "limit")  # what may differ between the index's build an
 
 
 def check_settings(
-    index_dir: Path, old: dict[str, Any], build_config: dict[str, Any], diff: Sequence[str] = ()
+    index_dir: Path, old: Manifest, build_config: dict[str, object], diff: Sequence[str] = ()
 ) -> None:
     """ConfigError (one line) when ``build_config`` or ``diff`` says the rows would differ."""
     diff = [*diff] + [
-        k
-        for k, v in old["build_config"].items()
-        if k not in NOT_COMPARED and build_config.get(k) != v
+        k for k, v in old.build_config.items() if k not in NOT_COMPARED and build_config.get(k) != v
     ]
     if diff:
         raise ConfigError(
@@ -53,23 +57,18 @@ def remove_index_dir(out: Path) -> None:
         raise ConfigError(f"{out}: other files are in the index directory; remove them first")
 
 
-def prepare_build_dir(cfg: BuildConfig, manifest: dict[str, Any]) -> dict[str, Any]:
+def prepare_build_dir(cfg: BuildConfig, manifest: Manifest) -> None:
     """Make ``cfg.output`` ready for a sharded build: a new directory holding the build's
     manifest, or the one an interrupted run with the same settings left (else one line of
-    ResumeMismatchError); returns the manifest the shards get."""
+    ResumeMismatchError)."""
     out = Path(cfg.output)
     if cfg.overwrite and out.is_dir():
         remove_index_dir(out)
-    manifest = {**manifest, "shard_size": cfg.shard_size}
     if (out / BUILDING).exists():
-        old = read_json(out / BUILDING)
+        old = read_manifest_file(out / BUILDING)
         diff = sorted(
-            k for k, v in cfg.content_dict().items() if old["build_config"].get(k) != v
-        ) + [
-            k
-            for k in ("n_examples", "model", "layers", "software", "shard_size")
-            if old.get(k) != manifest[k]
-        ]
+            k for k, v in cfg.content_dict().items() if old.build_config.get(k) != v
+        ) + old.differences(manifest, ("n_examples", "model", "layers", "software", "shard_size"))
         if diff:
             raise ResumeMismatchError(
                 f"{out} is a partial build with different settings ({', '.join(diff)}); rerun "
@@ -77,13 +76,12 @@ def prepare_build_dir(cfg: BuildConfig, manifest: dict[str, Any]) -> dict[str, A
             )
     else:
         out.mkdir()
-        write_json(out / BUILDING, manifest)
-    return manifest
+        write_manifest_file(out / BUILDING, manifest)
 
 
 def sharded_writer(
     cfg: BuildConfig,
-    manifest: dict[str, Any],
+    manifest: Manifest,
     examples: list[Example],
     n_tokens: npt.NDArray[np.int64],
     projections: Projections | None,
@@ -92,18 +90,11 @@ def sharded_writer(
 ) -> ShardedWriter:
     """The writer of a sharded build at ``cfg.output`` (new, or resumed: finished shards are
     kept, partial ones resumed); ``prepared``: ``prepare_build_dir`` ran already (on rank 0)."""
-    manifest = {**manifest, "shard_size": cfg.shard_size}
     if not prepared:
-        manifest = prepare_build_dir(cfg, manifest)
+        prepare_build_dir(cfg, manifest)
     try:
         return ShardedWriter(
-            Path(cfg.output),
-            manifest,
-            examples,
-            n_tokens,
-            cfg.shard_size,
-            projections,
-            owner=owner,
+            Path(cfg.output), manifest, examples, n_tokens, projections, owner=owner
         )
     except IndexFormatError as e:
         raise ResumeMismatchError(f"cannot resume: {e}; pass --overwrite to start over") from None
@@ -111,8 +102,8 @@ def sharded_writer(
 
 def growth_writer(
     index_dir: Path,
-    old: dict[str, Any],
-    manifest: dict[str, Any],
+    old: Manifest,
+    manifest: Manifest,
     examples: list[Example],
     n_tokens: npt.NDArray[np.int64],
     projections: Projections | None,
@@ -120,10 +111,8 @@ def growth_writer(
     """The writer that adds ``examples`` to the sharded index at ``index_dir`` (published
     manifest ``old``; rebuilt for the same model and settings: ``manifest``); refused in one
     line when anything that determines the rows differs."""
-    diff = [k for k in SAME_FOR_ADD if old.get(k) != manifest.get(k)]
-    if old["model"].get("fingerprint") != manifest["model"].get("fingerprint"):
+    diff = old.differences(manifest, SAME_FOR_ADD)
+    if old.model.get("fingerprint") != manifest.model.get("fingerprint"):
         diff.append("model weights")
-    check_settings(index_dir, old, manifest["build_config"], diff)
-    size = int(old.get("shard_size") or 10_000)
-    manifest = {**manifest, "shard_size": size}
-    return ShardedWriter(index_dir, manifest, examples, n_tokens, size, projections, old["shards"])
+    check_settings(index_dir, old, manifest.build_config, diff)
+    return ShardedWriter(index_dir, manifest, examples, n_tokens, projections, old.shards or [])

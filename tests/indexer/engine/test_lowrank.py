@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from indexer.config import CurvatureConfig
-from indexer.engine.curvature import LayerCurvature, compute_curvature
 from indexer.engine.layout import FactorLayout, TrackedLayer
+from indexer.engine.lowrank import LayerCurvature, compute_curvature
 from indexer.engine.scoring import LayerPreconditioner
 from indexer.storage.store import MemoryFactorStore
 from tests.helpers import ROOT

@@ -21,22 +21,15 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .build import (
-    _check_output,
-    _check_rank,
-    _language_model,
-    _projections_to_store,
-    build_info,
-)
-from .build_steps import curvature_over, featurize_rows
-from .config import BuildConfig
-from .data import load_examples
-from .errors import ConfigError, LorifError
-from .manifest import make_manifest
-from .storage.shard_builds import prepare_build_dir, sharded_writer
-from .storage.writer import build_lock
-from .threads import available_cpus, use_threads
-from .verbatim import publish_verbatim
+from ..config import BuildConfig
+from ..data import load_examples
+from ..errors import ConfigError, LorifError
+from ..storage.writer import build_lock
+from ..threads import available_cpus, use_threads
+from ..verbatim import publish_verbatim
+from .inputs import check_output, check_rank, language_model, make_manifest, projections_to_store
+from .steps import curvature_over, featurize_rows, finished
+from .writers import prepare_build_dir, sharded_writer
 
 
 @dataclass(frozen=True)
@@ -100,11 +93,11 @@ def build_distributed(cfg: BuildConfig, ranks: Ranks, progress: bool = True) -> 
 def _build(cfg: BuildConfig, ranks: Ranks, progress: bool) -> Path:
     started = time.perf_counter()
     out = Path(cfg.output)
-    _lead_first(ranks, lambda: _check_output(cfg))
+    _lead_first(ranks, lambda: check_output(cfg))
     with build_lock(out) if ranks.lead else contextlib.nullcontext():
         examples = load_examples(cfg.data, cfg.limit)
-        featurizer, model_info, task_info = _language_model(cfg)
-        _check_rank(cfg, featurizer)
+        featurizer, model_info, task_info = language_model(cfg)
+        check_rank(cfg, featurizer)
         lengths = np.array([featurizer.task.length(ex) for ex in examples], dtype=np.int64)
         manifest = make_manifest(cfg, featurizer, len(examples), model_info, task_info)
         _lead_first(ranks, lambda: prepare_build_dir(cfg, manifest))
@@ -113,7 +106,7 @@ def _build(cfg: BuildConfig, ranks: Ranks, progress: bool) -> Path:
             manifest,
             examples,
             lengths,
-            _projections_to_store(cfg, featurizer),
+            projections_to_store(cfg, featurizer),
             owner=(ranks.rank, ranks.world),
             prepared=True,
         )
@@ -137,8 +130,8 @@ def _build(cfg: BuildConfig, ranks: Ranks, progress: bool) -> Path:
                 "resumed_rows": sum(i["resumed_rows"] for _, i in gathered),
                 "processes": ranks.world,
             }
-            device = featurizer.device
-            build_info(cfg, manifest, curvature, writer.n, info, started, t1, lengths, device)
+            times, device = (started, t1), featurizer.device
+            manifest = finished(cfg, manifest, curvature, writer.n, info, times, lengths, device)
             writer.publish(manifest, curvature, entries=entries)
             publish_verbatim(out)
         dist.barrier()

@@ -12,23 +12,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from .build import _fill_and_publish, _language_model, _projections_to_store
-from .build_steps import curvature_over, featurize_rows
-from .config import BuildConfig
-from .data import load_examples
-from .errors import ConfigError, IndexFormatError
-from .manifest import make_manifest
-from .models.loading import resolve_device
-from .storage.directory import read_dir_manifest
-from .storage.reader import Index
-from .storage.shard_builds import check_settings, growth_writer
-from .storage.shards import publish_manifest, read_basis_digest, write_basis
-from .storage.writer import build_lock
-from .threads import use_threads
-from .verbatim import publish_verbatim
+from ..config import BuildConfig
+from ..data import load_examples
+from ..errors import ConfigError, IndexFormatError
+from ..models.loading import resolve_device
+from ..storage.manifest import Manifest, ShardEntry, read_dir_manifest
+from ..storage.reader import Index
+from ..storage.shards import publish_manifest, read_basis_digest, write_basis
+from ..storage.writer import build_lock
+from ..threads import use_threads
+from ..verbatim import publish_verbatim
+from .inputs import index_config, language_model, make_manifest, projections_to_store
+from .steps import curvature_over, curvature_record, featurize_rows, fill_and_publish
+from .writers import check_settings, growth_writer
 
 
-def _sharded(index_dir: str | Path) -> tuple[Path, dict[str, Any]]:
+def _sharded(index_dir: str | Path) -> tuple[Path, Manifest]:
     path = Path(index_dir)
     if not path.is_dir():
         raise ConfigError(
@@ -39,11 +38,6 @@ def _sharded(index_dir: str | Path) -> tuple[Path, dict[str, Any]]:
         return path, read_dir_manifest(path)
     except IndexFormatError as e:
         raise ConfigError(str(e)) from None
-
-
-def index_config(manifest: dict[str, Any]) -> BuildConfig:
-    """The BuildConfig an index was built with (its content settings)."""
-    return BuildConfig.from_dict(manifest["build_config"])
 
 
 def add_examples(
@@ -64,7 +58,13 @@ def add_examples(
     path, old = _sharded(index_dir)
     cfg = config or index_config(old)
     cfg = dataclasses.replace(
-        cfg, data=data, limit=limit, output=str(path), device=device, threads=threads
+        cfg,
+        data=data,
+        limit=limit,
+        output=str(path),
+        device=device,
+        threads=threads,
+        shard_size=old.rows_per_shard,
     )
     cfg.validate()
     check_settings(path, old, cfg.content_dict())  # before the model loads
@@ -72,11 +72,12 @@ def add_examples(
     with build_lock(path):
         started = time.perf_counter()
         examples = load_examples(data, limit)
-        featurizer, model_info, task_info = _language_model(cfg)
+        featurizer, model_info, task_info = language_model(cfg)
         lengths = np.array([featurizer.task.length(ex) for ex in examples], dtype=np.int64)
         manifest = make_manifest(cfg, featurizer, len(examples), model_info, task_info)
-        manifest["build_config"] = {**manifest["build_config"], "data": old["build_config"]["data"]}
-        projections = _projections_to_store(cfg, featurizer)
+        build_config = {**manifest.build_config, "data": old.build_config["data"]}
+        manifest = manifest.replace(build_config=build_config)
+        projections = projections_to_store(cfg, featurizer)
         try:
             writer = growth_writer(path, old, manifest, examples, lengths, projections)
         except IndexFormatError as e:
@@ -85,17 +86,31 @@ def add_examples(
                 f"{path}/shards/*.h5.partial to start over"
             ) from None
         if curvature:
-            return _fill_and_publish(
+            return fill_and_publish(
                 cfg, writer, featurizer, examples, lengths, manifest, started, progress
             )
         info = featurize_rows(cfg, writer, featurizer, examples, lengths, progress)
-        shards = writer.base + list(writer.finish_mine(torch.get_num_threads()).values())
-        stale = {**old["curvature"], "rows": old["curvature"].get("rows", old["n_examples"])}
-        update = {"n_examples": writer.n, "shards": shards, "curvature": stale}
-        basis_digest = read_basis_digest(path / old["basis"])
-        publish_manifest(path, {**old, **update, "build_info": info}, old["basis"], basis_digest)
+        _keep_basis(
+            path,
+            old,
+            writer.n,
+            writer.base + list(writer.finish_mine(torch.get_num_threads()).values()),
+            info,
+        )
         publish_verbatim(path)
         return path
+
+
+def _keep_basis(
+    path: Path, old: Manifest, n: int, shards: list[ShardEntry], info: dict[str, Any]
+) -> None:
+    """Publish ``shards`` (``n`` rows) with the basis of ``old``'s rows, which it still
+    covers (``lorif index curvature`` refreshes it)."""
+    basis, curvature = str(old.basis), old.curvature
+    assert curvature is not None, "a published index records its curvature"
+    stale = dataclasses.replace(curvature, rows=curvature.rows or old.n_examples)
+    grown = old.replace(n_examples=n, shards=shards, curvature=stale, build_info=info)
+    publish_manifest(path, grown, basis, read_basis_digest(path / basis))
 
 
 def refresh_curvature(
@@ -106,17 +121,12 @@ def refresh_curvature(
     path, _ = _sharded(index_dir)
     use_threads(threads)
     with build_lock(path), Index(path) as index:
-        manifest = dict(index.manifest)
-        cfg = index_config(manifest)
+        cfg = index_config(index.manifest)
         store = index.store()
         curvature = curvature_over(
             cfg, store, resolve_device(device), progress, moments=index.moments
         )
-        projections = index.stored_projections()
-        manifest["curvature"] = {
-            **manifest["curvature"],
-            "lambda": {n: c.lam for n, c in curvature.items()},
-            "rows": len(store),
-        }
-        basis, digest = write_basis(path, curvature, projections)
-        return publish_manifest(path, manifest, basis, digest)
+        lambdas = curvature_record(cfg, curvature, len(store)).lambdas
+        record = dataclasses.replace(index.curvature_record, lambdas=lambdas, rows=len(store))
+        basis, digest = write_basis(path, curvature, index.stored_projections())
+        return publish_manifest(path, index.manifest.replace(curvature=record), basis, digest)

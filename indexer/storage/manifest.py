@@ -1,0 +1,272 @@
+"""The manifest: what an index says about itself (docs/index-format.md, *Manifest*), typed.
+
+This module is the only one that reads or writes manifest JSON: in a single-file index
+(dataset ``manifest``), a shard file (the same, with ``shard``), a sharded index directory
+(``manifest.json``) and a build in progress (``build.json``). Everything else uses the typed
+``Manifest``. Keys this lorif does not know (an index from a newer one) are kept in ``extra``
+and written back unchanged; the JSON of a manifest read and written again is the same.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import h5py
+
+from ..curvature import DEFAULT_KIND
+from ..engine.layout import FactorLayout, TrackedLayer
+from ..errors import IndexFormatError
+from .files import read_json, write_json
+
+FORMAT_NAME = "lorif-index"
+FORMAT_VERSION = 1  # a single file (and each shard file)
+DIR_FORMAT_VERSION = 2  # a directory of shards
+MANIFEST = "manifest.json"
+BUILDING = "build.json"  # the manifest a sharded build started with, until it publishes
+UNHASHED_KEYS = ("fingerprint", "build_info")  # not part of the content fingerprint
+DEFAULT_SHARD_SIZE = 10_000  # rows per shard (LoRIF's release uses 10k)
+STR = h5py.string_dtype("utf-8")
+
+R = TypeVar("R", bound="Record")
+
+
+@dataclass
+class Record:
+    """A JSON object with known keys (the fields; None = absent) and unknown ones kept."""
+
+    extra: dict[str, Any] = field(default_factory=dict, kw_only=True)
+
+    @classmethod
+    def from_dict(cls: type[R], d: Mapping[str, Any], where: str = "manifest") -> R:
+        if not isinstance(d, Mapping):
+            raise IndexFormatError(f"corrupted {where} (not a JSON object)")
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        missing = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name in names and f.name not in d and _required(f)
+        ]
+        if missing:
+            raise IndexFormatError(f"corrupted {where} (no '{missing[0]}')")
+        known = {k: cls._decode(k, v) for k, v in d.items() if k in names}
+        return cls(**known, extra={k: v for k, v in d.items() if k not in names})
+
+    @classmethod
+    def _decode(cls, key: str, value: Any) -> Any:
+        return value
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.extra)
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name != "extra" and value is not None:
+                out[f.name] = _encode(value)
+        return out
+
+
+def _required(f: dataclasses.Field[Any]) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, Record):
+        return value.to_dict()
+    if isinstance(value, list):
+        return [_encode(v) for v in value]
+    return value
+
+
+@dataclass
+class LayerRecord(Record):
+    """One tracked layer: its shape, projection sizes and checksums, and its row offset."""
+
+    name: str
+    in_dim: int
+    out_dim: int
+    d1: int
+    d2: int
+    proj_in_sha256: str
+    proj_out_sha256: str
+    offset: int
+
+    @property
+    def tracked(self) -> TrackedLayer:
+        return TrackedLayer(self.name, self.in_dim, self.out_dim, self.d1, self.d2)
+
+
+@dataclass
+class CurvatureRecord(Record):
+    """How the basis was computed: its kind and settings, lambda per layer, the rows it
+    covers (None: every row, in indexes written before it was recorded)."""
+
+    rank: int
+    oversample: int
+    power_iters: int
+    damping: float
+    damping_abs: float
+    kind: str | None = None  # None: written before K-FAC existed (lowrank)
+    rows: int | None = None
+    lambdas: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "manifest") -> CurvatureRecord:
+        d = dict(d)
+        lambdas = d.pop("lambda", {})
+        return dataclasses.replace(super().from_dict(d, where), lambdas=lambdas)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["lambda"] = out.pop("lambdas")
+        return out
+
+    @property
+    def method_kind(self) -> str:
+        return self.kind or DEFAULT_KIND
+
+    @property
+    def relative(self) -> bool:
+        """lambda = alpha * a layer's mean eigenvalue (else absolute: --damping-abs)."""
+        return not self.damping_abs
+
+
+@dataclass
+class ShardEntry(Record):
+    file: str  # relative to the index directory
+    rows: int
+    fingerprint: str
+
+
+@dataclass
+class Manifest(Record):
+    """Everything an index file or directory records about itself (docs/index-format.md)."""
+
+    n_examples: int
+    rank: int
+    storage_dtype: str
+    row_width: int
+    layers: list[LayerRecord]
+    projection: dict[str, Any]  # generator and seed of the projections
+    model: dict[str, Any]  # what the model was (spec, path, class, weight fingerprint)
+    task: dict[str, Any]  # how examples became losses (kind, max_tokens, chat_template)
+    build_config: dict[str, Any]  # BuildConfig.content_dict() of the build
+    software: dict[str, Any]
+    format_version: int = FORMAT_VERSION
+    format: str | None = None  # a directory's format marker (a file's is an HDF5 attribute)
+    curvature: CurvatureRecord | None = None  # absent until the basis is computed
+    build_info: dict[str, Any] | None = None  # timings, device, threads (not hashed)
+    fingerprint: str | None = None
+    basis: str | None = None  # a directory: the basis file's name
+    shards: list[ShardEntry] | None = None  # a directory: its shards in row order
+    shard_size: int | None = None  # a sharded index: rows per new shard
+    shard: dict[str, Any] | None = None  # a shard file: {"first_id": its first row's id}
+
+    @classmethod
+    def _decode(cls, key: str, value: Any) -> Any:
+        if key == "layers":
+            return [LayerRecord.from_dict(v, "manifest layer") for v in value]
+        if key == "shards":
+            return [ShardEntry.from_dict(v, "manifest shard entry") for v in value]
+        if key == "curvature":
+            return CurvatureRecord.from_dict(value, "manifest curvature")
+        return value
+
+    @property
+    def layout(self) -> FactorLayout:
+        return FactorLayout(tuple(t.tracked for t in self.layers), self.rank)
+
+    @property
+    def curvature_kind(self) -> str:
+        """lowrank | kfac | ekfac ... (indexes before K-FAC: lowrank)."""
+        return self.curvature.method_kind if self.curvature else DEFAULT_KIND
+
+    @property
+    def rows_per_shard(self) -> int:
+        """Rows of each new shard of a sharded index."""
+        return self.shard_size or DEFAULT_SHARD_SIZE
+
+    @property
+    def projection_seed(self) -> int:
+        return int(self.projection["seed"])
+
+    @property
+    def checksums(self) -> dict[str, tuple[str, str]]:
+        """The projections' sha256 per layer (in, out)."""
+        return {t.name: (t.proj_in_sha256, t.proj_out_sha256) for t in self.layers}
+
+    def replace(self, **changes: Any) -> Manifest:
+        return dataclasses.replace(self, **changes)
+
+    def hashed(self) -> dict[str, Any]:
+        """The JSON object the content fingerprint covers (less fingerprint and build info)."""
+        return {k: v for k, v in self.to_dict().items() if k not in UNHASHED_KEYS}
+
+    def differences(self, other: Manifest, keys: Iterable[str]) -> list[str]:
+        """The ``keys`` whose values differ between the two manifests."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return [k for k in keys if mine.get(k) != theirs.get(k)]
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def read_manifest_file(path: Path) -> Manifest:
+    """A manifest JSON file (``manifest.json``, ``build.json``)."""
+    try:
+        return Manifest.from_dict(read_json(path))
+    except IndexFormatError as e:
+        raise IndexFormatError(f"{path}: {e}") from None
+
+
+def write_manifest_file(path: Path, manifest: Manifest) -> None:
+    write_json(path, manifest.to_dict())
+
+
+def read_dir_manifest(path: Path) -> Manifest:
+    """The manifest of a sharded index directory (else IndexFormatError, naming why)."""
+    if not (path / MANIFEST).exists():
+        if (path / BUILDING).exists():
+            raise IndexFormatError(
+                f"{path}: an unfinished build, not an index (rerun `lorif index build` with the "
+                "same settings to resume)"
+            )
+        raise IndexFormatError(f"{path} is a directory, not an index (no {MANIFEST})")
+    raw = read_json(path / MANIFEST)
+    if raw.get("format") != FORMAT_NAME:
+        raise IndexFormatError(f"{path}: not a LoRIF index (no '{FORMAT_NAME}' format marker)")
+    if raw.get("format_version") != DIR_FORMAT_VERSION:
+        raise IndexFormatError(
+            f"{path}: index format version {raw.get('format_version')} is not supported "
+            f"(this lorif reads directories of version {DIR_FORMAT_VERSION})"
+        )
+    try:
+        return Manifest.from_dict(raw)
+    except IndexFormatError as e:
+        raise IndexFormatError(f"{path}: {e}") from None
+
+
+def read_h5_manifest(f: h5py.File, path: Path) -> Manifest:
+    """The manifest of a LoRIF index file of this format version (else IndexFormatError)."""
+    if f.attrs.get("format") != FORMAT_NAME or "manifest" not in f:
+        raise IndexFormatError(f"{path}: not a LoRIF index (no '{FORMAT_NAME}' format marker)")
+    version = int(f.attrs.get("format_version", -1))
+    if version != FORMAT_VERSION:
+        raise IndexFormatError(
+            f"{path}: index format version {version} is not supported "
+            f"(this lorif reads version {FORMAT_VERSION})"
+        )
+    raw = f["manifest"][()]
+    try:
+        return Manifest.from_dict(json.loads(raw.decode() if isinstance(raw, bytes) else raw))
+    except (ValueError, KeyError, IndexFormatError) as e:
+        raise IndexFormatError(f"{path}: corrupted manifest ({e})") from None
+
+
+def write_h5_manifest(f: h5py.File, manifest: Manifest) -> None:
+    if "manifest" in f:
+        del f["manifest"]
+    f.create_dataset("manifest", data=manifest.to_json(), dtype=STR)
