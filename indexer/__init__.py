@@ -22,6 +22,7 @@ _PUBLIC = {
     "BuildConfig": "config",
     "MIN_DAMPING": "config",
     "MAX_DAMPING": "config",
+    "checked_damping": "config",
     "CurvatureConfig": "config",
     "PRESETS": "config",
     "build_index": "build",
@@ -58,7 +59,7 @@ _PUBLIC = {
     "IndexFormatError": "errors",
     "QueryTooLongError": "errors",
     "ModelLoadError": "errors",
-    "relative_damping": "preconditioning",
+    "QueryOptions": "options",
     "VerbatimIndex": "verbatim",
     "VerbatimMatch": "verbatim",
     "build_verbatim": "verbatim",
@@ -69,6 +70,7 @@ __all__ = [
     "BuildConfig",
     "MIN_DAMPING",
     "MAX_DAMPING",
+    "checked_damping",
     "CurvatureConfig",
     "PRESETS",
     "build_index",
@@ -105,7 +107,7 @@ __all__ = [
     "QueryTooLongError",
     "use_threads",
     "available_cpus",
-    "relative_damping",
+    "QueryOptions",
     "VerbatimIndex",
     "VerbatimMatch",
     "build_verbatim",
@@ -114,7 +116,14 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .build import build_index
-    from .config import MAX_DAMPING, MIN_DAMPING, PRESETS, BuildConfig, CurvatureConfig
+    from .config import (
+        MAX_DAMPING,
+        MIN_DAMPING,
+        PRESETS,
+        BuildConfig,
+        CurvatureConfig,
+        checked_damping,
+    )
     from .curvature import KINDS as CURVATURE_KINDS
     from .curvature import method as curvature_method
     from .data import Example, load_examples, query_example, snippet
@@ -129,7 +138,7 @@ if TYPE_CHECKING:
     )
     from .models.featurizer import Featurizer
     from .models.tasks import CausalLMTask, ClassificationTask, Task
-    from .preconditioning import relative_damping
+    from .options import QueryOptions
     from .queries import QueryChecker
     from .query import Explanation, QueryEngine, TokenContribution, top_rows
     from .storage.integrity import VerifyReport

@@ -7,30 +7,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .config import checked_damping
 from .engine.layout import RowSource
 from .engine.normalize import example_norms
 from .engine.scoring import Preconditioner
-from .errors import ConfigError
-from .storage.manifest import CurvatureRecord
+from .options import QueryOptions
 from .storage.reader import Index
 
 KEPT = 8  # dampings (and norm vectors) held at once: a few are in use at a time, not every one
-
-
-def relative_damping(curvature: CurvatureRecord, damping: float | None) -> float | None:
-    """``damping`` (a relative alpha for queries) checked against how an index's basis was
-    computed; None where it is the build's own (ConfigError: out of range, or the index was
-    built with an absolute lambda)."""
-    if damping is None or damping == curvature.damping and curvature.relative:
-        return None
-    checked_damping(damping)
-    if not curvature.relative:
-        raise ConfigError(
-            "this index was built with an absolute lambda (--damping-abs): a relative "
-            "damping at query time needs an index built with --damping"
-        )
-    return float(damping)
 
 
 @dataclass
@@ -48,15 +31,15 @@ class Preconditioning:
         return cls(index, device, pre)
 
     def canonical(self, damping: float | None) -> float | None:
-        return relative_damping(self.index.curvature_record, damping)
+        """A damping a caller gave, checked and canonical (see QueryOptions.for_index)."""
+        return QueryOptions(damping=damping).for_index(self.index.curvature_record).damping
 
-    def at(self, damping: float | None) -> dict[str, Preconditioner]:
-        """The preconditioners at relative damping alpha = ``damping`` (None: the build's).
+    def at(self, alpha: float | None) -> dict[str, Preconditioner]:
+        """The preconditioners at relative damping ``alpha``, canonical (None: the build's).
         No basis depends on the damping (V, sigma^2; or Q_A, Q_S, Lambda), and the build set
         each layer's lambda = alpha_build * m_layer (m: the mean of the top eigenvalues, or of
         Lambda), so alpha gives lambda = lambda_build * alpha / alpha_build exactly: the same
         as a build with that alpha."""
-        alpha = self.canonical(damping)
         if alpha is None:
             return self.built
         if alpha not in self._damped:
@@ -70,10 +53,9 @@ class Preconditioning:
             }
         return self._damped[alpha]
 
-    def norms(self, store: RowSource, damping: float | None) -> torch.Tensor:
-        """||H^-1/2 g_i|| (N,) of every stored row at ``damping``: one streamed pass over the
-        factors on first use (the cost of one scan), then kept in memory (4 B per row)."""
-        alpha = self.canonical(damping)
+    def norms(self, store: RowSource, alpha: float | None) -> torch.Tensor:
+        """||H^-1/2 g_i|| (N,) of every stored row at canonical ``alpha``: one streamed pass
+        over the factors on first use (the cost of one scan), then kept in memory (4 B/row)."""
         if alpha not in self._norms:
             if len(self._norms) >= KEPT:
                 self._norms.clear()

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -23,13 +22,12 @@ from .errors import ConfigError, DataError, IndexFormatError
 from .models.featurizer import Featurizer
 from .models.loading import load_causal_lm, model_fingerprint, resolve_device
 from .models.tasks import CausalLMTask, Task
+from .options import Normalize, QueryOptions
 from .preconditioning import Preconditioning
 from .queries import QueryChecker, lm_task, model_spec, require_lm_index
 from .storage.reader import Index
 from .storage.resident import Resident, ResidentFactorStore, make_resident
 from .storage.store import FactorStore
-
-Normalize = Literal["none", "unit"]
 
 
 @dataclass
@@ -151,17 +149,21 @@ class QueryEngine:
         ``damping``: alpha for this call instead of the build's (see ``preconditioners_for``)."""
         return precondition(self.query_gradients(queries), self.preconditioners_for(damping))
 
+    def options_for(self, options: QueryOptions) -> QueryOptions:
+        """``options`` canonical for this index (QueryOptions.for_index)."""
+        return options.for_index(self.index.curvature_record)
+
     def preconditioned_each(
         self, queries: list[Example], dampings: Sequence[float | None]
     ) -> dict[str, torch.Tensor]:
-        """P_q of queries that each have their own damping (None: the build's), in order:
-        featurized once, preconditioned per distinct damping."""
+        """P_q of queries that each have their own canonical damping (``options_for``; None:
+        the build's), in order: featurized once, preconditioned per distinct damping."""
         grads = self.query_gradients(queries)
         out = {n: torch.empty_like(g, dtype=torch.float32) for n, g in grads.items()}
         for alpha in dict.fromkeys(dampings):
             rows = torch.tensor([i for i, d in enumerate(dampings) if d == alpha])
             part = precondition(
-                {n: g[rows] for n, g in grads.items()}, self.preconditioners_for(alpha)
+                {n: g[rows] for n, g in grads.items()}, self.preconditioning.at(alpha)
             )
             for n, p in part.items():
                 out[n][rows.to(p.device)] = p
@@ -169,8 +171,8 @@ class QueryEngine:
 
     def preconditioners_for(self, damping: float | None) -> dict[str, Preconditioner]:
         """The preconditioners at relative damping alpha = ``damping`` (None: the build's;
-        see Preconditioning.at)."""
-        return self.preconditioning.at(damping)
+        checked; see Preconditioning.at)."""
+        return self.preconditioning.at(self.preconditioning.canonical(damping))
 
     def scan(
         self,
@@ -205,28 +207,44 @@ class QueryEngine:
         candidates: int = 4,
         damping: float | None = None,
         normalize: Normalize = "none",
+        options: QueryOptions | None = None,
     ) -> ScoreResult:
         """Top-k both ways for each query and, with ``keep_scores``, the full (Q, N) matrix of
-        scores; ``query_rank`` > 0 takes the low-rank fast path; ``damping``: alpha for these
-        queries instead of the build's; ``normalize="unit"``: cosines in the preconditioned
-        space (engine/normalize.py)."""
-        p, scale = self.prepared(queries, damping, normalize)
-        return self.scan(p, k, keep_scores, block_rows, query_rank, candidates, scale)
+        scores. ``options`` (else made from the keywords, and checked): ``query_rank`` > 0 takes
+        the low-rank fast path; ``damping``: alpha instead of the build's; ``normalize="unit"``:
+        cosines in the preconditioned space (engine/normalize.py). ``k``: one k, or one per
+        query."""
+        if options is None:
+            first = k if isinstance(k, int) else max(k, default=1)
+            options = QueryOptions(first, "both", damping, normalize, query_rank, candidates)
+        options = self.options_for(options)
+        p, scale = self.prepared_for(queries, options)
+        ks = options.k if isinstance(k, int) else k
+        return self.scan(
+            p, ks, keep_scores, block_rows, options.query_rank, options.candidates, scale
+        )
 
     def prepared(
         self, queries: list[Example], damping: float | None = None, normalize: Normalize = "none"
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-        """What a scan takes for ``queries``: P_q per layer and, with ``normalize="unit"``,
-        P_q / ||H^-1/2 g_q|| and the rows' scale 1 / ||H^-1/2 g_i|| (N,)."""
-        if normalize not in ("none", "unit"):
-            raise ConfigError(f"normalize must be none or unit, not {normalize!r}")
+        """What a scan takes for ``queries`` (see ``prepared_for``; the options checked)."""
+        options = self.options_for(QueryOptions(damping=damping, normalize=normalize))
+        return self.prepared_for(queries, options)
+
+    def prepared_for(
+        self, queries: list[Example], options: QueryOptions
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """What a scan takes for ``queries`` under canonical ``options`` (``options_for``): P_q
+        per layer and, with ``normalize="unit"``, P_q / ||H^-1/2 g_q|| and the rows' scale
+        1 / ||H^-1/2 g_i|| (N,)."""
         grads = self.query_gradients(queries)
-        p = precondition(grads, self.preconditioners_for(damping))
-        if normalize == "none":
+        p = precondition(grads, self.preconditioning.at(options.damping))
+        if options.normalize == "none":
             return p, None
         nq = query_norms(grads, p).clamp_min(1e-30)
         p = {n: v / nq[:, None, None].to(v.device) for n, v in p.items()}
-        return p, 1.0 / self.preconditioning.norms(self.store, damping).clamp_min(1e-30)
+        norms = self.preconditioning.norms(self.store, options.damping)
+        return p, 1.0 / norms.clamp_min(1e-30)
 
     def explain(self, query: Example, example_id: int, damping: float | None = None) -> Explanation:
         """Split the score of training example ``example_id`` for ``query`` over both texts'

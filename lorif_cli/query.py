@@ -10,19 +10,13 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import typer
 
-from indexer.config import checked_damping
 from indexer.errors import ConfigError
+from indexer.options import QueryOptions
 
 if TYPE_CHECKING:
     from indexer import Resident
 
 CHUNK = 32  # queries per scan when scoring a file of queries
-
-
-def _check_normalize(normalize: str) -> str:
-    if normalize not in ("none", "unit"):
-        raise ConfigError(f"--normalize must be none or unit, not {normalize!r}")
-    return normalize
 
 
 def query(
@@ -58,7 +52,6 @@ def query(
     normalize: str = typer.Option(
         "none",
         help="none | unit: cosines under H^-1 (the examples' norms: one extra pass).",
-        callback=_check_normalize,
     ),
 ) -> None:
     """Top-k proponents (and opponents) of queries among the indexed examples."""
@@ -66,7 +59,11 @@ def query(
     from indexer.query import QueryEngine
     from indexer.threads import use_threads
 
-    _check_options(prompt is None, queries is None, all_scores, output, resident, damping)
+    _check_options(prompt is None, queries is None, all_scores, output, resident)
+    try:  # each field is the flag of its name
+        options = QueryOptions(k=k, damping=damping, normalize=cast("Any", normalize))
+    except ConfigError as e:
+        raise ConfigError(f"--{e}") from None
     # Bad text and bad files are refused before the model loads.
     examples = [query_example(prompt, completion)] if queries is None else load_examples(queries)
     use_threads(threads)
@@ -76,8 +73,8 @@ def query(
     try:
         for q in examples:
             engine.check_query(q)
-        engine.preconditioners_for(damping)  # refuses it for an absolute-lambda index
-        results = _score_all(engine, examples, k, output, damping=damping, normalize=normalize)
+        options = engine.options_for(options)  # refuses a damping for an absolute lambda
+        results = _score_all(engine, examples, output, options)
         directions = ("proponents", "opponents") if opponents else ("proponents",)
         out = [_rows(engine, result, q, directions) for result, q in results]
     finally:
@@ -93,7 +90,6 @@ def _check_options(
     all_scores: bool,
     output: str | None,
     resident: str,
-    damping: float | None,
 ) -> None:
     """Flags that do not go together or are out of range: refused before anything loads."""
     if no_prompt == no_queries:
@@ -102,15 +98,13 @@ def _check_options(
         raise ConfigError("--all-scores and --output go together")
     if resident not in ("auto", "on", "off"):
         raise ConfigError(f"--resident must be auto, on or off, not {resident!r}")
-    if damping is not None:
-        checked_damping(damping, "--damping")
 
 
 def _score_all(
-    engine: Any, examples: list[Any], k: int, output: str | None, **options: Any
+    engine: Any, examples: list[Any], output: str | None, options: QueryOptions
 ) -> list[tuple[Any, int]]:
-    """(ScoreResult, row in it) per query, scanned CHUNK queries at a time (``options``: of
-    ``QueryEngine.score``); with ``output`` the full score rows go into a .npy memory map."""
+    """(ScoreResult, row in it) per query, scanned CHUNK queries at a time; with ``output``
+    the full score rows go into a .npy memory map."""
     scores = None
     if output is not None:
         Path(output).parent.mkdir(parents=True, exist_ok=True)
@@ -120,7 +114,7 @@ def _score_all(
     results = []
     for start in range(0, len(examples), CHUNK):
         chunk = examples[start : start + CHUNK]
-        result = engine.score(chunk, k=k, keep_scores=scores is not None, **options)
+        result = engine.score(chunk, keep_scores=scores is not None, options=options)
         if scores is not None:
             scores[start : start + len(chunk)] = result.scores
         results += [(result, i) for i in range(len(chunk))]

@@ -19,9 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from indexer import Example
+from indexer import Example, QueryOptions
 
-from .scorer import PLAIN, QueryScoring, Scored, Scoring
+from .scorer import Scored, Scoring
 
 T = TypeVar("T")
 
@@ -44,12 +44,11 @@ class NonFiniteScores(Exception):
 class _Job:
     key: str
     example: Example
-    k: int
+    options: QueryOptions  # canonical for the index: k, damping, normalisation, scan path
     n_tokens: int
     future: asyncio.Future[Scored]
     enqueued: float
     deadline: float  # time.monotonic()
-    scoring: QueryScoring = PLAIN  # its damping and normalisation
 
 
 class MicroBatcher:
@@ -119,10 +118,9 @@ class MicroBatcher:
         self,
         key: str,
         example: Example,
-        k: int,
+        options: QueryOptions,
         n_tokens: int,
         deadline: float,
-        scoring: QueryScoring = PLAIN,
     ) -> asyncio.Future[Scored]:
         """The future result of a query (shared with an identical one in flight). Await it
         through ``asyncio.shield``: the job stays alive when one waiter gives up."""
@@ -133,7 +131,7 @@ class MicroBatcher:
         if self.queue.qsize() >= self.queue_size:
             raise Overloaded(retry_after=max(1, int(self.queue_size / self.max_batch)))
         future: asyncio.Future[Scored] = asyncio.get_running_loop().create_future()
-        job = _Job(key, example, k, n_tokens, future, time.perf_counter(), deadline, scoring)
+        job = _Job(key, example, options, n_tokens, future, time.perf_counter(), deadline)
         self.inflight[key] = job
         future.add_done_callback(lambda _: self.inflight.pop(key, None))
         self.queue.put_nowait(job)
@@ -172,8 +170,7 @@ class MicroBatcher:
                     self.executor,
                     self.scorer.score,
                     [j.example for j in jobs],
-                    [j.k for j in jobs],
-                    [j.scoring for j in jobs],
+                    [j.options for j in jobs],
                 )
             except Exception as e:  # noqa: BLE001 - the error belongs to the requests
                 for j in jobs:

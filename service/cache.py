@@ -17,26 +17,21 @@ from typing import Protocol
 
 import numpy as np
 
-from indexer import Example
+from indexer import Example, QueryOptions
 
-from .scorer import QueryScoring, Scored, ScoringOptions
+from .scorer import Scored
 
 CACHE_FORMAT = 3
 _MAGIC = b"LRF"
 _HEAD = struct.Struct("<3sBIfI")  # magic, format, k, residual (NaN = exact), query tokens
 
 
-def query_key(
-    content_id: str, options: ScoringOptions, example: Example, k: int, scoring: QueryScoring
-) -> str:
+def query_key(content_id: str, example: Example, options: QueryOptions) -> str:
     """Cache key: format version, the index's content id (what this server verified it reads,
-    see Runtime.start), scoring options, the query's damping (None: the build's) and
-    normalisation, k and the query's hash."""
+    see Runtime.start), the options that change the scores (canonical for the index) and the
+    query's hash."""
     text = hashlib.sha256(json.dumps([example.prompt, example.completion]).encode()).hexdigest()
-    opts = f"{options.query_rank}x{options.candidates}" if options.query_rank else "exact"
-    alpha = "build" if scoring.damping is None else repr(float(scoring.damping))
-    unit = ":unit" if scoring.normalize == "unit" else ""
-    return f"lorif:v{CACHE_FORMAT}:{content_id}:{opts}:a{alpha}{unit}:k{k}:{text}"
+    return f"lorif:v{CACHE_FORMAT}:{content_id}:{options.scoring_key()}:{text}"
 
 
 def serialize(s: Scored) -> bytes:

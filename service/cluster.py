@@ -25,11 +25,11 @@ import torch
 from ray import serve
 
 from indexer import (
-    ConfigError,
     Example,
     Explanation,
     Index,
     QueryEngine,
+    QueryOptions,
     Resident,
     ScoreResult,
     make_resident,
@@ -37,7 +37,7 @@ from indexer import (
     score_store,
 )
 
-from .scorer import Damping, QueryScoring, Scored, ScoringOptions, answers
+from .scorer import Scored, answers
 from .scorer_process import ScorerUnavailable
 from .settings import ServiceSettings
 
@@ -126,11 +126,10 @@ class ClusterScorer:
         self,
         engine: QueryEngine,
         groups: list[Group],
-        options: ScoringOptions,
         on_scan: Callable[[int, int, float], None] | None = None,
         owned: bool = True,
     ):
-        self.engine, self.options, self.on_scan = engine, options, on_scan
+        self.engine, self.on_scan = engine, on_scan
         self.groups, self.owned = groups, owned
         self.placement = (f"ray: {len(groups)} shard groups", False)
         self._running = self._read_running()
@@ -170,7 +169,6 @@ class ClusterScorer:
         cls,
         index: Index,
         settings: ServiceSettings,
-        options: ScoringOptions,
         on_scan: Callable[[int, int, float], None] | None = None,
         handles: Sequence[Any] | None = None,
     ) -> ClusterScorer:
@@ -195,7 +193,7 @@ class ClusterScorer:
                 groups.append(Group(handle, app, deployment))
         log.info("cluster: %d shard groups on Ray Serve", len(groups))
         engine = QueryEngine.open(index, device=s.device, resident="off")
-        scorer = cls(engine, groups, options, on_scan, owned=handles is None)
+        scorer = cls(engine, groups, on_scan, owned=handles is None)
         deadline = time.monotonic() + START_TIMEOUT_S  # in a Serve app they start beside us
         while not scorer.available and time.monotonic() < deadline:
             time.sleep(STATUS_TTL_S)
@@ -204,19 +202,17 @@ class ClusterScorer:
             raise ScorerUnavailable(f"shard groups without a running replica: {scorer._running}")
         return scorer
 
-    def score(
-        self, queries: list[Example], ks: Sequence[int], scorings: Sequence[QueryScoring] = ()
-    ) -> list[Scored]:
+    def score(self, queries: list[Example], options: Sequence[QueryOptions]) -> list[Scored]:
+        """One fan-out for the batch (its queries share the server's scan path; unit
+        normalisation never reaches here: ``Runtime.scoring_options`` refuses it)."""
         if not self.available:
             raise ScorerUnavailable("a shard group has no running replica (Ray is replacing it)")
         t0 = time.perf_counter()
-        if any(s.normalize != "none" for s in scorings):  # the route refuses it first
-            raise ConfigError("unit normalisation is not available on a cluster")
-        dampings = [s.damping for s in scorings] or [None] * len(queries)
-        pre = self.engine.preconditioned_each(queries, dampings)
+        pre = self.engine.preconditioned_each(queries, [o.damping for o in options])
         p = {name: v.cpu().numpy() for name, v in pre.items()}
         t1 = time.perf_counter()
-        args = (p, list(ks), self.options.query_rank, self.options.candidates)
+        ks = [o.k for o in options]
+        args = (p, ks, options[0].query_rank, options[0].candidates)
         calls = [g.handle.score.remote(*args) for g in self.groups]
         parts = [self._result(g, call, args) for g, call in enumerate(calls)]
         res = merge_results(parts, max(ks))
@@ -238,7 +234,7 @@ class ClusterScorer:
                     break
         raise ScorerUnavailable(f"shard group {group} of the cluster is not answering")
 
-    def explain(self, query: Example, example_id: int, damping: Damping = None) -> Explanation:
+    def explain(self, query: Example, example_id: int, damping: float | None = None) -> Explanation:
         return self.engine.explain(query, example_id, damping)
 
     def close(self) -> None:

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from indexer import MAX_DAMPING, MIN_DAMPING
+from indexer import CURVATURE_KINDS, MAX_DAMPING, MIN_DAMPING, ConfigError, checked_damping
+
+
+def _damping(value: float) -> float:
+    """The one damping check (indexer.checked_damping), as a validation error."""
+    try:
+        return checked_damping(value)
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
+
 
 Direction = Literal["proponents", "opponents", "both"]
 QueryDamping = Annotated[
-    float | None,
+    Annotated[float, Field(allow_inf_nan=False), AfterValidator(_damping)] | None,
     Field(
-        ge=MIN_DAMPING,
-        le=MAX_DAMPING,
-        allow_inf_nan=False,
+        json_schema_extra={"minimum": MIN_DAMPING, "maximum": MAX_DAMPING},
         description="Relative damping alpha for this query (lambda = alpha * the layer's mean "
         "eigenvalue); default: the server's `damping`, else the index build's.",
     ),
@@ -45,6 +52,10 @@ class AttributionRequest(BaseModel):
         description="unit: cosines of the gradients under H^-1 (which examples point the same "
         "way, not which changed the loss most; not on a cluster).",
     )
+
+    def options(self) -> dict[str, Any]:
+        """The request's query options (``Runtime.options`` adds the server's and checks)."""
+        return self.model_dump(include={"k", "direction", "damping", "normalize", "verbatim"})
 
 
 class ExplanationRequest(BaseModel):
@@ -169,8 +180,8 @@ class IndexSummary(BaseModel):
     layers: list[LayerSummary]
     rank_c: int
     curvature_rank_r: int
-    curvature: Literal["lowrank", "kfac", "ekfac"] = Field(
-        description="the preconditioner (method.md section 3)"
+    curvature: str = Field(
+        description="the preconditioner (method.md section 3): one of " + ", ".join(CURVATURE_KINDS)
     )
     damping: float | None = Field(
         None, description="the server's default relative damping alpha (null: absolute lambda)"

@@ -24,6 +24,7 @@ from indexer import (
     Index,
     IndexFormatError,
     QueryChecker,
+    QueryOptions,
     QueryTooLongError,
     VerifyReport,
     available_cpus,
@@ -34,16 +35,7 @@ from .batcher import MicroBatcher, NonFiniteScores
 from .cache import ExampleCache, LRUCache, NearCache, RedisCache, ResultCache, query_key
 from .errors import ApiError, admitted
 from .metrics import Metrics
-from .scorer import (
-    PLAIN,
-    BatchScorer,
-    Damping,
-    QueryScoring,
-    Scored,
-    Scoring,
-    ScoringOptions,
-    query_damping,
-)
+from .scorer import BatchScorer, Scored, Scoring
 from .scorer_process import ScorerProcess, ScorerSpec
 from .settings import ServiceSettings
 from .verbatim import VerbatimLookup, open_lookup
@@ -69,7 +61,10 @@ class Runtime:
                 on_error=errors_counter.inc,
             )
             self.cache = NearCache(self.cache, redis) if settings.cache_size else redis
-        self.options = ScoringOptions(settings.query_rank, settings.candidates)
+        # the server's defaults (checked at start-up: settings.damping against the index)
+        self.defaults = QueryOptions(
+            damping=settings.damping, query_rank=settings.query_rank, candidates=settings.candidates
+        )
         self._index: Index | None = None
         self._checker: QueryChecker | None = None
         self._scorer: Scoring | None = None
@@ -126,7 +121,7 @@ class Runtime:
             report.checked_bytes / 2**20,
             report.seconds,
         )
-        query_damping(index.curvature_record, None, s.damping)  # refused at start
+        self.defaults.for_index(index.curvature_record)  # a default damping refused at start
         # Only what this process read and checked may share cache entries with other replicas.
         self.content_id = report.content_id or f"unverified-{index.fingerprint}-{uuid.uuid4().hex}"
         self._index = index
@@ -145,7 +140,8 @@ class Runtime:
         await self.cache.warm()
         warm_up = Example(completion="warm up the scorer.")
         try:
-            await self.batcher.submit("warm-up", warm_up, 1, 0, time.monotonic() + 3600)
+            deadline = time.monotonic() + 3600
+            await self.batcher.submit("warm-up", warm_up, self.defaults.replace(k=1), 0, deadline)
         except NonFiniteScores:
             raise IndexFormatError(
                 f"{index.path}: the warm-up query scored NaN or infinity (damaged "
@@ -165,9 +161,7 @@ class Runtime:
 
             cluster = await loop.run_in_executor(
                 None,
-                lambda: ClusterScorer.start(
-                    index, s, self.options, self.metrics.on_scan, self.shard_groups
-                ),
+                lambda: ClusterScorer.start(index, s, self.metrics.on_scan, self.shard_groups),
             )
             self._checker, self._scorer = cluster.engine.checker, cluster
             return
@@ -175,10 +169,9 @@ class Runtime:
             scorer = await loop.run_in_executor(
                 None,
                 lambda: BatchScorer.open(
-                    index, s.model, s.device, s.resident, s.block_rows, self.options,
-                    self.metrics.on_scan,
+                    index, s.model, s.device, s.resident, s.block_rows, self.metrics.on_scan
                 ),
-            )  # fmt: skip
+            )
             self._checker, self._scorer = scorer.engine.checker, scorer
             return
         spec = ScorerSpec(
@@ -189,7 +182,6 @@ class Runtime:
             s.threads,
             s.block_rows,
             s.resident,
-            self.options,
             s.scorer_nice,
         )
         process = ScorerProcess(spec, on_scan=self.metrics.on_scan)
@@ -215,22 +207,22 @@ class Runtime:
             self._index.close()
         await self.cache.close()
 
-    def key(self, query: Example, k: int, scoring: QueryScoring = PLAIN) -> str:
-        return query_key(self.content_id, self.options, query, k, scoring)
+    def key(self, query: Example, options: QueryOptions) -> str:
+        return query_key(self.content_id, query, options)
 
-    def alpha(self, requested: Damping) -> float | None:
-        """The relative damping a request is scored with, as reported (None: absolute)."""
-        curvature = self.index.curvature_record
-        if not curvature.relative:
-            return None
-        return self.damping(requested) or float(curvature.damping)
-
-    def damping(self, requested: Damping) -> Damping:
-        """A request's damping (see scorer.query_damping); 422 where the index cannot."""
+    def options(self, **request: Any) -> QueryOptions:
+        """A request's options over the server's defaults, canonical for the index; 422 where
+        they are out of range or the index or this server cannot score them."""
+        s = self.settings
+        if request.get("damping") is None:
+            request["damping"] = s.damping
         try:
-            return query_damping(self.index.curvature_record, requested, self.settings.damping)
+            if request.get("normalize") == "unit" and self.on_cluster:
+                raise ConfigError("unit normalisation is not available on a cluster")
+            options = QueryOptions(query_rank=s.query_rank, candidates=s.candidates, **request)
+            return options.for_index(self.index.curvature_record)
         except ConfigError as e:
-            raise ApiError(422, "Damping not available", str(e)) from None
+            raise ApiError(422, "Not available", str(e)) from None
 
     def checked_query(self, prompt: str, completion: str | None) -> tuple[Example, int]:
         """The query as an Example and its token count; 422 when it is empty or too long.
@@ -247,9 +239,8 @@ class Runtime:
         self,
         key: str,
         query: Example,
-        k: int,
+        options: QueryOptions,
         n_tokens: int,
-        scoring: QueryScoring = PLAIN,
     ) -> Scored:
         """Queue the query for the next scan; 429 when the queue is full, 504 past the
         deadline (the scan still finishes and its result is cached), 500 for non-finite
@@ -258,7 +249,7 @@ class Runtime:
         self.metrics.queue_depth.set(self.batcher.depth)
         with admitted("the query was not scored", timeout):
             deadline = time.monotonic() + timeout
-            future = self.batcher.submit(key, query, k, n_tokens, deadline, scoring)
+            future = self.batcher.submit(key, query, options, n_tokens, deadline)
             try:
                 return await asyncio.wait_for(asyncio.shield(future), timeout)
             except NonFiniteScores as e:
@@ -266,7 +257,7 @@ class Runtime:
                 raise ApiError(500, "Corrupted scores", f"{e}; the answer was not cached") from None
 
     async def explain(
-        self, query: Example, example_id: int, damping: Damping = None
+        self, query: Example, example_id: int, damping: float | None = None
     ) -> Explanation:
         """One pair's explanation on the worker thread; 429 when ``explain_queue`` are already
         admitted, 504 past the deadline (dropped if the worker had not started it)."""

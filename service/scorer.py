@@ -1,7 +1,9 @@
 """Batched scoring: featurize and precondition a batch of distinct queries, then one scan of the
 factor store through the indexer's query engine serves the whole batch. ``Scoring`` is what the
 batcher's worker thread calls: a ``BatchScorer`` in this process (``scorer = "thread"``) or the
-same scorer in a process of its own (``scorer_process.ScorerProcess``)."""
+same scorer in a process of its own (``scorer_process.ScorerProcess``). Each query comes with
+its ``QueryOptions``, canonical for the index (``QueryOptions.for_index``): nothing here checks
+them again."""
 
 from __future__ import annotations
 
@@ -14,28 +16,16 @@ import numpy as np
 import numpy.typing as npt
 
 from indexer import (
-    CurvatureRecord,
     Example,
     Explanation,
     Index,
     QueryEngine,
+    QueryOptions,
     Resident,
     ScoreResult,
-    relative_damping,
 )
 
-Damping = float | None  # relative damping alpha of one query (None: the index build's)
-
-
-@dataclass(frozen=True)
-class QueryScoring:
-    """How one query is scored: its relative damping (None: the build's) and normalisation."""
-
-    damping: Damping = None
-    normalize: str = "none"  # none | unit (cosines under H^-1)
-
-
-PLAIN = QueryScoring()  # the build's damping, no normalisation
+PLAIN = QueryOptions()  # the build's damping, no normalisation, the exact scan
 
 
 @dataclass
@@ -59,37 +49,15 @@ class Scored:
         )
 
 
-@dataclass(frozen=True)
-class ScoringOptions:
-    """How the scan scores (part of every cache key): exact, or rank-``query_rank`` queries
-    with ``candidates`` x k rows per direction re-scored exactly."""
-
-    query_rank: int = 0
-    candidates: int = 4
-
-    @property
-    def path(self) -> str:
-        return "low-rank" if self.query_rank else "exact"
-
-
-def query_damping(curvature: CurvatureRecord, requested: Damping, default: Damping) -> Damping:
-    """The relative damping a query is scored with: ``requested``, else the server's
-    ``default``; None for the build's own (so both share one cache entry). ConfigError when
-    the index was built with an absolute lambda (``curvature``: its manifest's section)."""
-    return relative_damping(curvature, requested if requested is not None else default)
-
-
 class Scoring(Protocol):
     """The worker's calls (one at a time, from the batcher's worker thread)."""
 
-    def score(
-        self, queries: list[Example], ks: Sequence[int], scorings: Sequence[QueryScoring] = ()
-    ) -> list[Scored]:
-        """Each query's own top-``ks[i]`` scored as ``scorings[i]`` says (absent: the
-        build's damping, no normalisation), the same answer it would get scanned alone."""
+    def score(self, queries: list[Example], options: Sequence[QueryOptions]) -> list[Scored]:
+        """Each query's own top-k as its ``options`` say: the same answer it would get scanned
+        alone."""
 
-    def explain(self, query: Example, example_id: int, damping: Damping = None) -> Explanation:
-        """One (query, example) score split over both texts' tokens."""
+    def explain(self, query: Example, example_id: int, damping: float | None = None) -> Explanation:
+        """One (query, example) score split over both texts' tokens (canonical damping)."""
 
     def close(self) -> None:
         """Release the model, the device and the index."""
@@ -114,8 +82,7 @@ def answers(
     ready, scan done), reporting the scan to ``on_scan``."""
     t0, t1, t2 = times
     if on_scan:
-        store = engine.store
-        on_scan(len(ks), store.row_bytes * len(store), t2 - t1)
+        on_scan(len(ks), engine.index.row_bytes * len(engine.store), t2 - t1)
     return [
         Scored(
             res.proponent_ids[i, : ks[i]],
@@ -137,11 +104,9 @@ class BatchScorer:
         self,
         engine: QueryEngine,
         block_rows: int = 0,
-        options: ScoringOptions = ScoringOptions(),
         on_scan: Callable[[int, int, float], None] | None = None,
     ):
-        self.engine, self.options = engine, options
-        self.block_rows = block_rows
+        self.engine, self.block_rows = engine, block_rows
         self.on_scan = on_scan  # callback(n_queries, n_bytes, seconds) for metrics
         self.available = True
         self.placement = (str(engine.device), engine.resident)
@@ -154,41 +119,37 @@ class BatchScorer:
         device: str,
         resident: Resident,
         block_rows: int = 0,
-        options: ScoringOptions = ScoringOptions(),
         on_scan: Callable[[int, int, float], None] | None = None,
     ) -> BatchScorer:
         """Load the index's model and open its factor store (the engine owns ``index``)."""
         engine = QueryEngine.open(index, model=model, device=device, resident=resident)
-        return cls(engine, block_rows, options, on_scan)
+        return cls(engine, block_rows, on_scan)
 
-    def score(
-        self, queries: list[Example], ks: Sequence[int], scorings: Sequence[QueryScoring] = ()
-    ) -> list[Scored]:
-        """Each query's own top-``ks[i]`` (the same answer it would get scanned alone): one
-        scan for the queries without normalisation (each at its own damping), one per damping
-        for unit-normalised ones (the rows' scale depends on it)."""
-        scorings = list(scorings) or [PLAIN] * len(queries)
-        groups: dict[tuple[str, Damping], list[int]] = {}
-        for i, s in enumerate(scorings):
-            key = ("none", None) if s.normalize == "none" else ("unit", s.damping)
-            groups.setdefault(key, []).append(i)
+    def score(self, queries: list[Example], options: Sequence[QueryOptions]) -> list[Scored]:
+        """Each query's own top-k (the same answer it would get scanned alone): one scan per
+        scan path for the queries without normalisation (each at its own damping), one per
+        damping for unit-normalised ones (the rows' scale depends on it)."""
+        groups: dict[tuple[str, float | None, int, int], list[int]] = {}
+        for i, o in enumerate(options):
+            alpha = None if o.normalize == "none" else o.damping
+            groups.setdefault((o.normalize, alpha, o.query_rank, o.candidates), []).append(i)
         out: list[Scored | None] = [None] * len(queries)
-        for (normalize, damping), idx in groups.items():
+        for (normalize, _, query_rank, candidates), idx in groups.items():
             part = [queries[i] for i in idx]
             t0 = time.perf_counter()
             if normalize == "none":
-                p = self.engine.preconditioned_each(part, [scorings[i].damping for i in idx])
+                p = self.engine.preconditioned_each(part, [options[i].damping for i in idx])
                 scale = None
             else:
-                p, scale = self.engine.prepared(part, damping, "unit")
+                p, scale = self.engine.prepared_for(part, options[idx[0]])
             t1 = time.perf_counter()
-            group_ks = [ks[i] for i in idx]
+            group_ks = [options[i].k for i in idx]
             res = self.engine.scan(
                 p,
                 group_ks,
                 block_rows=self.block_rows,
-                query_rank=self.options.query_rank,
-                candidates=self.options.candidates,
+                query_rank=query_rank,
+                candidates=candidates,
                 row_scale=scale,
             )
             times = (t0, t1, time.perf_counter())
@@ -198,7 +159,7 @@ class BatchScorer:
                 out[i] = scored
         return [s for s in out if s is not None]
 
-    def explain(self, query: Example, example_id: int, damping: Damping = None) -> Explanation:
+    def explain(self, query: Example, example_id: int, damping: float | None = None) -> Explanation:
         return self.engine.explain(query, example_id, damping)
 
     def close(self) -> None:

@@ -36,11 +36,12 @@ from indexer import (
     Explanation,
     Index,
     IndexFormatError,
+    QueryOptions,
     Resident,
     use_threads,
 )
 
-from .scorer import BatchScorer, Damping, QueryScoring, Scored, ScoringOptions
+from .scorer import BatchScorer, Scored
 
 log = logging.getLogger("lorif")
 RETRY_AFTER_S = 5
@@ -64,7 +65,6 @@ class ScorerSpec:
     threads: int
     block_rows: int
     resident: Resident
-    options: ScoringOptions
     nice: int
 
 
@@ -132,15 +132,13 @@ class ScorerProcess:
             f"resident ({self._scan_bytes / 2**30:.2f} GiB)" if resident else "streamed",
         )
 
-    def score(
-        self, queries: list[Example], ks: Sequence[int], scorings: Sequence[QueryScoring] = ()
-    ) -> list[Scored]:
-        scored: list[Scored] = self._call("score", queries, list(ks), list(scorings))
+    def score(self, queries: list[Example], options: Sequence[QueryOptions]) -> list[Scored]:
+        scored: list[Scored] = self._call("score", queries, list(options))
         if self.on_scan and scored:
             self.on_scan(len(queries), self._scan_bytes, scored[0].scan_s)
         return scored
 
-    def explain(self, query: Example, example_id: int, damping: Damping = None) -> Explanation:
+    def explain(self, query: Example, example_id: int, damping: float | None = None) -> Explanation:
         explanation: Explanation = self._call("explain", query, example_id, damping)
         return explanation
 
@@ -217,15 +215,13 @@ def _child(conn: Connection) -> None:
                 f"{spec.index} changed on disk since the service opened it (fingerprint "
                 f"{index.fingerprint}, expected {spec.fingerprint}); restart the service"
             )
-        scorer = BatchScorer.open(
-            index, spec.model, spec.device, spec.resident, spec.block_rows, spec.options
-        )
+        scorer = BatchScorer.open(index, spec.model, spec.device, spec.resident, spec.block_rows)
         engine = scorer.engine
     except BaseException as e:  # noqa: BLE001 - the parent reports it
         _send(conn, ("error", _picklable(e)))
         return
     ready = {
-        "scan_bytes": engine.store.row_bytes * len(engine.store),
+        "scan_bytes": index.row_bytes * len(engine.store),
         "placement": (str(engine.device), engine.resident),
     }
     if not _send(conn, ("ready", ready)):

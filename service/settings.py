@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from indexer import MAX_DAMPING, MIN_DAMPING
+from indexer import ConfigError, checked_damping
 
 
 class ServiceSettings(BaseSettings):
@@ -86,8 +86,6 @@ class ServiceSettings(BaseSettings):
     )
     damping: float | None = Field(
         None,
-        ge=MIN_DAMPING,
-        le=MAX_DAMPING,
         description="Default relative damping alpha of queries (lambda = alpha * the layer's "
         "mean eigenvalue; a request's `damping` overrides it); unset: the index build's.",
     )
@@ -133,6 +131,15 @@ class ServiceSettings(BaseSettings):
     max_connections: int = Field(
         512, ge=1, description="Open connections and requests before 503 (uvicorn's limit)."
     )
+
+    @field_validator("damping")
+    @classmethod
+    def _checked_damping(cls, value: float | None) -> float | None:
+        """The one damping check (indexer.checked_damping), as a validation error."""
+        try:
+            return None if value is None else checked_damping(value)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
 
     @model_validator(mode="after")
     def _read_api_key_file(self) -> ServiceSettings:

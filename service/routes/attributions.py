@@ -16,7 +16,7 @@ import numpy.typing as npt
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
-from indexer import DataError, query_example, snippet
+from indexer import DataError, QueryOptions, query_example, snippet
 
 from ..errors import ApiError
 from ..protocol import (
@@ -28,7 +28,7 @@ from ..protocol import (
     VerbatimResult,
 )
 from ..runtime import Runtime, runtime
-from ..scorer import QueryScoring, Scored
+from ..scorer import Scored
 
 router = APIRouter()
 INLINE_RESULTS = 100  # up to this many cached rows are rendered on the event loop
@@ -41,11 +41,9 @@ async def attributions(
     req: AttributionRequest, rt: Annotated[Runtime, Depends(runtime)]
 ) -> Response:
     t0 = time.perf_counter()
+    options = rt.options(**req.options())
     try:
-        if req.normalize == "unit" and rt.on_cluster:
-            raise ApiError(422, "Not available", "unit normalisation is not available on a cluster")
-        scoring = QueryScoring(rt.damping(req.damping), req.normalize)
-        key = rt.key(query_example(req.prompt, req.completion), req.k, scoring)
+        key = rt.key(query_example(req.prompt, req.completion), options)
     except DataError as e:
         raise ApiError(422, "Empty query", str(e)) from None
     scored = await rt.cache.get(key)
@@ -53,7 +51,7 @@ async def attributions(
     cached = scored is not None
     if scored is None:
         q, n_tokens = await rt.offload(rt.checked_query, req.prompt, req.completion)
-        scored = await rt.score(key, q, req.k, n_tokens, scoring)
+        scored = await rt.score(key, q, options, n_tokens)
     ids = [
         *(scored.proponent_ids[: req.k] if req.direction != "opponents" else []),
         *(scored.opponent_ids[: req.k] if req.direction != "proponents" else []),
@@ -68,12 +66,17 @@ async def attributions(
         and not rt.examples.missing(int(i) for i in ids)
         and (lookup is None or lookup.known(text, [int(i) for i in ids]))
     ):
-        return _render(rt, req, scored, cached, t0)
-    return await rt.offload(_render, rt, req, scored, cached, t0)
+        return _render(rt, req, options, scored, cached, t0)
+    return await rt.offload(_render, rt, req, options, scored, cached, t0)
 
 
 def _render(
-    rt: Runtime, req: AttributionRequest, scored: Scored, cached: bool, t0: float
+    rt: Runtime,
+    req: AttributionRequest,
+    options: QueryOptions,
+    scored: Scored,
+    cached: bool,
+    t0: float,
 ) -> Response:
     both = req.direction == "both"
     proponents = (
@@ -102,11 +105,11 @@ def _render(
         index_fingerprint=rt.index.fingerprint,
         query_tokens=scored.n_tokens,
         scoring=Approximation(
-            path=rt.options.path,
-            query_rank=rt.options.query_rank,
+            path=options.path,
+            query_rank=options.query_rank,
             residual=scored.residual,
-            damping=rt.alpha(req.damping),
-            normalize=req.normalize,
+            damping=options.reported_damping(rt.index.curvature_record),
+            normalize=options.normalize,
         ),
         proponents=proponents,
         opponents=opponents,

@@ -28,7 +28,7 @@ async def explanations(
 ) -> Response:
     """Split one training example's score for the query over both texts' tokens."""
     rt.check_example_id(req.example_id)
-    damping = rt.damping(req.damping)
+    damping = rt.options(damping=req.damping).damping
     q, _ = await rt.offload(rt.checked_query, req.prompt, req.completion)
     t0 = time.perf_counter()
     try:

@@ -18,9 +18,9 @@ async def index_summary(rt: Annotated[Runtime, Depends(runtime)]) -> IndexSummar
     device, resident = rt.scorer.placement
     return IndexSummary(
         **rt.index.summary(),
-        scoring_path=rt.options.path,
-        damping=rt.alpha(None),
-        query_rank=rt.options.query_rank,
+        scoring_path=rt.defaults.path,
+        damping=rt.defaults.reported_damping(rt.index.curvature_record),
+        query_rank=rt.defaults.query_rank,
         scorer="cluster" if rt.on_cluster else rt.settings.scorer,
         device=device,
         resident=resident,

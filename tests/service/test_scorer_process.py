@@ -13,7 +13,6 @@ from fastapi.testclient import TestClient
 
 from indexer import Index, IndexFormatError
 from service.app import create_app
-from service.scorer import ScoringOptions
 from service.scorer_process import ScorerProcess, ScorerSpec
 from service.settings import ServiceSettings
 from tests.helpers import lorif_serve
@@ -100,7 +99,6 @@ def test_scorer_refuses_an_index_that_changed_since_the_server_verified_it(small
         threads=1,
         block_rows=64,
         resident="off",
-        options=ScoringOptions(),
         nice=0,
     )
     with pytest.raises(IndexFormatError, match="changed on disk"):
