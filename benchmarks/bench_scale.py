@@ -30,7 +30,7 @@ import numpy as np
 
 from indexer import Example, Index, QueryEngine
 from indexer.storage.manifest import MANIFEST, ShardEntry
-from indexer.storage.shards import publish_manifest, shard_name, write_basis
+from indexer.storage.shard_writer import publish_manifest, shard_name, write_basis
 from indexer.storage.writer import IndexWriter
 
 QUERY = Example(prompt="", completion="To be, or not to be, that is the question.")

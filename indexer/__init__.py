@@ -3,7 +3,9 @@
 Data flow (one folder per stage, see docs/architecture.md):
     data -> models (featurizer: capture + projection) -> engine (factorize, curvature, scoring)
          -> storage (index file: writer, reader, streamed factor stores)
-orchestrated by ``build.py`` (build an index) and ``query.py`` (score queries against one).
+orchestrated by ``build/`` (build an index, grow it) and ``query/`` (score queries against
+one); ``curvature/`` registers the preconditioner kinds, ``storage/manifest.py`` types the
+manifest.
 
 The public API is importable from here (lazily, so ``import indexer.config`` stays cheap):
 ``BuildConfig``, ``CurvatureConfig``, ``build_index``, ``Index``, ``QueryEngine``, ``Example``,
@@ -34,7 +36,7 @@ _PUBLIC = {
     "CURVATURE_KINDS": "curvature",
     "curvature_method": "curvature",
     "QueryEngine": "query",
-    "QueryChecker": "queries",
+    "QueryChecker": "query",
     "Resident": "storage.resident",
     "make_resident": "storage.resident",
     "Explanation": "query",
@@ -59,7 +61,7 @@ _PUBLIC = {
     "IndexFormatError": "errors",
     "QueryTooLongError": "errors",
     "ModelLoadError": "errors",
-    "QueryOptions": "options",
+    "QueryOptions": "query",
     "VerbatimIndex": "verbatim",
     "VerbatimMatch": "verbatim",
     "build_verbatim": "verbatim",
@@ -138,9 +140,8 @@ if TYPE_CHECKING:
     )
     from .models.featurizer import Featurizer
     from .models.tasks import CausalLMTask, ClassificationTask, Task
-    from .options import QueryOptions
-    from .queries import QueryChecker
-    from .query import Explanation, QueryEngine, TokenContribution, top_rows
+    from .query import Explanation, QueryChecker, QueryEngine, TokenContribution, top_rows
+    from .query.options import QueryOptions
     from .storage.integrity import VerifyReport
     from .storage.manifest import FORMAT_VERSION, CurvatureRecord, Manifest
     from .storage.reader import Index

@@ -31,23 +31,16 @@ OPEN, CLOSE = "\x02", "\x03"  # highlight markers (not in any text)
 WORD = re.compile(r"\w+")
 
 
-def verbatim_path(index_path: str | Path) -> Path:
-    p = Path(index_path)
-    return p / "verbatim.sqlite" if p.is_dir() else p.with_name(p.name + ".verbatim.sqlite")
-
-
 def _covers(index: Index) -> list[str]:
     """What the table's rows must match: the shards' fingerprints in order (their rows and
     examples), or the single file's fingerprint."""
-    if index.sharded:
-        return [s.fingerprint for s in index.manifest.shards or []]
-    return [index.fingerprint]
+    return index.part_fingerprints
 
 
 def build_verbatim(index: Index, batch: int = 4096) -> dict[str, Any]:
     """(Re)write the verbatim table of ``index`` (atomically); returns its summary. Rows of
     shards an existing table already covers are kept, so `lorif index add` only adds."""
-    t0, out = time.perf_counter(), verbatim_path(index.path)
+    t0, out = time.perf_counter(), index.verbatim_path
     tmp = out.with_name(out.name + ".partial")
     tmp.unlink(missing_ok=True)
     covers, start = _covers(index), 0
@@ -98,7 +91,7 @@ def _read_meta(path: Path) -> dict[str, Any] | None:
 
 def verbatim_summary(index: Index) -> dict[str, Any] | None:
     """Size, build time and freshness of ``index``'s verbatim table (None: there is none)."""
-    path = verbatim_path(index.path)
+    path = index.verbatim_path
     meta = _read_meta(path) if path.exists() else None
     if meta is None:
         return None
@@ -135,7 +128,7 @@ class VerbatimIndex:
             raise IndexFormatError(
                 f"{index.path}: {what} (build it with `lorif index verbatim {index.path}`)"
             )
-        return cls(verbatim_path(index.path))
+        return cls(index.verbatim_path)
 
     def _db(self) -> sqlite3.Connection:
         key = threading.get_ident()

@@ -11,7 +11,7 @@ import numpy as np
 import typer
 
 from indexer.errors import ConfigError
-from indexer.options import QueryOptions
+from indexer.query.options import QueryOptions
 
 if TYPE_CHECKING:
     from indexer import Resident

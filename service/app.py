@@ -19,6 +19,7 @@ from .middleware import Guard
 from .routes import ROUTERS
 from .routes.page import STATIC
 from .runtime import Runtime
+from .serving import Serving
 from .settings import ServiceSettings
 
 
@@ -53,6 +54,7 @@ def create_app(
         redirect_slashes=False,
     )
     app.state.lorif = rt
+    app.state.serving = Serving.over(rt)
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)

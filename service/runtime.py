@@ -1,7 +1,9 @@
 """What one serving process holds: settings, the verified index, the query checker (tokenizer),
 the scorer (the model and the scan: a child process, or this process with ``scorer = "thread"``),
 the batcher that owns the worker thread, the result cache, recently shown examples and the
-metrics; started and stopped by the app's lifespan. Routes reach it through :func:`runtime`."""
+metrics; started and stopped by the app's lifespan. Only wiring: the features' work is in
+``service/serving/`` (one object per route); the health routes read it through
+:func:`runtime`."""
 
 from __future__ import annotations
 
@@ -17,25 +19,20 @@ from typing import Any, TypeVar
 from fastapi import Request
 
 from indexer import (
-    ConfigError,
-    DataError,
     Example,
-    Explanation,
     Index,
     IndexFormatError,
     QueryChecker,
     QueryOptions,
-    QueryTooLongError,
     VerifyReport,
     available_cpus,
     use_threads,
 )
 
 from .batcher import MicroBatcher, NonFiniteScores
-from .cache import ExampleCache, LRUCache, NearCache, RedisCache, ResultCache, query_key
-from .errors import ApiError, admitted
+from .cache import ExampleCache, LRUCache, NearCache, RedisCache, ResultCache
 from .metrics import Metrics
-from .scorer import BatchScorer, Scored, Scoring
+from .scorer import BatchScorer, Scoring
 from .scorer_process import ScorerProcess, ScorerSpec
 from .settings import ServiceSettings
 from .verbatim import VerbatimLookup, open_lookup
@@ -207,73 +204,11 @@ class Runtime:
             self._index.close()
         await self.cache.close()
 
-    def key(self, query: Example, options: QueryOptions) -> str:
-        return query_key(self.content_id, query, options)
-
-    def options(self, **request: Any) -> QueryOptions:
-        """A request's options over the server's defaults, canonical for the index; 422 where
-        they are out of range or the index or this server cannot score them."""
-        s = self.settings
-        if request.get("damping") is None:
-            request["damping"] = s.damping
-        try:
-            if request.get("normalize") == "unit" and self.on_cluster:
-                raise ConfigError("unit normalisation is not available on a cluster")
-            options = QueryOptions(query_rank=s.query_rank, candidates=s.candidates, **request)
-            return options.for_index(self.index.curvature_record)
-        except ConfigError as e:
-            raise ApiError(422, "Not available", str(e)) from None
-
-    def checked_query(self, prompt: str, completion: str | None) -> tuple[Example, int]:
-        """The query as an Example and its token count; 422 when it is empty or too long.
-        Tokenizes: call it off the event loop."""
+    @property
+    def checker(self) -> QueryChecker:
+        """Query checks under the index's task (its tokenizer)."""
         assert self._checker is not None, "the runtime is not started"
-        try:
-            return self._checker.checked_query(prompt, completion, self.settings.max_prompt_tokens)
-        except QueryTooLongError as e:
-            raise ApiError(422, "Query too long", str(e)) from None
-        except DataError as e:
-            raise ApiError(422, "Empty query", str(e)) from None
-
-    async def score(
-        self,
-        key: str,
-        query: Example,
-        options: QueryOptions,
-        n_tokens: int,
-    ) -> Scored:
-        """Queue the query for the next scan; 429 when the queue is full, 504 past the
-        deadline (the scan still finishes and its result is cached), 500 for non-finite
-        scores."""
-        timeout = self.settings.request_timeout_s
-        self.metrics.queue_depth.set(self.batcher.depth)
-        with admitted("the query was not scored", timeout):
-            deadline = time.monotonic() + timeout
-            future = self.batcher.submit(key, query, options, n_tokens, deadline)
-            try:
-                return await asyncio.wait_for(asyncio.shield(future), timeout)
-            except NonFiniteScores as e:
-                log.error("non-finite scores for %s: the index or the model is damaged", key)
-                raise ApiError(500, "Corrupted scores", f"{e}; the answer was not cached") from None
-
-    async def explain(
-        self, query: Example, example_id: int, damping: float | None = None
-    ) -> Explanation:
-        """One pair's explanation on the worker thread; 429 when ``explain_queue`` are already
-        admitted, 504 past the deadline (dropped if the worker had not started it)."""
-        timeout = self.settings.request_timeout_s
-        with admitted("the explanation was not computed", timeout):
-            return await asyncio.wait_for(
-                self.batcher.run_exclusive(
-                    time.monotonic() + timeout, self.scorer.explain, query, example_id, damping
-                ),
-                timeout,
-            )
-
-    def check_example_id(self, example_id: int) -> None:
-        n = len(self.index)
-        if not 0 <= example_id < n:
-            raise ApiError(404, "Unknown example", f"example_id must be in [0, {n})")
+        return self._checker
 
 
 async def runtime(request: Request) -> Runtime:

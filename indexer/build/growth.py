@@ -18,7 +18,7 @@ from ..errors import ConfigError, IndexFormatError
 from ..models.loading import resolve_device
 from ..storage.manifest import Manifest, ShardEntry, read_dir_manifest
 from ..storage.reader import Index
-from ..storage.shards import publish_manifest, read_basis_digest, write_basis
+from ..storage.shard_writer import publish_manifest, read_basis_digest, write_basis
 from ..storage.writer import build_lock
 from ..threads import use_threads
 from ..verbatim import publish_verbatim

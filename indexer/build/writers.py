@@ -20,7 +20,7 @@ from ..storage.manifest import (
     read_manifest_file,
     write_manifest_file,
 )
-from ..storage.shards import ShardedWriter
+from ..storage.shard_writer import ShardedWriter
 
 # what `lorif index add` must find equal in the index it grows (besides the build settings)
 SAME_FOR_ADD = ("layers", "rank", "storage_dtype", "row_width", "projection", "task")

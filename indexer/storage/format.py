@@ -27,6 +27,12 @@ def partial_path(path: str | Path) -> Path:
     return Path(str(path) + PARTIAL_SUFFIX)
 
 
+def verbatim_path(index_path: str | Path) -> Path:
+    """Where the verbatim phrase table of the index at ``index_path`` lives."""
+    p = Path(index_path)
+    return p / "verbatim.sqlite" if p.is_dir() else p.with_name(p.name + ".verbatim.sqlite")
+
+
 def h5open(path: Path, mode: str) -> h5py.File:
     """Open an HDF5 file; any failure is an IndexFormatError naming the file."""
     try:

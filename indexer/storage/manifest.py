@@ -198,6 +198,15 @@ class Manifest(Record):
         """The projections' sha256 per layer (in, out)."""
         return {t.name: (t.proj_in_sha256, t.proj_out_sha256) for t in self.layers}
 
+    def model_summary(self) -> dict[str, Any]:
+        """The model entry without paths of the build host (a spec that is a path is reduced
+        to its last component)."""
+        keys = ("spec", "name", "class", "fingerprint")
+        out: dict[str, Any] = {k: self.model[k] for k in keys if k in self.model}
+        if "/" in str(out.get("spec", "")):
+            out["spec"] = Path(out["spec"]).name
+        return out
+
     def replace(self, **changes: Any) -> Manifest:
         return dataclasses.replace(self, **changes)
 

@@ -19,14 +19,12 @@ from ..engine.projection import Projections
 from ..errors import IndexFormatError
 from . import integrity
 from .codec import NUMPY_STORAGE
+from .concat import ShardedFactorStore
 from .directory import Part, check_rows, open_parts, verify_parts
-from .format import PARTIAL_SUFFIX, fingerprint, h5open, read_curvature
+from .format import PARTIAL_SUFFIX, fingerprint, h5open, read_curvature, verbatim_path
 from .manifest import MANIFEST, CurvatureRecord, Manifest, read_dir_manifest, read_h5_manifest
 from .moments import read_moments
-from .sharded import ShardedFactorStore
 from .store import FactorStore, MmapFactorStore
-
-MODEL_SUMMARY_KEYS = ("spec", "name", "class", "fingerprint")  # never paths of the build host
 
 
 def parse_meta(raw: str) -> dict[str, Any]:
@@ -37,15 +35,6 @@ def parse_meta(raw: str) -> dict[str, Any]:
     except ValueError:
         meta = None
     return meta if isinstance(meta, dict) else {"_unparsed": raw}
-
-
-def _model_summary(model: dict[str, Any]) -> dict[str, Any]:
-    """The manifest's model entry without paths of the build host (a spec that is a path is
-    reduced to its last component)."""
-    out = {k: model[k] for k in MODEL_SUMMARY_KEYS if k in model}
-    if "/" in str(out.get("spec", "")):
-        out["spec"] = Path(out["spec"]).name
-    return out
 
 
 class Index:
@@ -137,6 +126,18 @@ class Index:
         return self.manifest.curvature
 
     @property
+    def part_fingerprints(self) -> list[str]:
+        """Each shard's fingerprint in row order (a single file: its own)."""
+        if self.manifest.shards is None:
+            return [self.fingerprint]
+        return [s.fingerprint for s in self.manifest.shards]
+
+    @property
+    def verbatim_path(self) -> Path:
+        """Where the index's verbatim phrase table is (or would be) written."""
+        return verbatim_path(self.path)
+
+    @property
     def curvature_rows(self) -> int:
         """Rows the curvature basis was computed over (fewer after `index add --no-curvature`)."""
         rows = self.curvature_record.rows
@@ -160,7 +161,7 @@ class Index:
         ]
         return {
             "fingerprint": self.fingerprint,
-            "model": _model_summary(m.model),
+            "model": m.model_summary(),
             "n_examples": n,
             "n_layers": len(layers),
             "layers": layers,

@@ -1,4 +1,4 @@
-"""GET /v1/examples/{id}: one training example in full."""
+"""GET /v1/examples/{id} (service/serving/examples.py does the work)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path
 
 from ..protocol import ExampleResponse
-from ..runtime import Runtime, runtime
+from ..serving import Serving, serving
 
 router = APIRouter()
 ExampleId = Annotated[str, Path(pattern=r"^[0-9]{1,18}$", description="A row number, digits only")]
@@ -15,17 +15,7 @@ ExampleId = Annotated[str, Path(pattern=r"^[0-9]{1,18}$", description="A row num
 
 @router.get("/v1/examples/{example_id}", response_model=ExampleResponse)
 async def example(
-    example_id: ExampleId, rt: Annotated[Runtime, Depends(runtime)]
+    example_id: ExampleId, s: Annotated[Serving, Depends(serving)]
 ) -> ExampleResponse:
-    row = int(example_id)
-    rt.check_example_id(row)
-    ex = (await rt.offload(rt.examples.get_many, [row]))[0]
-    n_tokens = await rt.offload(rt.index.n_tokens, row)
-    return ExampleResponse(
-        example_id=row,
-        prompt=ex.prompt,
-        completion=ex.completion,
-        text=ex.text,
-        meta=ex.meta,
-        n_tokens=n_tokens,
-    )
+    """One training example in full."""
+    return await s.examples.get(int(example_id))

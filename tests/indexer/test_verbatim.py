@@ -11,7 +11,8 @@ import pytest
 
 from indexer import Index, VerbatimIndex, build_verbatim, verbatim_summary
 from indexer.errors import IndexFormatError
-from indexer.verbatim import MIN_WORDS, verbatim_path
+from indexer.storage.format import verbatim_path
+from indexer.verbatim import MIN_WORDS
 from tests.helpers import run_cli
 
 

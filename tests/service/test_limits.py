@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from fastapi.testclient import TestClient
 
-from indexer import Example
+from indexer import Example, QueryOptions
 from service.app import create_app
 from service.batcher import DeadlineExceeded
 from service.settings import ServiceSettings
@@ -67,7 +67,7 @@ def test_a_job_past_its_deadline_is_dropped_not_computed(small_index):
 
         async def late() -> BaseException | None:
             future = rt.batcher.submit(
-                "late", Example(completion="the king."), 3, 4, time.monotonic() - 1
+                "late", Example(completion="the king."), QueryOptions(k=3), 4, time.monotonic() - 1
             )
             try:
                 await future

@@ -11,8 +11,8 @@ from indexer.config import CurvatureConfig
 from indexer.engine.lowrank import compute_curvature
 from indexer.engine.scoring import score_store
 from indexer.storage.codec import decode_rows
+from indexer.storage.concat import ShardedFactorStore
 from indexer.storage.resident import ResidentFactorStore
-from indexer.storage.sharded import ShardedFactorStore
 from indexer.storage.store import MemoryFactorStore
 from tests.indexer.storage.test_streaming import LAYOUT, random_queries, random_store
 

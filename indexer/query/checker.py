@@ -7,11 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .data import Example, query_example
-from .errors import DataError, IndexFormatError, QueryTooLongError
-from .models.loading import load_tokenizer
-from .models.tasks import CausalLMTask, Task
-from .storage.reader import Index
+from ..data import Example, query_example
+from ..errors import DataError, IndexFormatError, QueryTooLongError
+from ..models.loading import load_tokenizer
+from ..models.tasks import CausalLMTask, Task
+from ..storage.reader import Index
 
 
 def require_lm_index(index: Index) -> None:

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .engine.layout import RowSource
-from .engine.normalize import example_norms
-from .engine.scoring import Preconditioner
+from ..engine.layout import RowSource
+from ..engine.normalize import example_norms
+from ..engine.scoring import Preconditioner
+from ..storage.reader import Index
 from .options import QueryOptions
-from .storage.reader import Index
 
 KEPT = 8  # dampings (and norm vectors) held at once: a few are in use at a time, not every one
 

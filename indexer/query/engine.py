@@ -14,20 +14,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import Example
-from .engine.explain import split_score
-from .engine.normalize import query_norms
-from .engine.scoring import Preconditioner, ScoreResult, precondition, score_rows, score_store
-from .errors import ConfigError, DataError, IndexFormatError
-from .models.featurizer import Featurizer
-from .models.loading import load_causal_lm, model_fingerprint, resolve_device
-from .models.tasks import CausalLMTask, Task
+from ..data import Example
+from ..engine.explain import split_score
+from ..engine.normalize import query_norms
+from ..engine.scoring import Preconditioner, ScoreResult, precondition, score_rows, score_store
+from ..errors import ConfigError, DataError, IndexFormatError
+from ..models.featurizer import Featurizer
+from ..models.loading import load_causal_lm, model_fingerprint, resolve_device
+from ..models.tasks import CausalLMTask, Task
+from ..storage.reader import Index
+from ..storage.resident import Resident, ResidentFactorStore, make_resident
+from ..storage.store import FactorStore
+from .checker import QueryChecker, lm_task, model_spec, require_lm_index
 from .options import Normalize, QueryOptions
 from .preconditioning import Preconditioning
-from .queries import QueryChecker, lm_task, model_spec, require_lm_index
-from .storage.reader import Index
-from .storage.resident import Resident, ResidentFactorStore, make_resident
-from .storage.store import FactorStore
 
 
 @dataclass

@@ -9,9 +9,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
-from .config import checked_damping
-from .errors import ConfigError
-from .storage.manifest import CurvatureRecord
+from ..config import checked_damping
+from ..errors import ConfigError
+from ..storage.manifest import CurvatureRecord
 
 Direction = Literal["proponents", "opponents", "both"]
 Normalize = Literal["none", "unit"]

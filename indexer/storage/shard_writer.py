@@ -26,6 +26,7 @@ from ..engine.projection import Projections
 from ..errors import IndexFormatError
 from . import integrity
 from .codec import NUMPY_STORAGE
+from .concat import ShardedFactorStore
 from .files import fsync_rename, read_json
 from .format import PAGE, partial_path, write_curvature
 from .manifest import (
@@ -38,7 +39,6 @@ from .manifest import (
     write_manifest_file,
 )
 from .moments import read_moments
-from .sharded import ShardedFactorStore
 from .store import FactorStore, MemoryFactorStore, MmapFactorStore
 from .writer import IndexWriter
 

@@ -1,0 +1,20 @@
+"""Querying an index: ``QueryEngine`` (engine.py) featurizes queries with the model the index
+was built from, preconditions them (preconditioning.py) and scans the factor store;
+``QueryOptions`` (options.py) is how a query is answered, checked once; ``QueryChecker``
+(checker.py) checks a query's tokens with the tokenizer alone."""
+
+from __future__ import annotations
+
+from .checker import QueryChecker
+from .engine import Explanation, QueryEngine, TokenContribution, top_rows
+from .options import Normalize, QueryOptions
+
+__all__ = [
+    "Explanation",
+    "Normalize",
+    "QueryChecker",
+    "QueryEngine",
+    "QueryOptions",
+    "TokenContribution",
+    "top_rows",
+]

@@ -1,0 +1,160 @@
+"""POST /v1/attributions: the top-k proponents and/or opponents of a query (cached, batched).
+
+A cached answer costs no tokenization and, when its examples are in the example cache, no
+thread hop; everything else that takes CPU (tokenizing, HDF5 reads, rendering fresh or large
+answers) runs in a thread, so the event loop keeps answering while the scorer is busy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+from fastapi.responses import Response
+
+from indexer import DataError, Example, QueryOptions, query_example, snippet
+
+from ..batcher import NonFiniteScores
+from ..cache import query_key
+from ..errors import ApiError, admitted
+from ..protocol import (
+    Approximation,
+    AttributionRequest,
+    AttributionResponse,
+    Result,
+    Timings,
+    VerbatimResult,
+)
+from ..runtime import Runtime
+from ..scorer import Scored
+from .queries import QueryIntake
+
+INLINE_RESULTS = 100  # up to this many cached rows are rendered on the event loop
+log = logging.getLogger("lorif")
+
+
+class AttributionServing:
+    def __init__(self, rt: Runtime, intake: QueryIntake):
+        self.rt, self.intake = rt, intake
+
+    async def create(self, req: AttributionRequest) -> Response:
+        rt, t0 = self.rt, time.perf_counter()
+        options = self.intake.options(**req.options())
+        try:
+            key = query_key(rt.content_id, query_example(req.prompt, req.completion), options)
+        except DataError as e:
+            raise ApiError(422, "Empty query", str(e)) from None
+        scored = await rt.cache.get(key)
+        rt.metrics.cache.labels("hit" if scored else "miss").inc()
+        cached = scored is not None
+        if scored is None:
+            q, n_tokens = await rt.offload(self.intake.query, req.prompt, req.completion)
+            scored = await self._score(key, q, options, n_tokens)
+        ids = [
+            *(scored.proponent_ids[: req.k] if req.direction != "opponents" else []),
+            *(scored.opponent_ids[: req.k] if req.direction != "proponents" else []),
+        ]
+        # Only cached answers are rendered here: a finished batch wakes up to max_batch
+        # requests at once, and rendering them all on the event loop stalled it for tens of ms.
+        lookup = rt.verbatim if req.verbatim else None
+        text = req.prompt + (req.completion or "")
+        if (
+            cached
+            and 2 * req.k <= INLINE_RESULTS
+            and not rt.examples.missing(int(i) for i in ids)
+            and (lookup is None or lookup.known(text, [int(i) for i in ids]))
+        ):
+            return self._render(req, options, scored, cached, t0)
+        return await rt.offload(self._render, req, options, scored, cached, t0)
+
+    async def _score(
+        self, key: str, query: Example, options: QueryOptions, n_tokens: int
+    ) -> Scored:
+        """Queue the query for the next scan; 429 when the queue is full, 504 past the
+        deadline (the scan still finishes and its result is cached), 500 for non-finite
+        scores."""
+        rt, timeout = self.rt, self.rt.settings.request_timeout_s
+        rt.metrics.queue_depth.set(rt.batcher.depth)
+        with admitted("the query was not scored", timeout):
+            deadline = time.monotonic() + timeout
+            future = rt.batcher.submit(key, query, options, n_tokens, deadline)
+            try:
+                return await asyncio.wait_for(asyncio.shield(future), timeout)
+            except NonFiniteScores as e:
+                log.error("non-finite scores for %s: the index or the model is damaged", key)
+                raise ApiError(500, "Corrupted scores", f"{e}; the answer was not cached") from None
+
+    def _render(
+        self,
+        req: AttributionRequest,
+        options: QueryOptions,
+        scored: Scored,
+        cached: bool,
+        t0: float,
+    ) -> Response:
+        rt, both = self.rt, req.direction == "both"
+        proponents = (
+            self._results(scored.proponent_ids, scored.proponent_scores, req.k)
+            if both or req.direction == "proponents"
+            else None
+        )
+        opponents = (
+            self._results(scored.opponent_ids, scored.opponent_scores, req.k)
+            if both or req.direction == "opponents"
+            else None
+        )
+        timings = Timings(
+            queue_ms=0.0 if cached else scored.queue_s * 1000,
+            featurize_ms=0.0 if cached else scored.featurize_s * 1000,
+            scan_ms=0.0 if cached else scored.scan_s * 1000,
+            total_ms=(time.perf_counter() - t0) * 1000,
+        )
+        verbatim: list[VerbatimResult] | None = None
+        if req.verbatim and rt.verbatim is not None:
+            shown = [r.example_id for r in (proponents or []) + (opponents or [])]
+            verbatim, marks = rt.verbatim.find(req.prompt + (req.completion or ""), shown)
+            for r in (proponents or []) + (opponents or []):
+                r.verbatim_words = marks.get(r.example_id)
+        body = AttributionResponse(
+            index_fingerprint=rt.index.fingerprint,
+            query_tokens=scored.n_tokens,
+            scoring=Approximation(
+                path=options.path,
+                query_rank=options.query_rank,
+                residual=scored.residual,
+                damping=options.reported_damping(rt.index.curvature_record),
+                normalize=options.normalize,
+            ),
+            proponents=proponents,
+            opponents=opponents,
+            verbatim=verbatim,
+            cached=cached,
+            timings=timings,
+        )
+        return Response(body.model_dump_json(exclude_none=True), media_type="application/json")
+
+    def _results(
+        self,
+        ids: Sequence[int] | npt.NDArray[np.int64],
+        scores: Sequence[float] | npt.NDArray[np.float32],
+        k: int,
+    ) -> list[Result]:
+        """The first ``k`` (id, score) pairs as API results with snippet and metadata (reads
+        the examples not in the example cache: off the event loop when there are any)."""
+        chosen = [int(i) for i in ids[:k]]
+        examples = self.rt.examples.get_many(chosen)
+        chars = self.rt.settings.snippet_chars
+        return [
+            Result(
+                rank=rank,
+                example_id=i,
+                score=float(s),
+                snippet=snippet(ex.text, chars),
+                meta=ex.meta,
+            )
+            for rank, (i, s, ex) in enumerate(zip(chosen, scores[:k], examples, strict=False), 1)
+        ]

@@ -1,0 +1,50 @@
+"""What every query-taking feature checks where a request enters: its options (the request's
+over the server's, canonical for the index), its text, and example ids; each refusal here,
+spelled once, as problem+json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from indexer import ConfigError, DataError, Example, QueryOptions, QueryTooLongError
+
+from ..errors import ApiError
+from ..runtime import Runtime
+
+
+class QueryIntake:
+    def __init__(self, rt: Runtime):
+        self.rt = rt
+
+    def options(self, **request: Any) -> QueryOptions:
+        """A request's options over the server's defaults, canonical for the index; 422 where
+        they are out of range or the index or this server cannot score them."""
+        rt, s = self.rt, self.rt.settings
+        if request.get("damping") is None:
+            request["damping"] = s.damping
+        try:
+            if request.get("normalize") == "unit" and rt.on_cluster:
+                raise ConfigError("unit normalisation is not available on a cluster")
+            options = QueryOptions(query_rank=s.query_rank, candidates=s.candidates, **request)
+            return options.for_index(rt.index.curvature_record)
+        except ConfigError as e:
+            raise ApiError(422, "Not available", str(e)) from None
+
+    def query(self, prompt: str, completion: str | None) -> tuple[Example, int]:
+        """The query as an Example and its token count; 422 when it is empty or too long.
+        Tokenizes: call it off the event loop."""
+        try:
+            return self.rt.checker.checked_query(
+                prompt, completion, self.rt.settings.max_prompt_tokens
+            )
+        except QueryTooLongError as e:
+            raise ApiError(422, "Query too long", str(e)) from None
+        except DataError as e:
+            raise ApiError(422, "Empty query", str(e)) from None
+
+    def example_id(self, example_id: int) -> int:
+        """``example_id`` if the index has it; else 404."""
+        n = len(self.rt.index)
+        if not 0 <= example_id < n:
+            raise ApiError(404, "Unknown example", f"example_id must be in [0, {n})")
+        return example_id
