@@ -62,6 +62,8 @@ _PUBLIC = {
     "QueryTooLongError": "errors",
     "ModelLoadError": "errors",
     "QueryOptions": "query",
+    "Direction": "query",
+    "Normalize": "query",
     "VerbatimIndex": "verbatim",
     "VerbatimMatch": "verbatim",
     "build_verbatim": "verbatim",
@@ -110,6 +112,8 @@ __all__ = [
     "use_threads",
     "available_cpus",
     "QueryOptions",
+    "Direction",
+    "Normalize",
     "VerbatimIndex",
     "VerbatimMatch",
     "build_verbatim",
@@ -141,7 +145,7 @@ if TYPE_CHECKING:
     from .models.featurizer import Featurizer
     from .models.tasks import CausalLMTask, ClassificationTask, Task
     from .query import Explanation, QueryChecker, QueryEngine, TokenContribution, top_rows
-    from .query.options import QueryOptions
+    from .query.options import Direction, Normalize, QueryOptions
     from .storage.integrity import VerifyReport
     from .storage.manifest import FORMAT_VERSION, CurvatureRecord, Manifest
     from .storage.reader import Index

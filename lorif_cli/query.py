@@ -60,10 +60,7 @@ def query(
     from indexer.threads import use_threads
 
     _check_options(prompt is None, queries is None, all_scores, output, resident)
-    try:  # each field is the flag of its name
-        options = QueryOptions(k=k, damping=damping, normalize=cast("Any", normalize))
-    except ConfigError as e:
-        raise ConfigError(f"--{e}") from None
+    options = _query_options(k, damping, normalize)
     # Bad text and bad files are refused before the model loads.
     examples = [query_example(prompt, completion)] if queries is None else load_examples(queries)
     use_threads(threads)
@@ -98,6 +95,14 @@ def _check_options(
         raise ConfigError("--all-scores and --output go together")
     if resident not in ("auto", "on", "off"):
         raise ConfigError(f"--resident must be auto, on or off, not {resident!r}")
+
+
+def _query_options(k: int, damping: float | None, normalize: str) -> QueryOptions:
+    """The flags' QueryOptions (checked there; its messages name a field, here its flag)."""
+    try:
+        return QueryOptions(k=k, damping=damping, normalize=cast("Any", normalize))
+    except ConfigError as e:
+        raise ConfigError(f"--{e}") from None
 
 
 def _score_all(

@@ -4,23 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from indexer import CURVATURE_KINDS, MAX_DAMPING, MIN_DAMPING, ConfigError, checked_damping
+from indexer import CURVATURE_KINDS, MAX_DAMPING, MIN_DAMPING, Direction, Normalize
 
-
-def _damping(value: float) -> float:
-    """The one damping check (indexer.checked_damping), as a validation error."""
-    try:
-        return checked_damping(value)
-    except ConfigError as e:
-        raise ValueError(str(e)) from None
-
-
-Direction = Literal["proponents", "opponents", "both"]
 QueryDamping = Annotated[
-    Annotated[float, Field(allow_inf_nan=False), AfterValidator(_damping)] | None,
+    Annotated[float, Field(allow_inf_nan=False)] | None,
     Field(
+        # the bounds as documentation: QueryOptions checks them (422 where a request enters)
         json_schema_extra={"minimum": MIN_DAMPING, "maximum": MAX_DAMPING},
         description="Relative damping alpha for this query (lambda = alpha * the layer's mean "
         "eigenvalue); default: the server's `damping`, else the index build's.",
@@ -47,7 +38,7 @@ class AttributionRequest(BaseModel):
         "verbatim (needs the index's verbatim table).",
     )
     damping: QueryDamping = None
-    normalize: Literal["none", "unit"] = Field(
+    normalize: Normalize = Field(
         "none",
         description="unit: cosines of the gradients under H^-1 (which examples point the same "
         "way, not which changed the loss most; not on a cluster).",
@@ -120,7 +111,7 @@ class Timings(BaseModel):
 
 class Approximation(BaseModel):
     path: Literal["exact", "low-rank"]
-    normalize: Literal["none", "unit"] = "none"
+    normalize: Normalize = "none"
     damping: float | None = Field(
         None, description="The relative damping alpha scored with (null: absolute lambda)."
     )

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from .checker import QueryChecker
 from .engine import Explanation, QueryEngine, TokenContribution, top_rows
-from .options import Normalize, QueryOptions
+from .options import Direction, Normalize, QueryOptions
 
 __all__ = [
+    "Direction",
     "Explanation",
     "Normalize",
     "QueryChecker",
