@@ -54,6 +54,7 @@ _PUBLIC = {
     "score_store": "engine.scoring",
     "merge_results": "engine.scoring",
     "use_threads": "threads",
+    "resolve_device": "models.loading",
     "available_cpus": "threads",
     "LorifError": "errors",
     "ConfigError": "errors",
@@ -110,6 +111,7 @@ __all__ = [
     "ModelLoadError",
     "QueryTooLongError",
     "use_threads",
+    "resolve_device",
     "available_cpus",
     "QueryOptions",
     "Direction",
@@ -143,6 +145,7 @@ if TYPE_CHECKING:
         QueryTooLongError,
     )
     from .models.featurizer import Featurizer
+    from .models.loading import resolve_device
     from .models.tasks import CausalLMTask, ClassificationTask, Task
     from .query import Explanation, QueryChecker, QueryEngine, TokenContribution, top_rows
     from .query.options import Direction, Normalize, QueryOptions

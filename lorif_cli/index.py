@@ -11,6 +11,7 @@ from typing import Any
 
 import typer
 
+from indexer import curvature_method
 from indexer.config import BuildConfig
 
 from .flags import command, dataclass_flags, to_dataclass
@@ -89,12 +90,8 @@ def _print_info(d: dict[str, Any]) -> None:
         ),
         f"layers         {d['n_layers']}  (sum D = {total_d})",
         f"rank c         {d['rank_c']}   "
-        + (
-            f"curvature lowrank r {d['curvature_rank_r']}"
-            if d["curvature"] == "lowrank"
-            else f"curvature {d['curvature']} (Kronecker)"
-        )
-        + f"   dtype {d['storage_dtype']}",
+        + f"curvature {curvature_method(d['curvature']).describe(d['curvature_rank_r'])}"
+        + f" ({d['basis_bytes'] / 2**20:.1f} MiB)   dtype {d['storage_dtype']}",
         f"bytes/example  {d['stored_bytes_per_example']:.1f} stored, {d['bytes_per_example']} "
         "= c*sum(d1+d2)*bytes/value",
         f"dense/example  {d['dense_bytes_per_example']} (LoGRA-style sum d1*d2), "

@@ -78,7 +78,7 @@ def run_demo(workdir: str, k: int = 5, quick: bool = False) -> None:
     try:
         typer.echo(
             f"index {index}: {len(engine.index)} speeches, model "
-            f"{engine.index.manifest.model['spec']}"
+            f"{engine.index.manifest.model_summary()['spec']}"
         )
         for prompt, completion in DEMO_QUERIES:
             result = engine.score(

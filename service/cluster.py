@@ -34,6 +34,7 @@ from indexer import (
     ScoreResult,
     make_resident,
     merge_results,
+    resolve_device,
     score_store,
 )
 
@@ -58,10 +59,7 @@ class ShardGroup:
         if self.index.fingerprint != fingerprint:
             raise RuntimeError(f"{path} changed since the server opened it")
         self.first = self.index.parts[shards[0]].first
-        self.device = torch.device(
-            "cuda" if device == "auto" and torch.cuda.is_available() else
-            ("cpu" if device == "auto" else device)
-        )  # fmt: skip
+        self.device = resolve_device(device)
         # the group's rows in device memory when they fit (``resident``), else streamed
         self.store = make_resident(self.index.store(range(*shards)), self.device, resident)
 

@@ -174,6 +174,9 @@ class IndexSummary(BaseModel):
     curvature: str = Field(
         description="the preconditioner (method.md section 3): one of " + ", ".join(CURVATURE_KINDS)
     )
+    basis_bytes: int = Field(
+        description="bytes of the curvature basis a scorer holds (the method's estimate)"
+    )
     damping: float | None = Field(
         None, description="the server's default relative damping alpha (null: absolute lambda)"
     )

@@ -22,7 +22,7 @@ from ..storage.shard_writer import publish_manifest, read_basis_digest, write_ba
 from ..storage.writer import build_lock
 from ..threads import use_threads
 from ..verbatim import publish_verbatim
-from .inputs import index_config, language_model, make_manifest, projections_to_store
+from .inputs import language_model, make_manifest, projections_to_store
 from .steps import curvature_over, curvature_record, featurize_rows, fill_and_publish
 from .writers import check_settings, growth_writer
 
@@ -56,7 +56,7 @@ def add_examples(
     refresh the curvature over every shard (``curvature=False``: keep the basis of the rows
     before, to refresh later with ``refresh_curvature``) and publish."""
     path, old = _sharded(index_dir)
-    cfg = config or index_config(old)
+    cfg = config or old.config()
     cfg = dataclasses.replace(
         cfg,
         data=data,
@@ -75,7 +75,7 @@ def add_examples(
         featurizer, model_info, task_info = language_model(cfg)
         lengths = np.array([featurizer.task.length(ex) for ex in examples], dtype=np.int64)
         manifest = make_manifest(cfg, featurizer, len(examples), model_info, task_info)
-        build_config = {**manifest.build_config, "data": old.build_config["data"]}
+        build_config = {**manifest.build_config, "data": old.config().data}
         manifest = manifest.replace(build_config=build_config)
         projections = projections_to_store(cfg, featurizer)
         try:
@@ -121,7 +121,7 @@ def refresh_curvature(
     path, _ = _sharded(index_dir)
     use_threads(threads)
     with build_lock(path), Index(path) as index:
-        cfg = index_config(index.manifest)
+        cfg = index.manifest.config()
         store = index.store()
         curvature = curvature_over(
             cfg, store, resolve_device(device), progress, moments=index.moments

@@ -21,7 +21,7 @@ from ..models.featurizer import Featurizer
 from ..models.loading import load_causal_lm, model_fingerprint, resolve_device
 from ..models.registry import canonical
 from ..models.tasks import CausalLMTask
-from ..storage.manifest import BUILDING, MANIFEST, LayerRecord, Manifest
+from ..storage.manifest import BUILDING, MANIFEST, LayerRecord, Manifest, TaskRecord
 
 log = logging.getLogger("lorif")
 
@@ -64,7 +64,7 @@ def make_manifest(
         layers=layers,
         projection={"generator": "splitmix64-rademacher-v1", "seed": cfg.seed},
         model=model_info,
-        task=task_info,
+        task=TaskRecord.from_dict(task_info, "task"),
         build_config=cfg.content_dict(),
         software=software_versions(),
         shard_size=cfg.shard_size or None,
@@ -150,6 +150,7 @@ def projections_to_store(cfg: BuildConfig, featurizer: Featurizer) -> Projection
     return stored if size_mb <= cfg.store_projections_mb else None
 
 
-def index_config(manifest: Manifest) -> BuildConfig:
-    """The BuildConfig an index was built with (its content settings)."""
-    return BuildConfig.from_dict(manifest.build_config)
+def resume_differences(old: Manifest, new: Manifest, cfg: BuildConfig) -> list[str]:
+    """What differs between the build an interrupted run began (``old``) and this one."""
+    same = ("n_examples", "model", "layers", "software", "shard_size")
+    return old.config_differences(cfg.content_dict()) + old.differences(new, same)

@@ -23,7 +23,14 @@ from ..storage.manifest import Manifest
 from ..storage.writer import IndexWriter, build_lock
 from ..threads import use_threads
 from .distributed import build_distributed, ranks_from_env
-from .inputs import check_output, check_rank, language_model, make_manifest, projections_to_store
+from .inputs import (
+    check_output,
+    check_rank,
+    language_model,
+    make_manifest,
+    projections_to_store,
+    resume_differences,
+)
 from .steps import fill_and_publish
 from .writers import sharded_writer
 
@@ -91,8 +98,7 @@ def _resume_or_create(
             raise ResumeMismatchError(
                 f"cannot resume: {e}; pass --overwrite to start over"
             ) from None
-        diff = sorted(k for k, v in cfg.content_dict().items() if old.build_config.get(k) != v)
-        diff += old.differences(manifest, ("n_examples", "model", "layers", "software"))
+        diff = resume_differences(old, manifest, cfg)
         if diff:
             raise ResumeMismatchError(
                 f"{partial_path(out)} is a partial build with different settings "

@@ -21,6 +21,7 @@ from ..storage.manifest import (
     write_manifest_file,
 )
 from ..storage.shard_writer import ShardedWriter
+from .inputs import resume_differences
 
 # what `lorif index add` must find equal in the index it grows (besides the build settings)
 SAME_FOR_ADD = ("layers", "rank", "storage_dtype", "row_width", "projection", "task")
@@ -66,9 +67,7 @@ def prepare_build_dir(cfg: BuildConfig, manifest: Manifest) -> None:
         remove_index_dir(out)
     if (out / BUILDING).exists():
         old = read_manifest_file(out / BUILDING)
-        diff = sorted(
-            k for k, v in cfg.content_dict().items() if old.build_config.get(k) != v
-        ) + old.differences(manifest, ("n_examples", "model", "layers", "software", "shard_size"))
+        diff = resume_differences(old, manifest, cfg)
         if diff:
             raise ResumeMismatchError(
                 f"{out} is a partial build with different settings ({', '.join(diff)}); rerun "
@@ -112,7 +111,7 @@ def growth_writer(
     manifest ``old``; rebuilt for the same model and settings: ``manifest``); refused in one
     line when anything that determines the rows differs."""
     diff = old.differences(manifest, SAME_FOR_ADD)
-    if old.model.get("fingerprint") != manifest.model.get("fingerprint"):
+    if old.model_fingerprint != manifest.model_fingerprint:
         diff.append("model weights")
     check_settings(index_dir, old, manifest.build_config, diff)
     return ShardedWriter(index_dir, manifest, examples, n_tokens, projections, old.shards or [])

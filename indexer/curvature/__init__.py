@@ -26,8 +26,15 @@ REGISTRY: dict[str, str] = {
     "kfac": "indexer.curvature.kronecker:KFAC",
     "ekfac": "indexer.curvature.kronecker:EKFAC",
 }
-KINDS = tuple(REGISTRY)
+KINDS = REGISTRY.keys()  # a live view: a kind registered later is a choice too
 DEFAULT_KIND = "lowrank"  # also the kind of indexes written before the manifest named one
+
+
+def register(kind: str, target: str) -> None:
+    """Register ``target`` ("module:Class") as ``kind`` at run time (a plug-in; the built-in
+    kinds are the lines of ``REGISTRY``)."""
+    REGISTRY[kind] = target
+    method.cache_clear()
 
 
 @cache

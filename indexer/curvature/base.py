@@ -90,16 +90,17 @@ class CurvatureMethod(ABC):
         """The layer's curvature eigenvalues (what must be >= 0)."""
 
     @abstractmethod
-    def basis_bytes(self, layer: TrackedLayer, cfg: CurvatureConfig) -> int:
-        """Bytes of one layer's stored basis (held in memory, on the device, to score)."""
+    def basis_bytes(self, layer: TrackedLayer, rank: int) -> int:
+        """Bytes of one layer's stored basis (held in memory, on the device, to score);
+        ``rank``: the r the build asked for (``--curvature-rank``)."""
 
-    def describe(self, cfg: CurvatureConfig) -> str:
+    def describe(self, rank: int) -> str:
         """The method in a few words (``lorif index info``)."""
         return self.kind
 
-    def memory_bytes(self, layers: Sequence[TrackedLayer], cfg: CurvatureConfig) -> int:
-        """Bytes of the whole basis of ``layers``."""
-        return sum(self.basis_bytes(t, cfg) for t in layers)
+    def memory_bytes(self, layers: Sequence[TrackedLayer], rank: int) -> int:
+        """Bytes of the whole basis of ``layers`` (``rank``: as in ``basis_bytes``)."""
+        return sum(self.basis_bytes(t, rank) for t in layers)
 
     def check(self, layer: LayerBasis) -> bool:
         """Finite arrays, non-negative eigenvalues and lambda > 0 (what a reader checks)."""

@@ -66,11 +66,11 @@ class KFAC(CurvatureMethod):
     def eigenvalues(self, layer: LayerKronecker) -> npt.NDArray[Any]:
         return layer.eigenvalues
 
-    def basis_bytes(self, layer: TrackedLayer, cfg: CurvatureConfig) -> int:
+    def basis_bytes(self, layer: TrackedLayer, rank: int) -> int:
         # Q_A (d1, d1) and Q_S (d2, d2) float32, eigenvalues (d1, d2) float64
         return 4 * (layer.d1**2 + layer.d2**2) + 8 * layer.D
 
-    def describe(self, cfg: CurvatureConfig) -> str:
+    def describe(self, rank: int) -> str:
         return f"{self.kind} (Kronecker)"
 
 

@@ -56,9 +56,9 @@ class LowRank(CurvatureMethod):
     def eigenvalues(self, layer: LayerCurvature) -> npt.NDArray[Any]:
         return layer.sigma2
 
-    def basis_bytes(self, layer: TrackedLayer, cfg: CurvatureConfig) -> int:
-        r = min(cfg.rank, layer.D)
+    def basis_bytes(self, layer: TrackedLayer, rank: int) -> int:
+        r = min(rank, layer.D)
         return 4 * layer.D * r + 8 * r  # V (D, r) float32, sigma^2 (r,) float64
 
-    def describe(self, cfg: CurvatureConfig) -> str:
-        return f"lowrank r {cfg.rank}"
+    def describe(self, rank: int) -> str:
+        return f"lowrank r {rank}"

@@ -16,7 +16,7 @@ from ..storage.reader import Index
 
 def require_lm_index(index: Index) -> None:
     """IndexFormatError unless ``index`` was built for a causal LM (the CLI and service kind)."""
-    if index.manifest.task.get("kind") != "causal_lm":
+    if index.manifest.task.kind != "causal_lm":
         raise IndexFormatError(f"{index.path}: not a language-model index; use the Python API")
 
 
@@ -24,13 +24,12 @@ def lm_task(index: Index, tokenizer: Any) -> CausalLMTask:
     """The task an LM index was built with (its max_tokens and chat template)."""
     require_lm_index(index)
     t = index.manifest.task
-    return CausalLMTask(tokenizer, t["max_tokens"], t["chat_template"])
+    return CausalLMTask(tokenizer, int(t.max_tokens or 0), bool(t.chat_template))
 
 
 def model_spec(index: Index, model: str | None = None) -> str:
     """The model to load for ``index``: ``model`` if given, else the one it was built with."""
-    m = index.manifest.model
-    return model or m.get("path") or m["spec"]
+    return model or index.manifest.model_spec
 
 
 @dataclass

@@ -94,7 +94,7 @@ class QueryEngine:
             require_lm_index(index)  # before the model loads
             dev = resolve_device(device)
             loaded = load_causal_lm(cls.model_spec(index, model), dev)
-            recorded = index.manifest.model.get("fingerprint")
+            recorded = index.manifest.model_fingerprint
             if check_model and model_fingerprint(loaded.model) != recorded:
                 raise IndexFormatError(
                     "the model's weights differ from those the index was built with"

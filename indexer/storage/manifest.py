@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import h5py
 
+from ..config import BuildConfig
 from ..curvature import DEFAULT_KIND
 from ..engine.layout import FactorLayout, TrackedLayer
 from ..errors import IndexFormatError
@@ -135,6 +136,16 @@ class CurvatureRecord(Record):
 
 
 @dataclass
+class TaskRecord(Record):
+    """How examples became losses: ``kind`` (causal_lm, or what the Python API recorded), and
+    for a causal LM its ``max_tokens`` (as used) and ``chat_template``."""
+
+    kind: str | None = None
+    max_tokens: int | None = None
+    chat_template: bool | None = None
+
+
+@dataclass
 class ShardEntry(Record):
     file: str  # relative to the index directory
     rows: int
@@ -152,7 +163,7 @@ class Manifest(Record):
     layers: list[LayerRecord]
     projection: dict[str, Any]  # generator and seed of the projections
     model: dict[str, Any]  # what the model was (spec, path, class, weight fingerprint)
-    task: dict[str, Any]  # how examples became losses (kind, max_tokens, chat_template)
+    task: TaskRecord
     build_config: dict[str, Any]  # BuildConfig.content_dict() of the build
     software: dict[str, Any]
     format_version: int = FORMAT_VERSION
@@ -173,7 +184,28 @@ class Manifest(Record):
             return [ShardEntry.from_dict(v, "manifest shard entry") for v in value]
         if key == "curvature":
             return CurvatureRecord.from_dict(value, "manifest curvature")
+        if key == "task":
+            return TaskRecord.from_dict(value, "manifest task")
         return value
+
+    def config(self) -> BuildConfig:
+        """The content settings the index was built with."""
+        return BuildConfig.from_dict(self.build_config)
+
+    def config_differences(self, content: Mapping[str, Any]) -> list[str]:
+        """The build settings (``BuildConfig.content_dict()``) that differ from the index's."""
+        return sorted(k for k, v in content.items() if self.build_config.get(k) != v)
+
+    @property
+    def model_fingerprint(self) -> str | None:
+        """The weights' fingerprint recorded at build time (None: none recorded)."""
+        value = self.model.get("fingerprint")
+        return None if value is None else str(value)
+
+    @property
+    def model_spec(self) -> str:
+        """The model to load: where it was at build time, else the spec as given."""
+        return str(self.model.get("path") or self.model["spec"])
 
     @property
     def layout(self) -> FactorLayout:

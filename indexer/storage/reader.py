@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..curvature import method
 from ..curvature.base import Basis
 from ..data import Example
 from ..engine.kronecker import KroneckerMoments
@@ -168,6 +169,9 @@ class Index:
             "rank_c": m.rank,
             "curvature_rank_r": curvature.rank,
             "curvature": self.curvature_kind,
+            "basis_bytes": method(self.curvature_kind).memory_bytes(
+                self.layout.layers, curvature.rank
+            ),
             "storage_dtype": self.dtype,
             "bytes_per_example": per,
             "stored_bytes_per_example": sum(

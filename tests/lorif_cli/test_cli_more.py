@@ -98,7 +98,7 @@ def test_max_tokens_clamped_to_the_models_context(monkeypatch, capsys, tokenizer
     assert "longer than the model's context of 24 tokens" in err
     engine = QueryEngine.open(str(out), device="cpu")
     try:
-        assert engine.index.manifest.task["max_tokens"] == 24
+        assert engine.index.manifest.task.max_tokens == 24
         assert engine.index.n_tokens(0) == 24
         assert np.isfinite(engine.score([Example(completion="the king.")], k=2).scores).all()
     finally:
@@ -122,7 +122,7 @@ def test_autocast_build_and_resident_query(monkeypatch, capsys, model_dirs, data
         )  # fmt: skip
         assert code == 0, err
     with Index(paths["bf16"]) as index, Index(paths["none"]) as plain:
-        assert index.manifest.build_config["autocast"] == "bf16"
+        assert index.manifest.config().autocast == "bf16"
         mixed, full = index.store().array, plain.store().array
         assert (mixed != full).any(), "--autocast bf16 changed nothing: not applied"
     answers = {}
