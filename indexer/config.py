@@ -31,6 +31,7 @@ def _check(checks: list[tuple[bool, str]]) -> None:
             raise ConfigError(message)
 
 
+DEFAULT_SHARD_SIZE = 10_000  # rows per shard (LoRIF's release uses 10k)
 # Relative dampings accepted: below 1e-6 lambda can underflow to non-finite
 # scores (found by schemathesis with alpha = 5e-324); above 1e6 H^-1 is 1/lambda to 1e-6.
 MIN_DAMPING, MAX_DAMPING = 1e-6, 1e6
@@ -167,7 +168,7 @@ class BuildConfig:
         "`torchrun ... -m lorif_cli.main index build` yourself.",
     )
     shard_size: int = setting(
-        10_000,
+        DEFAULT_SHARD_SIZE,
         "Rows per shard: the index is a directory of shard files (format 2), which `lorif index "
         "add` grows and torchrun builds in parallel; 0 = one file (format 1).",
     )
@@ -175,7 +176,9 @@ class BuildConfig:
     # Fields that do not change the index's content; a resume may differ in these.
     RUNTIME_FIELDS = ("output", "overwrite", "device", "threads", "shard_size", "nproc")
 
-    def validate(self) -> None:
+    def validate(self, processes: int = 1) -> None:
+        """ConfigError (one line) for settings that do not go together; ``processes``: the
+        build runs on that many (torchrun's WORLD_SIZE), besides ``nproc``."""
         _check(
             [
                 (self.max_tokens >= 2, "--max-tokens must be >= 2"),
@@ -195,7 +198,11 @@ class BuildConfig:
                 (self.threads >= 0, "--threads must be >= 0"),
                 (self.shard_size >= 0, "--shard-size must be >= 0"),
                 (self.nproc >= 1, "--nproc must be >= 1"),
-                (self.nproc == 1 or self.shard_size > 0, "--nproc > 1 needs --shard-size N"),
+                (
+                    max(self.nproc, processes) == 1 or self.shard_size > 0,
+                    "a build on several processes (--nproc, torchrun) writes a sharded index: "
+                    "it needs --shard-size N",
+                ),
             ]
         )
         self.curvature.validate()

@@ -23,7 +23,7 @@ import torch.distributed as dist
 
 from ..config import BuildConfig
 from ..data import load_examples
-from ..errors import ConfigError, LorifError
+from ..errors import LorifError
 from ..storage.writer import build_lock
 from ..threads import available_cpus, use_threads
 from ..verbatim import publish_verbatim
@@ -74,10 +74,6 @@ def _lead_first(ranks: Ranks, step: Any) -> None:
 
 def build_distributed(cfg: BuildConfig, ranks: Ranks, progress: bool = True) -> Path:
     """This rank's part of the build of ``cfg`` (a sharded index); rank 0 publishes it."""
-    if not cfg.shard_size:
-        raise ConfigError(
-            "a build on several processes writes a sharded index: pass --shard-size N (e.g. 10000)"
-        )
     cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
     if cuda:
         torch.cuda.set_device(ranks.local_rank)

@@ -49,13 +49,13 @@ def build_index(
     For language models everything comes from ``cfg``. Any other torch model: pass a
     ``featurizer`` (with its task) and the ``examples``; ``model_info`` is recorded as given.
     """
-    cfg.validate()
+    ranks = ranks_from_env() if featurizer is None and examples is None else None
+    cfg.validate(processes=ranks.world if ranks else 1)
     if featurizer is None and not cfg.model:
         raise ConfigError("--model is required")
     if examples is None and not cfg.data:
         raise ConfigError("--data is required")
-    ranks = ranks_from_env()
-    if ranks is not None and featurizer is None and examples is None:
+    if ranks is not None:
         return build_distributed(cfg, ranks, progress)
     out = check_output(cfg)
     use_threads(cfg.threads)

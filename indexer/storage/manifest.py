@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import h5py
 
-from ..config import BuildConfig
+from ..config import DEFAULT_SHARD_SIZE, BuildConfig
 from ..curvature import DEFAULT_KIND
 from ..engine.layout import FactorLayout, TrackedLayer
 from ..errors import IndexFormatError
@@ -30,7 +30,6 @@ DIR_FORMAT_VERSION = 2  # a directory of shards
 MANIFEST = "manifest.json"
 BUILDING = "build.json"  # the manifest a sharded build started with, until it publishes
 UNHASHED_KEYS = ("fingerprint", "build_info")  # not part of the content fingerprint
-DEFAULT_SHARD_SIZE = 10_000  # rows per shard (LoRIF's release uses 10k)
 STR = h5py.string_dtype("utf-8")
 
 R = TypeVar("R", bound="Record")
