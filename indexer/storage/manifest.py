@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import h5py
 
@@ -23,6 +23,7 @@ from ..curvature import DEFAULT_KIND
 from ..engine.layout import FactorLayout, TrackedLayer
 from ..errors import IndexFormatError
 from .files import read_json, write_json
+from .records import Record
 
 FORMAT_NAME = "lorif-index"
 FORMAT_VERSION = 1  # a single file (and each shard file)
@@ -31,54 +32,6 @@ MANIFEST = "manifest.json"
 BUILDING = "build.json"  # the manifest a sharded build started with, until it publishes
 UNHASHED_KEYS = ("fingerprint", "build_info")  # not part of the content fingerprint
 STR = h5py.string_dtype("utf-8")
-
-R = TypeVar("R", bound="Record")
-
-
-@dataclass
-class Record:
-    """A JSON object with known keys (the fields; None = absent) and unknown ones kept."""
-
-    extra: dict[str, Any] = field(default_factory=dict, kw_only=True)
-
-    @classmethod
-    def from_dict(cls: type[R], d: Mapping[str, Any], where: str = "manifest") -> R:
-        if not isinstance(d, Mapping):
-            raise IndexFormatError(f"corrupted {where} (not a JSON object)")
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        missing = [
-            f.name
-            for f in dataclasses.fields(cls)
-            if f.name in names and f.name not in d and _required(f)
-        ]
-        if missing:
-            raise IndexFormatError(f"corrupted {where} (no '{missing[0]}')")
-        known = {k: cls._decode(k, v) for k, v in d.items() if k in names}
-        return cls(**known, extra={k: v for k, v in d.items() if k not in names})
-
-    @classmethod
-    def _decode(cls, key: str, value: Any) -> Any:
-        return value
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dict(self.extra)
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name != "extra" and value is not None:
-                out[f.name] = _encode(value)
-        return out
-
-
-def _required(f: dataclasses.Field[Any]) -> bool:
-    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-
-
-def _encode(value: Any) -> Any:
-    if isinstance(value, Record):
-        return value.to_dict()
-    if isinstance(value, list):
-        return [_encode(v) for v in value]
-    return value
 
 
 @dataclass
