@@ -1,18 +1,20 @@
-"""The GPU issue's table in one run: bandwidths, streamed and resident scans, indexing against a
-plain forward+backward, and what bf16 autocast does to the factors.
+"""The GPU issue's table in one run: bandwidths; streamed and resident scans for Q = 1, 8, 32, 64
+with the torch and the Triton kernel side by side; indexing against a plain forward+backward;
+and what bf16 autocast does to the factors.
 
 Rows are random bf16 factors in the layout of the quick demo index (the committed Shakespeare
 Llama at f = 8, c = 1: 4,864 bytes per row), written to a file and memory-mapped (warm page
 cache), so nothing needs the network. Needs only torch, numpy, h5py, transformers (the GPU
 image's packages) and this checkout. On CPU it runs as a smoke test with small sizes.
 
-    python -m benchmarks.bench_gpu [--rows 1230000] [--json out.json]
+    python -m benchmarks.bench_gpu [--rows 1230000] [--device-rows 10000000] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,11 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from indexer.engine.kernels import layer_groups
 from indexer.engine.layout import FactorLayout
+from indexer.engine.packed_scan import triton_importable
 from indexer.engine.scoring import score_store
 from indexer.storage.codec import encode_rows
 from indexer.storage.resident import ResidentFactorStore
-from indexer.storage.store import MmapFactorStore
+from indexer.storage.store import FactorStore, MmapFactorStore
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "models" / "shakespeare-llama"
@@ -100,31 +104,64 @@ def bandwidths(store: MmapFactorStore, device: torch.device) -> dict[str, float]
     return figures
 
 
-def scans(store: MmapFactorStore, device: torch.device) -> dict[str, float]:
-    """Seconds: 1 query, 32 batched, 32 one after another; streamed and resident."""
+QUERIES = (1, 8, 32, 64)
+
+
+def kernels(device: torch.device) -> list[str]:
+    """The scan kernels to compare here: torch, and triton where it compiles (CUDA)."""
+    return ["torch", "triton"] if device.type == "cuda" and triton_importable() else ["torch"]
+
+
+def device_rows(layout: FactorLayout, n: int, device: torch.device) -> ResidentFactorStore:
+    """``n`` random bf16 rows generated on the device, packed (nothing on disk or the host)."""
+    gen = torch.Generator(device=device).manual_seed(2)
+    packs = []
+    for g in layer_groups(layout, str(device)):
+        shape = (len(g.layers), n, layout.rank)
+        left = torch.randn(*shape, g.d1, generator=gen, device=device).mul_(0.05).bfloat16()
+        right = torch.randn(*shape, g.d2, generator=gen, device=device).mul_(0.05).bfloat16()
+        packs.append((g, left, right))
+    return ResidentFactorStore.of_packs(layout, "bf16", packs)
+
+
+def scans(
+    sources: dict[str, FactorStore], layout: FactorLayout, device: torch.device
+) -> dict[str, float]:
+    """Seconds of one scan for Q = 1, 8, 32, 64 batched queries, per source (streamed,
+    resident) and kernel (torch, triton), side by side in this run."""
     gen = torch.Generator().manual_seed(1)
-    p32 = {
-        t.name: torch.randn(32, t.d1, t.d2, generator=gen).to(device) for t in store.layout.layers
-    }
-    p1 = {n: t[:1] for n, t in p32.items()}
-    sources = {"streamed": store}
-    try:
-        sources["resident"] = ResidentFactorStore(store, device)
-    except (RuntimeError, torch.cuda.OutOfMemoryError) as e:  # does not fit: report it
-        print(f"resident: {e}")
+    most = max(QUERIES)
+    p = {t.name: torch.randn(most, t.d1, t.d2, generator=gen).to(device) for t in layout.layers}
     out = {}
-    for mode, source in sources.items():
-
-        def scan(p: dict[str, torch.Tensor], source=source) -> object:
-            return score_store(source, p, k=10, keep_scores=False, device=device)
-
-        singles = [{n: t[i : i + 1] for n, t in p32.items()} for i in range(32)]
-        out[f"{mode}_1"] = timed(lambda scan=scan: scan(p1), device)
-        out[f"{mode}_32_batched"] = timed(lambda scan=scan: scan(p32), device)
-        out[f"{mode}_32_sequential"] = timed(
-            lambda scan=scan, singles=singles: [scan(p) for p in singles], device
-        )
+    for kernel in kernels(device):
+        os.environ["LORIF_KERNEL"] = kernel
+        for mode, source in sources.items():
+            for q in QUERIES:
+                batch = {n: t[:q] for n, t in p.items()}
+                out[f"{mode}_{kernel}_{q}"] = timed(
+                    lambda source=source, batch=batch: score_store(
+                        source, batch, k=10, keep_scores=False, device=device
+                    ),
+                    device,
+                )
+    os.environ.pop("LORIF_KERNEL", None)
     return out
+
+
+def scan_report(result: dict, gb: dict[str, float]) -> None:
+    """Every scan's time and GB/s, and Q batched / 1 per source and kernel."""
+    s, copy = result["scan_s"], result["bandwidth_gb_s"].get("device_copy")
+    for key, v in s.items():
+        mode = key.split("_")[0]
+        rate = gb[mode] / v
+        of_copy = (
+            f"  {100 * rate / copy:5.1f} % of device copy" if copy and mode != "streamed" else ""
+        )
+        print(f"scan {key:24s} {v:8.4f} s  {rate:8.1f} GB/s{of_copy}")
+    for key in [k for k in s if k.endswith("_1")]:
+        base = key[: -len("_1")]
+        ratios = ", ".join(f"{q}: {s[f'{base}_{q}'] / s[key]:.2f}x" for q in QUERIES[1:])
+        print(f"{base}: batched / 1 query = {ratios}")
 
 
 def indexing(device: torch.device, n: int, autocast: str) -> dict:
@@ -193,6 +230,13 @@ def autocast_effect(device: torch.device, n: int, queries: int = 8) -> dict[str,
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=0, help="0 = 1.23 M on CUDA, 50 k on CPU")
+    ap.add_argument(
+        "--device-rows",
+        type=int,
+        default=0,
+        help="also scan this many rows generated on the device, packed (e.g. 10000000 on an "
+        "H200: 48.6 GB); 0 = none",
+    )
     ap.add_argument("--examples", type=int, default=0, help="0 = 2048 on CUDA, 64 on CPU")
     ap.add_argument(
         "--autocast-examples",
@@ -218,11 +262,18 @@ def main() -> None:
         result["stored_gb"] = gb
         result["bandwidth_gb_s"] = bandwidths(store, device)
         print(json.dumps(result["bandwidth_gb_s"], indent=1), flush=True)
-        result["scan_s"] = scans(store, device)
-        for k, v in result["scan_s"].items():
-            print(
-                f"scan {k:24s} {v:8.3f} s  {gb / v if '32_seq' not in k else 32 * gb / v:7.1f} GB/s"
-            )
+        sources: dict[str, FactorStore] = {"streamed": store}
+        try:
+            sources["resident"] = ResidentFactorStore(store, device)
+        except (RuntimeError, torch.cuda.OutOfMemoryError) as e:  # does not fit: report it
+            print(f"resident: {e}")
+        sizes = {"streamed": gb, "resident": gb}
+        if args.device_rows:
+            sources["generated"] = device_rows(layout, args.device_rows, device)
+            sizes["generated"] = args.device_rows * store.row_bytes / 1e9
+        result["scan_s"] = scans(sources, layout, device)
+        del sources
+        scan_report(result, sizes)
     for mode in ("none", "bf16") if cuda else ("none",):
         r = indexing(device, n_ex, mode)
         result[f"indexing_{mode}"] = r
@@ -232,10 +283,6 @@ def main() -> None:
     n_auto = args.autocast_examples or min(n_ex, 256)
     result["autocast_effect"] = autocast_effect(device, n_auto, min(8, n_auto))
     print("bf16 autocast vs fp32 factors:", json.dumps(result["autocast_effect"]), flush=True)
-    s = result["scan_s"]
-    for mode in ("streamed", "resident"):
-        if f"{mode}_1" in s:
-            print(f"{mode}: 32 batched / 1 = {s[f'{mode}_32_batched'] / s[f'{mode}_1']:.2f}x")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
 

@@ -21,9 +21,10 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     # LORIF_TORCH_INDEX: a wheel index for torch (the Dockerfile's CPU image uses PyTorch's).
     "$VENV/bin/python" -m pip install -q ${LORIF_TORCH_INDEX:+--index-url "$LORIF_TORCH_INDEX"} \
         "${LORIF_TORCH:-torch==2.13.0}"
-    # The project itself: editable with the dev and cluster (Ray Serve) extras here and in CI;
+    # The project itself: editable with the dev, cluster (Ray Serve) and gpu (Triton, run by the
+    # tests under its CPU interpreter) extras here and in CI;
     # LORIF_EDITABLE=0 and LORIF_EXTRAS="" give the runtime install of the container image.
-    extras=${LORIF_EXTRAS-dev,cluster}
+    extras=${LORIF_EXTRAS-dev,cluster,gpu}
     target="."
     [ -z "$extras" ] || target=".[$extras]"
     say "installing lorif${extras:+ with extras $extras} and its dependencies (1-3 min)"

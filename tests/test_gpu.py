@@ -17,6 +17,7 @@ import torch
 from indexer import BuildConfig, CurvatureConfig, Example, QueryEngine, build_index
 from indexer.engine.kernels import LowRankQueries, score_rows, score_rows_lowrank
 from indexer.engine.lowrank import compute_curvature
+from indexer.engine.packed_scan import triton_importable
 from indexer.engine.scoring import score_store
 from indexer.models.featurizer import Featurizer
 from indexer.models.tasks import CausalLMTask
@@ -53,7 +54,8 @@ def test_reader_cpu_equals_device(dtype, readers):
 
 @pytest.mark.parametrize("query_rank", [0, 1])
 @pytest.mark.parametrize("resident", [False, True])
-def test_scores_cpu_equal_device_streamed_and_resident(query_rank, resident):
+def test_scores_cpu_equal_device_streamed_and_resident(query_rank, resident, monkeypatch):
+    monkeypatch.setenv("LORIF_KERNEL", "torch")  # the fused kernel: the next test
     store, p = random_store(20000, "bf16"), random_queries(32)
     ref = score_store(store, p, k=10, query_rank=query_rank)
     on_device = ResidentFactorStore(store, DEVICE) if resident else store
@@ -63,6 +65,24 @@ def test_scores_cpu_equal_device_streamed_and_resident(query_rank, resident):
     np.testing.assert_array_equal(got.proponent_ids, ref.proponent_ids)
     np.testing.assert_array_equal(got.opponent_ids, ref.opponent_ids)
     np.testing.assert_allclose(got.scores, ref.scores, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.skipif(not triton_importable(), reason="triton is not installed (the gpu extra)")
+@pytest.mark.parametrize("nq", [1, 7, 32, 64])
+@pytest.mark.parametrize("resident", [False, True])
+def test_fused_triton_kernel_on_device_equals_cpu(nq, resident, monkeypatch):
+    """The compiled kernel (tensor cores: tf32 products, fp32 sums) against the CPU path."""
+    if not DEVICE.startswith("cuda"):
+        pytest.skip("the compiled kernel needs CUDA")
+    store, p = random_store(20011, "bf16"), random_queries(nq)  # N not a multiple of a tile
+    ref = score_store(store, p, k=10)
+    monkeypatch.setenv("LORIF_KERNEL", "triton")
+    on_device = ResidentFactorStore(store, DEVICE) if resident else store
+    got = score_store(on_device, {n: t.to(DEVICE) for n, t in p.items()}, 10, device=DEVICE)
+    np.testing.assert_array_equal(got.proponent_ids, ref.proponent_ids)
+    np.testing.assert_array_equal(got.opponent_ids, ref.opponent_ids)
+    scale = float(np.abs(ref.scores).max())
+    np.testing.assert_allclose(got.scores, ref.scores, rtol=0, atol=2e-3 * scale)
 
 
 def test_grouped_kernel_on_device_equals_per_layer_on_cpu():

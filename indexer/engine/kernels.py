@@ -80,7 +80,7 @@ def use_groups(device: torch.device) -> bool:
     return device.type == "cuda"
 
 
-def _sub_rows(device: torch.device, floats_per_row: int, cpu_floats: int) -> int:
+def sub_rows(device: torch.device, floats_per_row: int, cpu_floats: int) -> int:
     """Rows per sub-block: CPU, a cache-sized intermediate of ``cpu_floats``; GPU, a memory
     budget."""
     budget = GPU_BUDGET_FLOATS if device.type == "cuda" else cpu_floats
@@ -114,7 +114,7 @@ def score_rows(
         return (pr.reshape(nb, c, nq, t.d1) * left.reshape(nb, c, 1, t.d1)).sum(dim=(1, 3))
 
     widest = max(t.d1 for t in layout.layers)
-    sub = _sub_rows(rows.device, c * nq * widest, 1 << 19)
+    sub = sub_rows(rows.device, c * nq * widest, 1 << 19)
     return _sum_layers(layout, rows, nq, sub, layer)
 
 
@@ -177,7 +177,7 @@ def score_rows_lowrank(
         la.mul_(right.reshape(nb * c, t.d2) @ lr.right[t.name])
         return la if la.shape[1] == nq and c == 1 else la.reshape(nb, c, nq, -1).sum(dim=(1, 3))
 
-    sub = _sub_rows(rows.device, nq * lr.rank, 1 << 17)
+    sub = sub_rows(rows.device, nq * lr.rank, 1 << 17)
     return _sum_layers(layout, rows, nq, sub, layer)
 
 
@@ -213,7 +213,7 @@ def _sum_groups(
     out = torch.zeros(rows.shape[0], nq, device=rows.device)
     c = layout.rank
     for i, g in enumerate(groups):
-        sub = _sub_rows(rows.device, c * floats_per_row(g), 1 << 19)
+        sub = sub_rows(rows.device, c * floats_per_row(g), 1 << 19)
         for start in range(0, rows.shape[0], sub):
             part = rows[start : start + sub]
             out[start : start + part.shape[0]] += group(i, g, *g.gather(part, c))

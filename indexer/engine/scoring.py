@@ -8,7 +8,7 @@ Positive = the example lowers the query's loss (proponent); negative = opponent.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -16,9 +16,16 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from .kernels import LowRankQueries, score_rows, score_rows_lowrank
+from .kernels import (
+    LowRankQueries,
+    layer_groups,
+    score_rows,
+    score_rows_lowrank,
+    sub_rows,
+)
 from .layout import RowSource
 from .lowrank import LayerCurvature
+from .packed_scan import pack_block, scan_kernel, score_packs, score_packs_lowrank, stacked_queries
 
 __all__ = [
     "LayerPreconditioner",
@@ -144,12 +151,7 @@ def score_store(
     top = RunningTopK(n_queries, width, device)
     full = np.empty((n_queries, len(store)), dtype=np.float32) if keep_scores else None
     block_rows = block_rows or default_block_rows(torch.device(device))
-    for start, rows in store.blocks(block_rows, device):
-        s = (
-            score_rows_lowrank(store.layout, rows, lowrank)
-            if lowrank
-            else score_rows(store.layout, rows, p)
-        )
+    for start, s in _block_scores(store, p, lowrank, block_rows, torch.device(device)):
         if row_scale is not None:
             s = s * row_scale[start : start + s.shape[1]].to(s.device)
         top.update(s, start)
@@ -165,6 +167,50 @@ def score_store(
         full,
         lowrank.residual if lowrank else None,
     )
+
+
+def _block_scores(
+    store: RowSource,
+    p: dict[str, torch.Tensor],
+    lowrank: LowRankQueries | None,
+    block_rows: int,
+    device: torch.device,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """(start, scores (Q, b)) block by block: packed resident rows by shape group (the fused
+    kernel or batched GEMMs, ``packed_scan``), streamed blocks through the same kernel when it
+    is Triton, else per block with ``score_rows``."""
+    layout, nq = store.layout, next(iter(p.values())).shape[0]
+    kernel = "torch" if lowrank else scan_kernel(device)
+    packed = getattr(store, "packed", None)
+    if packed is None and kernel == "torch":
+        for start, rows in store.blocks(block_rows, device):
+            s = (
+                score_rows_lowrank(layout, rows, lowrank)
+                if lowrank
+                else score_rows(layout, rows, p)
+            )
+            yield start, s
+        return
+    groups = layer_groups(layout, str(device))
+    pg = stacked_queries(groups, p)
+    if packed is None:
+        for start, rows in store.blocks(block_rows, device):
+            yield start, score_packs(pack_block(layout, groups, rows), pg, nq, kernel)
+        return
+    # intermediates per row of the batched-GEMM path (the Triton kernel keeps its tiles on chip)
+    width = max(1, max(len(g.layers) * g.d1 for g in groups) * layout.rank * nq)
+    # the kernel writes only (Q, step) scores: large steps, few launches
+    step = max(block_rows, 1 << 20) if kernel == "triton" else sub_rows(device, width, 1 << 19)
+    for start in range(0, len(store), step):
+        packs = packed(start, min(start + step, len(store)))
+        yield (
+            start,
+            (
+                score_packs_lowrank(packs, lowrank)
+                if lowrank
+                else score_packs(packs, pg, nq, kernel)
+            ),
+        )
 
 
 def _rescore(

@@ -1,5 +1,5 @@
 """Resident mode on CPU (the same code runs on CUDA in tests/test_gpu.py): every row held in
-device memory in its storage dtype, decoded block by block; answers equal the streamed scan."""
+device memory in its storage dtype, packed by layer shape; answers equal the streamed scan."""
 
 from __future__ import annotations
 
@@ -18,9 +18,12 @@ from tests.indexer.storage.test_streaming import random_queries, random_store
 def test_resident_rows_blocks_and_scores_equal_the_streamed_store(dtype):
     store = random_store(1003, dtype)
     resident = ResidentFactorStore(store, "cpu", chunk_rows=100)  # several loading chunks
-    assert resident.data.dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
-        dtype, torch.float32
-    )
+    want = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype, torch.float32)
+    assert all(left.dtype == right.dtype == want for _, left, right in resident.packs)
+    assert [tuple(left.shape) for _, left, _ in resident.packs] == [
+        (1, 1003, 2, 6),
+        (1, 1003, 2, 7),
+    ]
     everything = decode_rows(store.read(0, len(store)), dtype)
     blocks = list(resident.blocks(64))
     assert [start for start, _ in blocks] == [0]  # at least RESIDENT_BLOCK_ROWS per block
@@ -36,6 +39,10 @@ def test_resident_rows_blocks_and_scores_equal_the_streamed_store(dtype):
     np.testing.assert_array_equal(held.proponent_ids, streamed.proponent_ids)
     np.testing.assert_array_equal(held.opponent_ids, streamed.opponent_ids)
     np.testing.assert_allclose(held.scores, streamed.scores, rtol=1e-5, atol=1e-5)
+    fast = score_store(store, p, k=7, block_rows=128, query_rank=2)  # the low-rank path
+    held_fast = score_store(resident, p, k=7, block_rows=128, query_rank=2)
+    np.testing.assert_array_equal(held_fast.proponent_ids, fast.proponent_ids)
+    np.testing.assert_allclose(held_fast.scores, fast.scores, rtol=1e-5, atol=1e-5)
 
 
 def test_auto_streams_on_cpu_and_on_keeps_rows_resident():

@@ -1,0 +1,106 @@
+"""Scoring rows packed per shape group, and which kernel does it.
+
+A pack is one shape group's rows: L (G, N, c, d1) and R (G, N, c, d2) in the storage dtype
+(resident rows are kept that way, ``storage/packed.py``; a streamed block is packed on the
+device). ``LORIF_KERNEL`` chooses, once per process: ``triton`` (the fused kernel,
+``triton_scan.py``: on CUDA, or on CPU under ``TRITON_INTERPRET=1``), ``torch`` (batched GEMMs
+per group, any device), ``auto`` (triton where it can run, else torch). Same scores either
+way (tested against each other).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+
+from ..errors import ConfigError
+from .kernels import LayerGroup, LowRankQueries
+from .layout import FactorLayout
+
+Kernel = Literal["triton", "torch"]
+Pack = tuple[LayerGroup, torch.Tensor, torch.Tensor]
+KERNELS = ("auto", "triton", "torch")
+
+
+@functools.cache
+def triton_importable() -> bool:
+    try:
+        from . import triton_scan  # noqa: F401 - only whether it imports
+    except ImportError:
+        return False
+    return True
+
+
+def scan_kernel(device: torch.device) -> Kernel:
+    """The exact scan's kernel on ``device`` as ``LORIF_KERNEL`` says (ConfigError when it
+    names one that cannot run here)."""
+    choice = os.environ.get("LORIF_KERNEL", "auto")
+    if choice not in KERNELS:
+        raise ConfigError(f"LORIF_KERNEL must be one of {', '.join(KERNELS)}, not {choice!r}")
+    runs = (device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1") and (
+        choice != "torch" and triton_importable()
+    )
+    if choice == "triton" and not runs:
+        raise ConfigError(
+            "LORIF_KERNEL=triton needs the triton package and a CUDA device (or "
+            "TRITON_INTERPRET=1 on CPU); install the gpu extra or use LORIF_KERNEL=torch"
+        )
+    return "triton" if runs else "torch"
+
+
+def pack_block(
+    layout: FactorLayout, groups: Sequence[LayerGroup], rows: torch.Tensor
+) -> list[Pack]:
+    """Decoded rows (b, width) -> one pack per group (copies)."""
+    b, c = rows.shape[0], layout.rank
+    out = []
+    for g in groups:
+        left, right = g.gather(rows, c)  # (n, b*c, d1), (n, b*c, d2)
+        out.append((g, left.view(len(g.layers), b, c, g.d1), right.view(len(g.layers), b, c, g.d2)))
+    return out
+
+
+def stacked_queries(groups: Sequence[LayerGroup], p: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """P per group: (G, Q, d1, d2) float32, the group's layers in order."""
+    return [torch.stack([p[t.name].float() for t in g.layers]) for g in groups]
+
+
+def score_packs(
+    packs: Sequence[Pack], pg: Sequence[torch.Tensor], nq: int, kernel: Kernel
+) -> torch.Tensor:
+    """Exact scores (Q, b) of the packs' rows; ``pg``: ``stacked_queries`` of their groups."""
+    b = packs[0][1].shape[1] if packs else 0
+    device = packs[0][1].device if packs else torch.device("cpu")
+    out = torch.zeros(nq, b, device=device)
+    for (g, left, right), p in zip(packs, pg, strict=True):
+        if kernel == "triton":
+            from .triton_scan import score_group
+
+            score_group(left, right, p, out)
+            continue
+        n, _, c, d1 = left.shape
+        pt = p.permute(0, 3, 1, 2).reshape(n, g.d2, nq * d1)  # (G, d2, Q*d1)
+        pr = torch.bmm(right.reshape(n, b * c, g.d2).float(), pt)  # (G, b*c, Q*d1)
+        prod = pr.view(n, b, c, nq, d1) * left.float().view(n, b, c, 1, d1)
+        out += prod.sum(dim=(0, 2, 4)).T
+    return out
+
+
+def score_packs_lowrank(packs: Sequence[Pack], lr: LowRankQueries) -> torch.Tensor:
+    """Approximate scores (Q, b) with rank-``lr.rank`` queries (``kernels.score_rows_lowrank``)."""
+    nq = lr.n_queries
+    b = packs[0][1].shape[1] if packs else 0
+    device = packs[0][1].device if packs else torch.device("cpu")
+    out = torch.zeros(nq, b, device=device)
+    for g, left, right in packs:
+        n, _, c, _ = left.shape
+        a = torch.stack([lr.left[t.name] for t in g.layers])  # (G, d1, Q*k)
+        bb = torch.stack([lr.right[t.name] for t in g.layers])  # (G, d2, Q*k)
+        la = torch.bmm(left.reshape(n, b * c, g.d1).float(), a)
+        la.mul_(torch.bmm(right.reshape(n, b * c, g.d2).float(), bb))
+        out += la.view(n, b, c, nq, -1).sum(dim=(0, 2, 4)).T
+    return out
