@@ -164,12 +164,16 @@ def scan_report(result: dict, gb: dict[str, float]) -> None:
         print(f"{base}: batched / 1 query = {ratios}")
 
 
-def indexing(device: torch.device, n: int, autocast: str) -> dict:
+def indexing(device: torch.device, n: int, autocast: str, size: str = "demo") -> dict:
+    """Build / plain forward+backward of the same batches: the demo model, or a random-init
+    Llama of 1.0B parameters (hidden 2048, 20 blocks; f = 16, batch 16) built on the spot."""
     from benchmarks.bench_indexing import measure
 
+    big = size == "1b"
     args = argparse.Namespace(
-        model=str(MODEL), data="", n=n, batch_size=32, max_tokens=256, proj_factor=8, rank=1,
-        curvature_rank=64, device=str(device), autocast=autocast,
+        model="" if big else str(MODEL), data="", n=n, batch_size=16 if big else 32,
+        max_tokens=256, proj_factor=16 if big else 8, rank=1, curvature_rank=64,
+        device=str(device), autocast=autocast, hidden=2048, layers=20, heads=16,
     )  # fmt: skip
     return measure(args)
 
@@ -237,12 +241,26 @@ def main() -> None:
         help="also scan this many rows generated on the device, packed (e.g. 10000000 on an "
         "H200: 48.6 GB); 0 = none",
     )
-    ap.add_argument("--examples", type=int, default=0, help="0 = 2048 on CUDA, 64 on CPU")
+    ap.add_argument("--examples", type=int, default=0, help="0 = 384 on CUDA, 64 on CPU")
     ap.add_argument(
         "--autocast-examples",
         type=int,
         default=0,
         help="examples (and at most 8 queries) of the bf16 comparison; 0 = min(examples, 256)",
+    )
+    ap.add_argument(
+        "--build-model",
+        choices=("demo", "1b"),
+        default=None,
+        help="the model of the build figures: demo (CPU default) or 1b (a random-init 1.0B "
+        "Llama; CUDA default)",
+    )
+    ap.add_argument(
+        "--serve-examples",
+        type=int,
+        default=-1,
+        help="rows of the index `lorif serve` answers from (-1 = 2000 on CUDA, 64 on CPU; 0 = "
+        "skip the serve figures)",
     )
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -250,7 +268,7 @@ def main() -> None:
     cuda = device.type == "cuda"
     rows, n_ex = (
         args.rows or (1_230_000 if cuda else 50_000),
-        args.examples or (2048 if cuda else 64),
+        args.examples or (384 if cuda else 64),
     )
     name = torch.cuda.get_device_name(device) if cuda else "CPU"
     print(f"device: {name}; torch {torch.__version__}; {rows:,} rows; {n_ex} examples", flush=True)
@@ -274,15 +292,25 @@ def main() -> None:
         result["scan_s"] = scans(sources, layout, device)
         del sources
         scan_report(result, sizes)
+    size = args.build_model or ("1b" if cuda else "demo")
     for mode in ("none", "bf16") if cuda else ("none",):
-        r = indexing(device, n_ex, mode)
+        r = indexing(device, n_ex, mode, size)
         result[f"indexing_{mode}"] = r
         build, plain = r["build_seconds_excl_load"], r["plain_seconds"]
         ratio = r["ratio_build_over_plain"]
-        print(f"indexing, autocast {mode}: build {build} s, fwd+bwd {plain} s, ratio {ratio}")
+        print(
+            f"indexing ({size}, {r['model_params'] / 1e6:.0f}M parameters, {r['n']} examples), "
+            f"autocast {mode}: build {build} s, fwd+bwd {plain} s, ratio {ratio}"
+        )
     n_auto = args.autocast_examples or min(n_ex, 256)
     result["autocast_effect"] = autocast_effect(device, n_auto, min(8, n_auto))
     print("bf16 autocast vs fp32 factors:", json.dumps(result["autocast_effect"]), flush=True)
+    n_serve = args.serve_examples if args.serve_examples >= 0 else (2000 if cuda else 64)
+    if n_serve:
+        from benchmarks.gpu_serve import serve_figures
+
+        result["serve"] = serve_figures(device, n_serve)
+        print("lorif serve:", json.dumps(result["serve"]), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
 

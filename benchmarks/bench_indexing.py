@@ -73,6 +73,9 @@ def main() -> None:
     ap.add_argument("--curvature-rank", type=int, default=64)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--autocast", default="none", choices=["none", "bf16"])
+    ap.add_argument("--hidden", type=int, default=256, help="the built Llama's width")
+    ap.add_argument("--layers", type=int, default=4, help="... its blocks (2048 x 20: 1.0B)")
+    ap.add_argument("--heads", type=int, default=8)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     result = measure(args)
@@ -96,11 +99,12 @@ def measure(args: argparse.Namespace) -> dict:
         if not model_spec:
             texts = [e.text for e in load_examples(data, args.n)]
             tok = train_tokenizer(texts, vocab_size=4096)
-            model_spec = str(
-                save_lm(
-                    tiny_lm("llama", len(tok), hidden=256, layers=4, heads=8), tok, tmpdir / "model"
-                )
-            )
+            size = {
+                k: getattr(args, k, v) for k, v in (("hidden", 256), ("layers", 4), ("heads", 8))
+            }
+            model = tiny_lm("llama", len(tok), **size)  # random init: no download
+            model_spec = str(save_lm(model, tok, tmpdir / "model"))
+            del model
         loaded = load_causal_lm(model_spec, args.device)
         n_params = sum(p.numel() for p in loaded.model.parameters())
         task = CausalLMTask(loaded.tokenizer, args.max_tokens)

@@ -138,6 +138,12 @@ class BuildConfig:
         "bf16", "Storage dtype of the factors: bf16 | fp16 | fp32.", choices=STORAGE_DTYPES
     )
     batch_size: int = setting(8, "Examples per forward/backward batch.")
+    batch_tokens: int = setting(
+        0,
+        "Batches by a token budget instead: as many examples (of similar length) as fit this "
+        "many padded tokens (their count x the longest one's tokens); 0 = --batch-size each. "
+        "Larger batches of short examples keep a GPU busy (a small model is launch-bound).",
+    )
     autocast: str = setting(
         "none",
         "Mixed precision of the model's forward/backward while indexing: none | bf16 (the "
@@ -195,6 +201,7 @@ class BuildConfig:
                     f"--factor-method must be one of {', '.join(FACTOR_METHODS)}",
                 ),
                 (self.batch_size >= 1, "--batch-size must be >= 1"),
+                (self.batch_tokens >= 0, "--batch-tokens must be >= 0"),
                 (self.threads >= 0, "--threads must be >= 0"),
                 (self.shard_size >= 0, "--shard-size must be >= 0"),
                 (self.nproc >= 1, "--nproc must be >= 1"),

@@ -95,7 +95,11 @@ def _plan(
 
     def batches(rows: npt.NDArray[np.int64]) -> Batches:
         rows = rows[np.argsort(lengths[rows], kind="stable")]
-        out = [rows[s : s + cfg.batch_size] for s in range(0, len(rows), cfg.batch_size)]
+        out = (
+            by_tokens(rows, lengths, cfg.batch_tokens)
+            if cfg.batch_tokens
+            else [rows[s : s + cfg.batch_size] for s in range(0, len(rows), cfg.batch_size)]
+        )
         # Run them in a seeded shuffled order: the cost per token is then the same early and
         # late, so the progress bar's remaining time holds (in length order it was 2-20x off).
         order = np.random.default_rng(cfg.seed).permutation(len(out))
@@ -106,6 +110,19 @@ def _plan(
     pending = writer.pending()
     every = batches(np.flatnonzero(writer.mine()))  # this process's rows
     return [(None, [b for b in every if pending[b].any()])]
+
+
+def by_tokens(rows: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64], budget: int) -> Batches:
+    """``rows`` (sorted by length) cut into consecutive batches of at most ``budget`` padded
+    tokens each (count x the last, longest row's length); a longer row is a batch alone."""
+    out, start = [], 0
+    while start < len(rows):
+        stop = start + 1
+        while stop < len(rows) and int(lengths[rows[stop]]) * (stop + 1 - start) <= budget:
+            stop += 1
+        out.append(rows[start:stop])
+        start = stop
+    return out
 
 
 def curvature_over(

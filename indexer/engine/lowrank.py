@@ -104,10 +104,14 @@ def compute_curvature(
     seed: int = 0,
     progress: Progress | None = None,
     combine: Callable[[torch.Tensor], object] | None = None,
+    grouped: bool | None = None,
 ) -> dict[str, LayerCurvature]:
     """The damped low-rank basis of every layer of ``store``, in layer order. ``combine``: sums
     an accumulator in place over the processes of a distributed build (each streams its own
-    rows; every pass's products are sums over rows), so all of them get the same basis."""
+    rows; every pass's products are sums over rows), so all of them get the same basis.
+    ``grouped`` (default: on CUDA): layers of one shape go through each pass, QR and eigh
+    stacked (batched calls instead of a few small ones per layer: the build on a GPU was
+    dominated by this fixed per-layer cost); else one layer at a time."""
     layout = store.layout
     dims = [t.D for t in layout.layers]
     ks = [min(cfg.rank + cfg.oversample, d) for d in dims]
@@ -122,60 +126,113 @@ def compute_curvature(
         or 1
     )
     block_rows = max(1, min(8192, cfg.block_bytes // (4 * widest)))
+    shapes: dict[int, tuple[int, ...]]
+    if grouped if grouped is not None else torch.device(device).type == "cuda":
+        shapes = {i: (t.d1, t.d2, ks[i], int(rebuild[i])) for i, t in enumerate(layout.layers)}
+    else:  # one layer per "shape": the per-layer path (CPU; fewer copies)
+        shapes = {i: (i,) for i in range(len(layout.layers))}
     out: dict[str, LayerCurvature] = {}
     for group in _layer_groups(dims, ks, cfg.memory_budget):
-        q = {}
-        for i in group:  # Omega: Gaussian (D, k), seeded per layer
-            gen = torch.Generator().manual_seed(seed * 1_000_003 + i)
-            q[i] = torch.randn(dims[i], ks[i], generator=gen, dtype=torch.float64).to(device)
+        stacks: dict[tuple[int, ...], list[int]] = {}
+        for i in group:
+            stacks.setdefault(shapes[i], []).append(i)
+        members = list(stacks.values())  # layers of one shape, stacked through every pass
+        q = [  # Omega: Gaussian (D, k) per layer, seeded per layer, stacked per shape
+            torch.stack([_omega(seed, i, dims[i], ks[i]) for i in layers]).to(device)
+            for layers in members
+        ]
         for step in range(passes(cfg)):
             last = step == passes(cfg) - 1
-            acc = _one_pass(store, q, rebuild, block_rows, last, device, progress)
+            acc = _one_pass(store, members, q, rebuild, block_rows, last, device, progress)
             if combine is not None:
-                for i in group:
-                    combine(acc[i])
+                for a in acc:
+                    combine(a)
             if not last:
-                q = {i: _orth(acc[i]) for i in group}
-        for i in group:
-            name = layout.layers[i].name
-            out[name] = _truncate(name, acc[i], q[i], min(cfg.rank, dims[i]), cfg)
+                q = [_orth(a) for a in acc]
+        for layers, a, qs in zip(members, acc, q, strict=True):
+            for j, i in enumerate(layers):
+                name = layout.layers[i].name
+                out[name] = _truncate(name, a[j], qs[j], min(cfg.rank, dims[i]), cfg)
     return out
 
 
 def _one_pass(
     store: RowSource,
-    q: dict[int, torch.Tensor],
+    members: list[list[int]],
+    q: list[torch.Tensor],
     rebuild: list[bool],
     block_rows: int,
     last: bool,
     device: torch.device | str,
     progress: Progress | None,
-) -> dict[int, torch.Tensor]:
-    """One pass over the rows for the layers ``q`` holds: G^T G Q (D, k) per layer, or on the
-    last pass the Rayleigh-Ritz matrix (G Q)^T (G Q) (k, k); float64 accumulators."""
+) -> list[torch.Tensor]:
+    """One pass over the rows for stacks of same-shape layers (``members``, their ``q``
+    (n, D, k)): G^T G Q (n, D, k) per stack, or on the last pass the Rayleigh-Ritz matrices
+    (G Q)^T (G Q) (n, k, k); float64 accumulators, float32 batched GEMMs."""
     layout = store.layout
-    acc = {
-        i: torch.zeros(
-            (qi.shape[1], qi.shape[1]) if last else tuple(qi.shape),
+    acc = [
+        torch.zeros(
+            (qi.shape[0], qi.shape[2], qi.shape[2]) if last else tuple(qi.shape),
             dtype=torch.float64,
             device=device,
         )
-        for i, qi in q.items()
-    }
-    q32 = {i: qi.float() for i, qi in q.items()}
+        for qi in q
+    ]
+    q32 = [qi.float() for qi in q]
     for _, rows in store.blocks(block_rows, device):
-        for i in q:
-            left, right = layout.unpack(rows, i)
-            if rebuild[i]:
-                g = _rebuild(left, right)  # (B, D)
-                y = g @ q32[i]
-                acc[i] += (y.T @ y if last else g.T @ y).double()
+        for layers, a, qs in zip(members, acc, q32, strict=True):
+            if len(layers) == 1:  # one layer: 2-D products, as a layer alone always had
+                a[0] += _layer_pass(
+                    *layout.unpack(rows, layers[0]), qs[0], rebuild[layers[0]], last
+                )
+                continue
+            parts = [layout.unpack(rows, i) for i in layers]
+            left = torch.stack([p[0] for p in parts])  # (n, B, c, d1)
+            right = torch.stack([p[1] for p in parts])  # (n, B, c, d2)
+            if rebuild[layers[0]]:
+                g = _rebuild_stack(left, right)  # (n, B, D)
+                y = torch.bmm(g, qs)
+                a += (torch.bmm(y.mT, y) if last else torch.bmm(g.mT, y)).double()
             else:
-                y = _g_times(left, right, q32[i])  # (B, k)
-                acc[i] += (y.T @ y if last else _gt_times(left, right, y)).double()
+                y = _g_times_stack(left, right, qs)  # (n, B, k)
+                a += (torch.bmm(y.mT, y) if last else _gt_times_stack(left, right, y)).double()
         if progress:
             progress(rows.shape[0])
     return acc
+
+
+def _omega(seed: int, i: int, d: int, k: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + i)
+    return torch.randn(d, k, generator=gen, dtype=torch.float64)
+
+
+def _layer_pass(
+    left: torch.Tensor, right: torch.Tensor, q: torch.Tensor, rebuild: bool, last: bool
+) -> torch.Tensor:
+    """One layer's share of a block: G^T G Q (D, k), or (G Q)^T (G Q) (k, k) on the last
+    pass, in float64."""
+    if rebuild:
+        g = _rebuild(left, right)  # (B, D)
+        y = g @ q
+        return (y.T @ y if last else g.T @ y).double()
+    y = _g_times(left, right, q)  # (B, k)
+    return (y.T @ y if last else _gt_times(left, right, y)).double()
+
+
+def _rebuild_stack(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """``_rebuild`` for n stacked layers: (n, B, c, d1), (n, B, c, d2) -> (n, B, d1*d2)."""
+    n, b = left.shape[:2]
+    return _rebuild(left.flatten(0, 1), right.flatten(0, 1)).view(n, b, -1)
+
+
+def _g_times_stack(left: torch.Tensor, right: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """``_g_times`` for n stacked layers: -> (n, B, k)."""
+    return torch.stack([_g_times(lf, r, qi) for lf, r, qi in zip(left, right, q, strict=True)])
+
+
+def _gt_times_stack(left: torch.Tensor, right: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``_gt_times`` for n stacked layers: -> (n, D, k)."""
+    return torch.stack([_gt_times(lf, r, yi) for lf, r, yi in zip(left, right, y, strict=True)])
 
 
 def _truncate(

@@ -90,7 +90,9 @@ def score_packs(
     return out
 
 
-def score_packs_lowrank(packs: Sequence[Pack], lr: LowRankQueries) -> torch.Tensor:
+def score_packs_lowrank(
+    packs: Sequence[Pack], lr: LowRankQueries, kernel: Kernel = "torch"
+) -> torch.Tensor:
     """Approximate scores (Q, b) with rank-``lr.rank`` queries (``kernels.score_rows_lowrank``)."""
     nq = lr.n_queries
     b = packs[0][1].shape[1] if packs else 0
@@ -100,6 +102,11 @@ def score_packs_lowrank(packs: Sequence[Pack], lr: LowRankQueries) -> torch.Tens
         n, _, c, _ = left.shape
         a = torch.stack([lr.left[t.name] for t in g.layers])  # (G, d1, Q*k)
         bb = torch.stack([lr.right[t.name] for t in g.layers])  # (G, d2, Q*k)
+        if kernel == "triton":
+            from .triton_scan import score_group_lowrank
+
+            score_group_lowrank(left, right, a.float(), bb.float(), out)
+            continue
         la = torch.bmm(left.reshape(n, b * c, g.d1).float(), a)
         la.mul_(torch.bmm(right.reshape(n, b * c, g.d2).float(), bb))
         out += la.view(n, b, c, nq, -1).sum(dim=(0, 2, 4)).T

@@ -25,7 +25,14 @@ from .kernels import (
 )
 from .layout import RowSource
 from .lowrank import LayerCurvature
-from .packed_scan import pack_block, scan_kernel, score_packs, score_packs_lowrank, stacked_queries
+from .packed_scan import (
+    Pack,
+    pack_block,
+    scan_kernel,
+    score_packs,
+    score_packs_lowrank,
+    stacked_queries,
+)
 
 __all__ = [
     "LayerPreconditioner",
@@ -180,7 +187,7 @@ def _block_scores(
     kernel or batched GEMMs, ``packed_scan``), streamed blocks through the same kernel when it
     is Triton, else per block with ``score_rows``."""
     layout, nq = store.layout, next(iter(p.values())).shape[0]
-    kernel = "torch" if lowrank else scan_kernel(device)
+    kernel = scan_kernel(device)
     packed = getattr(store, "packed", None)
     if packed is None and kernel == "torch":
         for start, rows in store.blocks(block_rows, device):
@@ -193,24 +200,22 @@ def _block_scores(
         return
     groups = layer_groups(layout, str(device))
     pg = stacked_queries(groups, p)
+
+    def score(packs: list[Pack]) -> torch.Tensor:
+        if lowrank:
+            return score_packs_lowrank(packs, lowrank, kernel)
+        return score_packs(packs, pg, nq, kernel)
+
     if packed is None:
         for start, rows in store.blocks(block_rows, device):
-            yield start, score_packs(pack_block(layout, groups, rows), pg, nq, kernel)
+            yield start, score(pack_block(layout, groups, rows))
         return
     # intermediates per row of the batched-GEMM path (the Triton kernel keeps its tiles on chip)
     width = max(1, max(len(g.layers) * g.d1 for g in groups) * layout.rank * nq)
     # the kernel writes only (Q, step) scores: large steps, few launches
     step = max(block_rows, 1 << 20) if kernel == "triton" else sub_rows(device, width, 1 << 19)
     for start in range(0, len(store), step):
-        packs = packed(start, min(start + step, len(store)))
-        yield (
-            start,
-            (
-                score_packs_lowrank(packs, lowrank)
-                if lowrank
-                else score_packs(packs, pg, nq, kernel)
-            ),
-        )
+        yield start, score(packed(start, min(start + step, len(store))))
 
 
 def _rescore(

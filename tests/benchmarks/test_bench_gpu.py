@@ -32,3 +32,6 @@ def test_bench_gpu_runs_on_cpu_and_reports_every_figure(tmp_path):
     assert 0 <= effect["factor_rel_error_median"] <= effect["factor_rel_error_max"] < 1
     assert -1 <= effect["score_spearman_min"] <= 1 and 0 <= effect["top10_overlap_mean"] <= 1
     assert "resident_torch: batched / 1 query = 8: " in res.stdout
+    serve = figures["serve"]  # `lorif serve` on a 64-row index built here
+    assert serve["rows"] == 64 and 0 < serve["cached_p50_ms"] < serve["uncached_single_p50_ms"]
+    assert 0 < serve["concurrent_32_wall_s"] < 120

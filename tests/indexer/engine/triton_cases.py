@@ -1,6 +1,7 @@
-"""The fused Triton scan kernel against the torch path, run under TRITON_INTERPRET=1 on CPU
-(``test_triton_scan.py`` starts it in a process of its own: the interpreter is chosen when
-triton's kernels are defined, and it must not slow the rest of the suite).
+"""The fused Triton scan kernels (exact and low-rank) against the torch path, run under
+TRITON_INTERPRET=1 on CPU (``test_triton_scan.py`` starts it in a process of its own: the
+interpreter is chosen when triton's kernels are defined, and it must not slow the rest of the
+suite).
 
     TRITON_INTERPRET=1 python -m tests.indexer.engine.triton_cases
 """
@@ -13,9 +14,14 @@ import sys
 import numpy as np
 import torch
 
-from indexer.engine.kernels import layer_groups, score_rows
+from indexer.engine.kernels import LowRankQueries, layer_groups, score_rows, score_rows_lowrank
 from indexer.engine.layout import FactorLayout, TrackedLayer
-from indexer.engine.packed_scan import pack_block, score_packs, stacked_queries
+from indexer.engine.packed_scan import (
+    pack_block,
+    score_packs,
+    score_packs_lowrank,
+    stacked_queries,
+)
 from indexer.engine.scoring import score_store
 from indexer.storage.codec import decode_rows
 from indexer.storage.resident import ResidentFactorStore
@@ -42,17 +48,24 @@ def case(c: int, nq: int, dtype: str, n: int = 37) -> None:
     scale = want.abs().max().item()
     err = (got - want).abs().max().item() / scale
     assert err < 2e-5, (c, nq, dtype, err)
-    os.environ["LORIF_KERNEL"] = "torch"
-    ref = score_store(store, p, k=5, keep_scores=True, block_rows=16)
-    os.environ["LORIF_KERNEL"] = "triton"
+    for rank in (1, 3):  # the low-rank path's kernel
+        lr = LowRankQueries.factor(p, rank)
+        want_lr = score_rows_lowrank(lay, decoded, lr)
+        got_lr = score_packs_lowrank(pack_block(lay, groups, decoded), lr, "triton")
+        err_lr = (got_lr - want_lr).abs().max().item() / want_lr.abs().max().item()
+        assert err_lr < 2e-5, (c, nq, dtype, rank, err_lr)
     resident = ResidentFactorStore(store, "cpu")  # packed in the storage dtype: no decode
-    for got_res in (
-        score_store(resident, p, k=5, keep_scores=True),  # the kernel on the packs
-        score_store(store, p, k=5, keep_scores=True, block_rows=16),  # on each streamed block
-    ):
-        assert (got_res.proponent_ids == ref.proponent_ids).all(), (c, nq, dtype)
-        assert (got_res.opponent_ids == ref.opponent_ids).all(), (c, nq, dtype)
-        assert np.abs(got_res.scores - ref.scores).max() / scale < 2e-5
+    for query_rank in (0, 2):
+        os.environ["LORIF_KERNEL"] = "torch"
+        ref = score_store(store, p, k=5, keep_scores=True, block_rows=16, query_rank=query_rank)
+        os.environ["LORIF_KERNEL"] = "triton"
+        for got_res in (
+            score_store(resident, p, k=5, keep_scores=True, query_rank=query_rank),  # packs
+            score_store(store, p, k=5, keep_scores=True, block_rows=16, query_rank=query_rank),
+        ):
+            assert (got_res.proponent_ids == ref.proponent_ids).all(), (c, nq, dtype)
+            assert (got_res.opponent_ids == ref.opponent_ids).all(), (c, nq, dtype)
+            assert np.abs(got_res.scores - ref.scores).max() / scale < 2e-5
     print(f"ok c={c} Q={nq} {dtype}: max relative error {err:.1e}")
 
 
