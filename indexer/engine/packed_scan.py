@@ -11,8 +11,9 @@ way (tested against each other).
 from __future__ import annotations
 
 import functools
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
@@ -24,6 +25,8 @@ from .layout import FactorLayout
 Kernel = Literal["triton", "torch"]
 Pack = tuple[LayerGroup, torch.Tensor, torch.Tensor]
 KERNELS = ("auto", "triton", "torch")
+log = logging.getLogger("lorif")
+_failed: list[str] = []  # why the Triton kernel failed here under ``auto`` (then: torch)
 
 
 @functools.cache
@@ -42,7 +45,7 @@ def scan_kernel(device: torch.device) -> Kernel:
     if choice not in KERNELS:
         raise ConfigError(f"LORIF_KERNEL must be one of {', '.join(KERNELS)}, not {choice!r}")
     runs = (device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1") and (
-        choice != "torch" and triton_importable()
+        choice != "torch" and (choice == "triton" or not _failed) and triton_importable()
     )
     if choice == "triton" and not runs:
         raise ConfigError(
@@ -77,10 +80,7 @@ def score_packs(
     device = packs[0][1].device if packs else torch.device("cpu")
     out = torch.zeros(nq, b, device=device)
     for (g, left, right), p in zip(packs, pg, strict=True):
-        if kernel == "triton":
-            from .triton_scan import score_group
-
-            score_group(left, right, p, out)
+        if kernel == "triton" and _triton(_exact, left, right, p, out):
             continue
         n, _, c, d1 = left.shape
         pt = p.permute(0, 3, 1, 2).reshape(n, g.d2, nq * d1)  # (G, d2, Q*d1)
@@ -102,12 +102,40 @@ def score_packs_lowrank(
         n, _, c, _ = left.shape
         a = torch.stack([lr.left[t.name] for t in g.layers])  # (G, d1, Q*k)
         bb = torch.stack([lr.right[t.name] for t in g.layers])  # (G, d2, Q*k)
-        if kernel == "triton":
-            from .triton_scan import score_group_lowrank
-
-            score_group_lowrank(left, right, a.float(), bb.float(), out)
+        if kernel == "triton" and _triton(_lowrank, left, right, a, bb, out):
             continue
         la = torch.bmm(left.reshape(n, b * c, g.d1).float(), a)
         la.mul_(torch.bmm(right.reshape(n, b * c, g.d2).float(), bb))
         out += la.view(n, b, c, nq, -1).sum(dim=(0, 2, 4)).T
     return out
+
+
+def _exact(left: torch.Tensor, right: torch.Tensor, p: torch.Tensor, out: torch.Tensor) -> None:
+    from .triton_scan import score_group
+
+    score_group(left, right, p, out)
+
+
+def _lowrank(
+    left: torch.Tensor, right: torch.Tensor, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor
+) -> None:
+    from .triton_scan import score_group_lowrank
+
+    score_group_lowrank(left, right, a.float(), b.float(), out)
+
+
+def _triton(call: Callable[..., None], *args: torch.Tensor) -> bool:
+    """Run a Triton kernel; under ``LORIF_KERNEL=auto`` a kernel that fails here (it does not
+    compile for this card, say) is said once in the log and the torch path takes over (False)
+    for the life of the process; with ``triton`` chosen explicitly the error is raised."""
+    if _failed:
+        return False
+    try:
+        call(*args)  # adds to ``out`` only once the kernel is done
+        return True
+    except Exception as e:
+        if os.environ.get("LORIF_KERNEL", "auto") == "triton":
+            raise
+        _failed.append(f"{type(e).__name__}: {e}")
+        log.error("the Triton scan kernel failed (%s); scanning with torch", _failed[0])
+        return False

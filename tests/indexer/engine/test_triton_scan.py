@@ -41,3 +41,30 @@ def test_lorif_kernel_chooses_once_and_refuses_what_cannot_run(monkeypatch):
     monkeypatch.setenv("LORIF_KERNEL", "cuda")
     with pytest.raises(ConfigError, match="must be one of auto, triton, torch"):
         scan_kernel(cpu)
+
+
+def test_a_kernel_that_fails_under_auto_falls_back_to_torch(monkeypatch, caplog):
+    """A Triton kernel that does not run on this card: said once, then the torch path (auto);
+    raised when LORIF_KERNEL=triton was asked for."""
+    from indexer.engine import packed_scan
+    from indexer.engine.kernels import layer_groups
+    from tests.indexer.storage.test_streaming import LAYOUT, random_queries
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("no kernel image for this card")
+
+    monkeypatch.setattr(packed_scan, "_exact", broken)
+    monkeypatch.setattr(packed_scan, "_failed", [])
+    groups = layer_groups(LAYOUT, "cpu")
+    rows = torch.randn(50, LAYOUT.width)
+    packs = packed_scan.pack_block(LAYOUT, groups, rows)
+    pg = packed_scan.stacked_queries(groups, random_queries(3))
+    want = packed_scan.score_packs(packs, pg, 3, "torch")
+    monkeypatch.setenv("LORIF_KERNEL", "triton")
+    with pytest.raises(RuntimeError, match="no kernel image"):
+        packed_scan.score_packs(packs, pg, 3, "triton")
+    monkeypatch.setenv("LORIF_KERNEL", "auto")
+    torch.testing.assert_close(packed_scan.score_packs(packs, pg, 3, "triton"), want)
+    assert "the Triton scan kernel failed" in caplog.text
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert packed_scan.scan_kernel(torch.device("cpu")) == "torch"  # not tried again
