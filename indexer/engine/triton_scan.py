@@ -28,7 +28,7 @@ _CONFIGS = (
     if INTERPRET
     else [
         triton.Config({"BLOCK_N": n}, num_warps=w, num_stages=s)
-        for n, w, s in ((64, 4, 2), (128, 4, 2), (128, 8, 3), (256, 8, 3))
+        for n, w, s in ((32, 4, 2), (64, 4, 2), (64, 8, 3), (128, 8, 3))
     ]
 )
 
@@ -47,7 +47,10 @@ def _exact_kernel(  # type: ignore[no-untyped-def]
     D1P: tl.constexpr, D2P: tl.constexpr,  # padded to powers of two (>= 16)
     BLOCK_Q: tl.constexpr, PRECISION: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
-    pid_n, pid_q = tl.program_id(0), tl.program_id(1)
+    # one axis, query blocks fastest: the programs of one row tile run side by side and read
+    # it from L2 (a 2-D grid also caps the row axis at 65,535 tiles)
+    n_qb = tl.cdiv(Q, BLOCK_Q)
+    pid_n, pid_q = tl.program_id(0) // n_qb, tl.program_id(0) % n_qb
     rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = rows < N
     j = tl.arange(0, D2P)  # d2 index
@@ -95,7 +98,10 @@ def _lowrank_kernel(  # type: ignore[no-untyped-def]
     KP: tl.constexpr, BLOCK_Q: tl.constexpr, PRECISION: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """s(q, n) = sum_layers sum_c (A_q^T l_nc) . (B_q^T r_nc): two dots per tile, no d1 x d2."""
-    pid_n, pid_q = tl.program_id(0), tl.program_id(1)
+    # one axis, query blocks fastest: the programs of one row tile run side by side and read
+    # it from L2 (a 2-D grid also caps the row axis at 65,535 tiles)
+    n_qb = tl.cdiv(Q, BLOCK_Q)
+    pid_n, pid_q = tl.program_id(0) // n_qb, tl.program_id(0) % n_qb
     rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = rows < N
     i, j = tl.arange(0, D1P), tl.arange(0, D2P)
@@ -155,8 +161,8 @@ def score_group(
     part = torch.empty_like(out)
     precision = "ieee" if INTERPRET or p.device.type != "cuda" else "tf32"
 
-    def grid(meta: dict[str, int]) -> tuple[int, int]:
-        return (triton.cdiv(n, meta["BLOCK_N"]), triton.cdiv(nq, bq))
+    def grid(meta: dict[str, int]) -> tuple[int]:
+        return (triton.cdiv(n, meta["BLOCK_N"]) * triton.cdiv(nq, bq),)
 
     _exact_kernel[grid](
         left, right, p, part, n, nq,
@@ -183,8 +189,8 @@ def score_group_lowrank(
     a, b, part = a.contiguous(), b.contiguous(), torch.empty_like(out)
     precision = "ieee" if INTERPRET or a.device.type != "cuda" else "tf32"
 
-    def grid(meta: dict[str, int]) -> tuple[int, int]:
-        return (triton.cdiv(n, meta["BLOCK_N"]), triton.cdiv(nq, bq))
+    def grid(meta: dict[str, int]) -> tuple[int]:
+        return (triton.cdiv(n, meta["BLOCK_N"]) * triton.cdiv(nq, bq),)
 
     _lowrank_kernel[grid](
         left, right, a, b, part, n, nq,
