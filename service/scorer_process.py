@@ -123,6 +123,9 @@ class ScorerProcess:
         with self._lock:
             self._conn, self._proc = conn, proc
             self._scan_bytes, self.placement = value["scan_bytes"], value["placement"]
+        threading.Thread(
+            target=self._watch, args=(proc,), name="lorif-scorer-watch", daemon=True
+        ).start()
         device, resident = self.placement
         log.info(
             "scorer process %d ready on %s (nice +%d); factor rows %s",
@@ -167,6 +170,14 @@ class ScorerProcess:
         if status == "error":
             raise value
         return value
+
+    def _watch(self, proc: subprocess.Popen[bytes]) -> None:
+        """Notice the child's death at once, also while no call is in flight (readiness and
+        ``lorif_scorer_up`` say so, and the restart begins, before the next query)."""
+        proc.wait()
+        with self._lock:
+            if self._proc is proc:  # not stopped by close(), not noticed by a call already
+                self._died()
 
     def _died(self) -> None:
         """Called with the lock held: forget the dead child, restart in the background."""

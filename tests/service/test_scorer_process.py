@@ -40,7 +40,7 @@ def test_killed_scorer_answers_503_then_restarts_with_the_same_answers(small_ind
 
         os.kill(first, signal.SIGKILL)
         # (not child.wait(): that would reap it, and the server must see the SIGKILL)
-        wait_for(lambda: child.status() == psutil.STATUS_ZOMBIE, 10, "the scorer died")
+        wait_for(lambda: not rt.scoring, 10, "the server noticed the scorer died")
         down = ask()
         assert down.status_code == 503, down.text
         assert down.headers["content-type"] == "application/problem+json"
@@ -103,3 +103,21 @@ def test_scorer_refuses_an_index_that_changed_since_the_server_verified_it(small
     )
     with pytest.raises(IndexFormatError, match="changed on disk"):
         ScorerProcess(spec).start()
+
+
+def test_a_scorer_killed_while_idle_is_noticed_at_once(small_index):
+    """No query needed: readiness and lorif_scorer_up say so within a second, the restart
+    begins, and the server is ready again."""
+    settings = ServiceSettings(index=str(small_index), device="cpu", cache_size=0)
+    with TestClient(create_app(settings)) as c:
+        rt = c.app.state.lorif
+        first = rt.scorer.pid
+        os.kill(first, signal.SIGKILL)
+        killed = time.monotonic()
+        wait_for(lambda: c.get("/health/ready").status_code == 503, 2, "not ready")
+        assert time.monotonic() - killed < 2
+        assert "lorif_scorer_up 0.0" in c.get("/metrics").text
+        with pytest.raises(psutil.NoSuchProcess):  # reaped by the server: no zombie left
+            wait_for(lambda: psutil.Process(first).status() == "never", 5, "reaped")
+        wait_for(lambda: c.get("/health/ready").status_code == 200, 120, "scorer restarted")
+        assert rt.scorer.pid not in (None, first) and rt.scorer.restarts == 1
