@@ -8,9 +8,11 @@ one); ``curvature/`` registers the preconditioner kinds, ``storage/manifest.py``
 manifest.
 
 The public API is importable from here (lazily, so ``import indexer.config`` stays cheap):
-``BuildConfig``, ``CurvatureConfig``, ``build_index``, ``Index``, ``QueryEngine``, ``Example``,
-``load_examples``, ``query_example``, ``Featurizer``, ``Task``, ``CausalLMTask``,
-``ClassificationTask``, ``ScoreResult``, ``top_rows`` and the errors.
+``BuildConfig``, ``CurvatureConfig``, ``build_index``, ``Index``, ``Manifest``,
+``QueryEngine``, ``QueryOptions``, ``curvature_method`` (the registered kinds:
+``CURVATURE_KINDS``), ``Example``, ``load_examples``, ``query_example``, ``Featurizer``,
+``Task``, ``CausalLMTask``, ``ClassificationTask``, ``ScoreResult``, ``top_rows`` and the
+errors.
 """
 
 from __future__ import annotations
