@@ -3,6 +3,7 @@ checked against what the manifest says of it (docs/index-format.md)."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from ..engine.layout import FactorLayout
 from ..errors import IndexFormatError
 from . import integrity
 from .format import h5open
-from .manifest import Manifest
+from .manifest import MANIFEST, Manifest
 from .store import MmapFactorStore
 
 
@@ -92,6 +93,11 @@ def verify_parts(
         return integrity.VerifyReport(mode, 0, 0.0, "none")
     rows, checked = [], 0
     try:
+        opened = Manifest.from_dict(json.loads(manifest))
+        if opened.directory_fingerprint(integrity.basis_digest(basis)) != opened.fingerprint:
+            raise IndexFormatError(
+                f"{MANIFEST} does not match its fingerprint (edited by hand or corrupted)"
+            )
         integrity.check_basis(basis, curvature)
         for p in parts:
             factors = MmapFactorStore(layout, str(p.path), p.offset, p.n, dtype).array

@@ -138,6 +138,13 @@ def write(
     write_basis(f, curvature)
 
 
+def basis_digest(f: h5py.File) -> str:
+    """The basis file's checksums as one hex string (curvature, then projections): what a
+    sharded index's fingerprint covers of it."""
+    g = f["integrity"]
+    return str(g.attrs["curvature"]) + str(g.attrs["projections"])
+
+
 def rows_digest(f: h5py.File) -> str:
     """One digest of a file's row checksums (factors and examples): a shard's fingerprint."""
     g = f["integrity"]

@@ -10,6 +10,7 @@ and written back unchanged; the JSON of a manifest read and written again is the
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -197,6 +198,14 @@ class Manifest(Record):
     def hashed(self) -> dict[str, Any]:
         """The JSON object the content fingerprint covers (less fingerprint and build info)."""
         return {k: v for k, v in self.to_dict().items() if k not in UNHASHED_KEYS}
+
+    def directory_fingerprint(self, basis_digest: str) -> str:
+        """A sharded index's fingerprint: blake2b-128 over this manifest (less fingerprint
+        and build_info; it lists every shard's fingerprint) and the basis file's checksums
+        (``basis_digest``, hex)."""
+        h = hashlib.blake2b(json.dumps(self.hashed(), sort_keys=True).encode(), digest_size=16)
+        h.update(bytes.fromhex(basis_digest))
+        return h.hexdigest()
 
     def differences(self, other: Manifest, keys: Iterable[str]) -> list[str]:
         """The ``keys`` whose values differ between the two manifests."""

@@ -10,7 +10,6 @@ not take it away on POSIX).
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,14 +46,6 @@ def shard_name(k: int) -> str:
     return f"shards/{k:05d}.h5"
 
 
-def dir_fingerprint(manifest: Manifest, basis_digest: str) -> str:
-    """blake2b-128 over the manifest (less fingerprint and build_info; it lists every shard's
-    fingerprint) and the basis file's checksums."""
-    h = hashlib.blake2b(json.dumps(manifest.hashed(), sort_keys=True).encode(), digest_size=16)
-    h.update(bytes.fromhex(basis_digest))
-    return h.hexdigest()
-
-
 def write_basis(out: Path, curvature: Basis, projections: Projections | None) -> tuple[str, str]:
     """Write a new basis file; returns (its name in ``out``, the digest of its checksums)."""
     tmp = out / "basis.h5.partial"
@@ -76,8 +67,7 @@ def write_basis(out: Path, curvature: Basis, projections: Projections | None) ->
 def read_basis_digest(path: Path) -> str:
     """The digest ``write_basis`` returned for the basis file at ``path`` (its checksums)."""
     with h5py.File(path, "r") as f:
-        g = f["integrity"]
-        return str(g.attrs["curvature"]) + str(g.attrs["projections"])
+        return integrity.basis_digest(f)
 
 
 class ShardedWriter:
@@ -242,7 +232,7 @@ def publish_manifest(out: Path, manifest: Manifest, basis: str, basis_digest: st
     manifest = manifest.replace(
         format=FORMAT_NAME, format_version=DIR_FORMAT_VERSION, basis=basis, fingerprint=None
     )
-    manifest = manifest.replace(fingerprint=dir_fingerprint(manifest, basis_digest))
+    manifest = manifest.replace(fingerprint=manifest.directory_fingerprint(basis_digest))
     target = out / MANIFEST
     # the previous basis: a server may still be opening it (any JSON will do to name it)
     previous = read_json(target).get("basis") if target.exists() else None

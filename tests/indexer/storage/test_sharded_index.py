@@ -87,6 +87,25 @@ def test_damaged_shard_is_named(single_and_sharded, tmp_path):
             index.verify("full")
 
 
+def test_a_hand_edited_manifest_fails_verification(single_and_sharded, tmp_path):
+    """manifest.json's settings are under its fingerprint: an edited damping (the scores would
+    be reported at one alpha and computed at another) is refused by every check but off."""
+    import shutil
+
+    copy = tmp_path / "edited"
+    shutil.copytree(single_and_sharded[1], copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["curvature"]["damping"] = 10.0
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with Index(copy) as index:
+        index.verify("off")
+        for mode in ("fast", "full"):
+            with pytest.raises(IndexFormatError, match="manifest.json does not match its fingerp"):
+                index.verify(mode)
+    with Index(single_and_sharded[1]) as index:
+        assert index.verify("fast").method == "checksums"  # the untouched one passes
+
+
 def test_a_shard_or_a_half_built_directory_is_not_an_index(single_and_sharded, tmp_path):
     with pytest.raises(IndexFormatError, match="one shard of a sharded index"):
         Index(single_and_sharded[1] / "shards" / "00000.h5")
