@@ -21,8 +21,9 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from ..engine.kernels import LayerGroup, layer_groups
+from ..engine.kernels import layer_groups
 from ..engine.layout import FactorLayout
+from ..engine.packed_scan import Pack  # (group, L (G,N,c,d1), R (G,N,c,d2))
 from ..errors import ConfigError
 from .codec import NUMPY_STORAGE, TORCH_HOST, TORCH_STORAGE, RawRows, encode_rows
 from .store import FactorStore
@@ -30,9 +31,6 @@ from .store import FactorStore
 Resident = Literal["auto", "on", "off"]
 RESIDENT_BLOCK_ROWS = 65536  # rows per decoded block (reassembled for what is not the scan)
 HEADROOM_BYTES = 2 << 30  # left free for the model's forward/backward and the query batch
-
-
-Pack = tuple[LayerGroup, torch.Tensor, torch.Tensor]  # (group, L (G,N,c,d1), R (G,N,c,d2))
 
 
 class ResidentFactorStore(FactorStore):
