@@ -19,14 +19,13 @@ class QueryIntake:
     def options(self, **request: Any) -> QueryOptions:
         """A request's options over the server's defaults, canonical for the index; 422 where
         they are out of range or the index or this server cannot score them."""
-        rt, s = self.rt, self.rt.settings
+        rt = self.rt
         if request.get("damping") is None:
-            request["damping"] = s.damping
+            request.pop("damping", None)  # the server's (rt.defaults), else the build's
         try:
             if request.get("normalize") == "unit" and rt.on_cluster:
                 raise ConfigError("unit normalisation is not available on a cluster")
-            options = QueryOptions(query_rank=s.query_rank, candidates=s.candidates, **request)
-            return options.for_index(rt.index.curvature_record)
+            return rt.defaults.replace(**request).for_index(rt.index.curvature_record)
         except ConfigError as e:
             raise ApiError(422, "Not available", str(e)) from None
 
