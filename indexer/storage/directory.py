@@ -3,7 +3,6 @@ checked against what the manifest says of it (docs/index-format.md)."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -48,7 +47,8 @@ def check_rows(f: h5py.File, path: Path, n: int, width: int) -> None:
 
 
 def open_parts(path: Path, manifest: Manifest) -> tuple[h5py.File, list[Part]]:
-    """The basis file and the shards, validated; every file is closed again on failure."""
+    """The basis file and the shards ``manifest`` lists, validated (and the manifest against
+    its fingerprint); every file is closed again on failure."""
     if manifest.basis is None or manifest.shards is None:
         raise IndexFormatError(f"{path}: corrupted manifest (no basis or no shards)")
     opened: list[h5py.File] = []
@@ -66,7 +66,14 @@ def open_parts(path: Path, manifest: Manifest) -> tuple[h5py.File, list[Part]]:
             parts.append(Part(f, shard_path, first, entry.rows))
             first += entry.rows
         if first != manifest.n_examples:
-            raise IndexFormatError(f"{path}: the shards hold {first} rows, the manifest says N")
+            raise IndexFormatError(
+                f"{path}: the shards hold {first} rows, the manifest says {manifest.n_examples}"
+            )
+        if manifest.directory_fingerprint(integrity.basis_digest(basis)) != manifest.fingerprint:
+            raise IndexFormatError(
+                f"{path}: {MANIFEST} does not match its fingerprint (edited by hand or "
+                "corrupted); publish it again with `lorif index curvature`, or restore it"
+            )
         return basis, parts
     except BaseException:
         for f in opened:
@@ -93,11 +100,6 @@ def verify_parts(
         return integrity.VerifyReport(mode, 0, 0.0, "none")
     rows, checked = [], 0
     try:
-        opened = Manifest.from_dict(json.loads(manifest))
-        if opened.directory_fingerprint(integrity.basis_digest(basis)) != opened.fingerprint:
-            raise IndexFormatError(
-                f"{MANIFEST} does not match its fingerprint (edited by hand or corrupted)"
-            )
         integrity.check_basis(basis, curvature)
         for p in parts:
             factors = MmapFactorStore(layout, str(p.path), p.offset, p.n, dtype).array

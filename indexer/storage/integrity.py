@@ -16,6 +16,7 @@ checksums existed are checked by recomputing their whole-file fingerprint (``ful
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -143,6 +144,13 @@ def basis_digest(f: h5py.File) -> str:
     sharded index's fingerprint covers of it."""
     g = f["integrity"]
     return str(g.attrs["curvature"]) + str(g.attrs["projections"])
+
+
+def manifest_digest(hashed: dict[str, Any], fingerprint: str) -> str:
+    """What a single-file index's ``integrity`` group records of its manifest: a digest of
+    the fields the fingerprint covers (``Manifest.hashed``) and the fingerprint itself, so a
+    hand edit of either is refused at open."""
+    return _digest([json.dumps(hashed, sort_keys=True).encode(), fingerprint.encode()]).hex()
 
 
 def rows_digest(f: h5py.File) -> str:

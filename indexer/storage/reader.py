@@ -42,7 +42,9 @@ class Index:
     """A finished index opened read-only: one file (format 1) or a directory of shards
     (format 2); example ids are global either way."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, manifest: Manifest | None = None):
+        """Open the index published at ``path``; a sharded one's ``manifest``: open that
+        version (an earlier manifest whose files are still there) instead of the current."""
         self.path = Path(path)
         if str(self.path).endswith(PARTIAL_SUFFIX):
             raise IndexFormatError(
@@ -56,7 +58,7 @@ class Index:
         self.sharded = self.path.is_dir()
         self.manifest: Manifest
         if self.sharded:
-            self.manifest = read_dir_manifest(self.path)
+            self.manifest = manifest or read_dir_manifest(self.path)
             # file: the basis (curvature, projections); parts: the shards
             self.file, self.parts = open_parts(self.path, self.manifest)
         else:
@@ -79,6 +81,11 @@ class Index:
         if f.attrs.get("status") != "complete" or m.fingerprint is None:
             raise IndexFormatError(f"{p}: the build did not complete")
         check_rows(f, p, m.n_examples, m.layout.width)
+        recorded = f["integrity"].attrs.get("manifest") if "integrity" in f else None
+        if recorded is not None and recorded != integrity.manifest_digest(m.hashed(), m.fingerprint):
+            raise IndexFormatError(
+                f"{p}: its manifest does not match its checksum (edited by hand or corrupted)"
+            )
         read_curvature(f, p, m.curvature_kind, [t.name for t in m.layers])
 
     def __len__(self) -> int:

@@ -149,6 +149,7 @@ class IndexWriter:
         with h5py.File(self.path, "r+") as f:
             write_curvature(f, curvature)
             integrity.write(f, self.n, block_rows, blocks, curvature)
+            f["integrity"].attrs["manifest"] = integrity.manifest_digest(manifest.hashed(), digest)
             write_h5_manifest(f, manifest)
             f.attrs["fingerprint"] = digest
             f.attrs["status"] = "complete"

@@ -3,6 +3,7 @@ a damaged copy cannot claim, and files built before checksums existed."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import h5py
@@ -99,3 +100,14 @@ def test_metadata_that_is_not_an_object_is_kept_raw():
     assert parse_meta('{"play": "hamlet"}') == {"play": "hamlet"}
     assert parse_meta("[1, 2]") == {"_unparsed": "[1, 2]"}
     assert parse_meta("{not json") == {"_unparsed": "{not json"}
+
+
+def test_a_hand_edited_manifest_is_refused_at_open(copy):
+    """A single file's manifest is under a checksum: an edited damping is refused at open."""
+    with h5py.File(copy, "r+") as f:
+        raw = json.loads(f["manifest"][()])
+        raw["curvature"]["damping"] = 10.0
+        del f["manifest"]
+        f.create_dataset("manifest", data=json.dumps(raw), dtype=h5py.string_dtype())
+    with pytest.raises(IndexFormatError, match="manifest does not match its checksum"):
+        Index(copy)

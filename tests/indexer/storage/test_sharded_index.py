@@ -87,9 +87,10 @@ def test_damaged_shard_is_named(single_and_sharded, tmp_path):
             index.verify("full")
 
 
-def test_a_hand_edited_manifest_fails_verification(single_and_sharded, tmp_path):
-    """manifest.json's settings are under its fingerprint: an edited damping (the scores would
-    be reported at one alpha and computed at another) is refused by every check but off."""
+def test_a_hand_edited_manifest_is_refused_at_open(single_and_sharded, tmp_path):
+    """Every manifest field is under the fingerprint (a sharded index) or a checksum (a file):
+    an edited damping (the scores would be reported at one alpha and computed at another) is
+    refused when the index is opened, whatever the verify level (a file: test_integrity)."""
     import shutil
 
     copy = tmp_path / "edited"
@@ -97,13 +98,11 @@ def test_a_hand_edited_manifest_fails_verification(single_and_sharded, tmp_path)
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["curvature"]["damping"] = 10.0
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    with Index(copy) as index:
-        index.verify("off")
-        for mode in ("fast", "full"):
-            with pytest.raises(IndexFormatError, match="manifest.json does not match its fingerp"):
-                index.verify(mode)
-    with Index(single_and_sharded[1]) as index:
-        assert index.verify("fast").method == "checksums"  # the untouched one passes
+    with pytest.raises(IndexFormatError, match="manifest.json does not match its fingerprint"):
+        Index(copy)
+    for untouched in single_and_sharded:
+        with Index(untouched) as index:
+            assert index.verify("fast").method == "checksums"
 
 
 def test_a_shard_or_a_half_built_directory_is_not_an_index(single_and_sharded, tmp_path):
