@@ -81,12 +81,21 @@ def publish_verbatim(path: str | Path) -> dict[str, Any]:
 
 def _read_meta(path: Path) -> dict[str, Any] | None:
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-            (raw,) = db.execute("SELECT value FROM meta WHERE key = 'summary'").fetchone()
-        meta: dict[str, Any] = json.loads(raw)
-        return meta
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        return _read_meta_from(db)
     except (sqlite3.Error, TypeError, ValueError):
         return None
+    finally:
+        db.close()
+
+
+def _read_meta_from(db: sqlite3.Connection) -> dict[str, Any]:
+    (raw,) = db.execute("SELECT value FROM meta WHERE key = 'summary'").fetchone()
+    meta: dict[str, Any] = json.loads(raw)
+    return meta
 
 
 def verbatim_summary(index: Index) -> dict[str, Any] | None:
@@ -113,11 +122,15 @@ class VerbatimMatch:
 
 
 class VerbatimIndex:
-    """Read-only phrase search over an index's texts (one connection per thread)."""
+    """Read-only phrase search over an index's texts. One connection, opened at once: a table
+    rebuilt since (``lorif index add``) is not what this one reads, so its answers stay those
+    of the version it was opened for."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.local: dict[int, sqlite3.Connection] = {}
+        self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        self._conn.execute("SELECT count(*) FROM meta").fetchone()  # opens the file now
+        self._lock = threading.Lock()
 
     @classmethod
     def open_for(cls, index: Index) -> VerbatimIndex:
@@ -128,22 +141,19 @@ class VerbatimIndex:
             raise IndexFormatError(
                 f"{index.path}: {what} (build it with `lorif index verbatim {index.path}`)"
             )
-        return cls(index.verbatim_path)
+        table = cls(index.verbatim_path)
+        if _read_meta_from(table._conn)["covers"] != _covers(index):  # replaced meanwhile
+            table.close()
+            raise IndexFormatError(f"{index.path}: the verbatim table changed while opening")
+        return table
 
-    def _db(self) -> sqlite3.Connection:
-        key = threading.get_ident()
-        if key not in self.local:
-            self.local[key] = sqlite3.connect(
-                f"file:{self.path}?mode=ro", uri=True, check_same_thread=False
-            )
-        return self.local[key]
+    def _rows(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
+        with self._lock:
+            return self._conn.execute(sql, args).fetchall()
 
     def _any(self, words: list[str]) -> bool:
         q = '"' + " ".join(words) + '"'
-        return (
-            self._db().execute("SELECT 1 FROM texts WHERE texts MATCH ? LIMIT 1", (q,)).fetchone()
-            is not None
-        )
+        return bool(self._rows("SELECT 1 FROM texts WHERE texts MATCH ? LIMIT 1", (q,)))
 
     def runs(self, text: str) -> list[tuple[int, int, list[str]]]:
         """Maximal runs (start, end, words) of the query's words found in the data, longest
@@ -182,7 +192,7 @@ class VerbatimIndex:
             )
         for _, _, words in self.runs(text) if runs is None else runs:
             q = '"' + " ".join(words) + '"'
-            rows = self._db().execute(
+            rows = self._rows(
                 f"SELECT rowid, highlight(texts, 0, ?, ?) FROM texts WHERE texts MATCH ?{restrict} "
                 "ORDER BY rowid LIMIT ?",
                 (OPEN, CLOSE, q, limit),
@@ -199,6 +209,5 @@ class VerbatimIndex:
         return sorted(found.values(), key=lambda m: (-m.words, m.example_id))[:limit]
 
     def close(self) -> None:
-        for db in self.local.values():
-            db.close()
-        self.local.clear()
+        with self._lock:
+            self._conn.close()

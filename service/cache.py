@@ -86,6 +86,10 @@ class ResultCache(Protocol):
 
     async def warm(self) -> None: ...
 
+    async def probe(self) -> bool:
+        """Try the cache now (readiness asks while it is unhealthy); healthy afterwards."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -109,6 +113,9 @@ class LRUCache:
 
     async def warm(self) -> None:
         pass
+
+    async def probe(self) -> bool:
+        return True
 
     async def close(self) -> None:
         pass
@@ -193,6 +200,16 @@ class RedisCache:
         with contextlib.suppress(Exception):
             await asyncio.gather(*(self.client.ping() for _ in range(self.connections)))
 
+    async def probe(self) -> bool:
+        """One PING (within the call timeout): Redis back closes the breaker at once, not
+        at the next query that happens to use it."""
+        try:
+            await self.client.ping()
+        except Exception:  # noqa: BLE001 - still down
+            return False
+        self._errors = 0
+        return True
+
     async def close(self) -> None:
         await self.client.aclose()
 
@@ -225,6 +242,9 @@ class NearCache:
 
     async def warm(self) -> None:
         await self.far.warm()
+
+    async def probe(self) -> bool:
+        return await self.far.probe()
 
     async def close(self) -> None:
         await self.far.close()

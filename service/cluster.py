@@ -131,6 +131,7 @@ class ClusterScorer:
         self.groups, self.owned = groups, owned
         self.placement = (f"ray: {len(groups)} shard groups", False)
         self._running = self._read_running()
+        self._down_since: float | None = None
         self._closed = threading.Event()
         # Serve's controller is asked from a thread: /health/ready never waits on it
         threading.Thread(target=self._watch, name="lorif-cluster-watch", daemon=True).start()
@@ -156,11 +157,20 @@ class ClusterScorer:
             except Exception as e:  # noqa: BLE001 - the controller unreachable: none running
                 log.warning("cluster: Serve status unavailable (%s): %s", type(e).__name__, e)
                 self._running = [0] * len(self.groups)
+            if self.available:
+                self._down_since = None
+            elif self._down_since is None:
+                self._down_since = time.monotonic()
 
     @property
     def available(self) -> bool:
         """Every shard group has a running replica (else answers would be partial: 503)."""
         return min(self._running, default=0) > 0
+
+    @property
+    def down_since(self) -> float | None:
+        """When a shard group last lost its last running replica (None: all have one)."""
+        return self._down_since
 
     @classmethod
     def start(

@@ -25,6 +25,12 @@ class Metrics:
         self.scorer_restarts = Gauge(
             "lorif_scorer_restarts", "Times the scorer process was restarted", registry=r
         )
+        self.index_version = Gauge(
+            "lorif_index_version",
+            "Versions of the index served since start (1 = the first)",
+            registry=r,
+        )
+        self.index_rows = Gauge("lorif_index_rows", "Rows of the index version served", registry=r)
         self.responses = Counter(
             "lorif_responses", "HTTP responses", ["route", "status"], registry=r
         )

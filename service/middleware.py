@@ -28,6 +28,7 @@ DOCS_CSP = (
 )
 COMMON_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
 DOC_PATHS = ("/docs", "/openapi.json")
+ADMIN = "/v1/admin/"
 
 
 class Guard:
@@ -69,7 +70,7 @@ class Guard:
                 return errors.problem(401, "Unauthorized", "missing or wrong X-API-Key", path)
         if not path.startswith("/v1/"):
             return None
-        if scope["method"] == "POST":
+        if scope["method"] == "POST" and not path.startswith(ADMIN):  # admin calls: no body
             size = headers.get("content-length")
             if size is not None and size.isdigit() and int(size) > settings.max_body_bytes:
                 return _too_large(settings.max_body_bytes, path)

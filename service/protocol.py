@@ -159,6 +159,31 @@ class LayerSummary(BaseModel):
     lambda_: float = Field(alias="lambda", description="The layer's damping")
 
 
+class VersionSummary(BaseModel):
+    """The version of the index a server answers from (it follows what is published)."""
+
+    number: int = Field(description="1 = the version it started with, then one more per switch")
+    fingerprint: str
+    rows: int = Field(description="examples in this version")
+    curvature_rows: int = Field(description="rows its curvature basis was computed over")
+    opened: str = Field(description="when this server switched to it (ISO 8601, UTC)")
+
+
+class ReloadResponse(BaseModel):
+    """What POST /v1/admin/reload did."""
+
+    status: Literal["switched", "unchanged"]
+    version: VersionSummary = Field(description="the version now serving")
+
+
+class RefusedVersion(BaseModel):
+    """A published version that failed to open or verify (the previous one kept serving)."""
+
+    fingerprint: str | None
+    error: str
+    at: str
+
+
 class IndexSummary(BaseModel):
     """The index's summary (as `lorif index info --json` prints it) and this server's scoring."""
 
@@ -195,3 +220,7 @@ class IndexSummary(BaseModel):
     )
     device: str = Field(description="the scorer's torch device")
     resident: bool = Field(description="factor rows held in device memory (else streamed)")
+    version: VersionSummary
+    refused_version: RefusedVersion | None = Field(
+        None, description="the last published version refused since this one was opened"
+    )

@@ -70,6 +70,10 @@ class Scoring(Protocol):
     def placement(self) -> tuple[str, bool]:
         """(torch device, factor rows resident in its memory)."""
 
+    @property
+    def down_since(self) -> float | None:
+        """``time.monotonic()`` when it stopped taking calls (None while it takes them)."""
+
 
 def answers(
     engine: QueryEngine,
@@ -109,6 +113,7 @@ class BatchScorer:
         self.engine, self.block_rows = engine, block_rows
         self.on_scan = on_scan  # callback(n_queries, n_bytes, seconds) for metrics
         self.available = True
+        self.down_since: float | None = None  # never down: it runs in the server's process
         self.placement = (str(engine.device), engine.resident)
 
     @classmethod

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import logging
 import os
 import pickle
@@ -25,6 +26,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -36,6 +38,7 @@ from indexer import (
     Explanation,
     Index,
     IndexFormatError,
+    Manifest,
     QueryOptions,
     Resident,
     use_threads,
@@ -59,7 +62,8 @@ class ScorerSpec:
     """What the child needs to build its BatchScorer (pickled to it)."""
 
     index: str
-    fingerprint: str  # of the index the parent verified
+    fingerprint: str  # of the version the parent verified
+    manifest: str | None  # a sharded index's manifest (JSON) of that version: opened as it is
     model: str | None
     device: str
     threads: int
@@ -72,10 +76,14 @@ class ScorerProcess:
     """The ``Scoring`` calls, answered by a child process (see the module docstring)."""
 
     def __init__(
-        self, spec: ScorerSpec, on_scan: Callable[[int, int, float], None] | None = None
+        self,
+        spec: ScorerSpec,
+        on_scan: Callable[[int, int, float], None] | None = None,
+        on_stale: Callable[[], None] | None = None,
     ) -> None:
-        self.spec, self.on_scan = spec, on_scan
+        self.spec, self.on_scan, self.on_stale = spec, on_scan, on_stale
         self.restarts = 0
+        self.down_since: float | None = None  # time.monotonic() of the death being restarted
         self._lock = threading.Lock()  # one call on the pipe at a time
         self._conn: Connection | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -121,7 +129,7 @@ class ScorerProcess:
             _reap(proc)
             raise value
         with self._lock:
-            self._conn, self._proc = conn, proc
+            self._conn, self._proc, self.down_since = conn, proc, None
             self._scan_bytes, self.placement = value["scan_bytes"], value["placement"]
         threading.Thread(
             target=self._watch, args=(proc,), name="lorif-scorer-watch", daemon=True
@@ -182,6 +190,7 @@ class ScorerProcess:
     def _died(self) -> None:
         """Called with the lock held: forget the dead child, restart in the background."""
         conn, proc, self._conn, self._proc = self._conn, self._proc, None, None
+        self.down_since = time.monotonic()
         if conn is not None:
             conn.close()
         code = None
@@ -199,6 +208,8 @@ class ScorerProcess:
                 self.start()
             except Exception as e:  # noqa: BLE001 - logged; retried with back-off
                 log.error("restarting the scorer process failed: %s; retry in %.0f s", e, delay)
+                if isinstance(e, IndexFormatError) and self.on_stale is not None:
+                    self.on_stale()  # its version is gone from disk: the server opens the new
                 if self._closed.wait(delay):
                     return
                 delay = min(2 * delay, MAX_BACKOFF_S)
@@ -215,16 +226,15 @@ def _child(conn: Connection) -> None:
     spec: ScorerSpec = conn.recv()
     # Ctrl+C reaches the whole process group; the parent decides when the scorer stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    with contextlib.suppress(OSError):
-        os.nice(spec.nice)
     try:
         use_threads(spec.threads)
-        index = Index(spec.index)
+        manifest = None if spec.manifest is None else Manifest.from_dict(json.loads(spec.manifest))
+        index = Index(spec.index, manifest)
         if index.fingerprint != spec.fingerprint:
             index.close()
             raise IndexFormatError(
-                f"{spec.index} changed on disk since the service opened it (fingerprint "
-                f"{index.fingerprint}, expected {spec.fingerprint}); restart the service"
+                f"{spec.index} is no longer the version the service opened (fingerprint "
+                f"{index.fingerprint}, expected {spec.fingerprint})"
             )
         scorer = BatchScorer.open(index, spec.model, spec.device, spec.resident, spec.block_rows)
         engine = scorer.engine
@@ -237,6 +247,9 @@ def _child(conn: Connection) -> None:
     }
     if not _send(conn, ("ready", ready)):
         return
+    # Loaded at the parent's priority (a restart is back fast, also under load); scans yield.
+    with contextlib.suppress(OSError):
+        os.nice(spec.nice)
     gc.collect()
     gc.freeze()  # the model's objects: keep full collections off them (as in the parent)
     while True:

@@ -47,6 +47,19 @@ class ServiceSettings(BaseSettings):
         description="Start-up integrity check: full = every stored byte against its build-time "
         "checksum; fast = manifest, curvature and examples (factor blocks unchecked); off.",
     )
+    watch_s: float = Field(
+        2.0,
+        ge=0,
+        description="Seconds between looks at the published index: a new version (`lorif index "
+        "add`, `index curvature`, a build that publishes as it goes) is opened, verified and "
+        "switched to without a restart; 0 = off (POST /v1/admin/reload still switches).",
+    )
+    scorer_grace_s: float = Field(
+        60.0,
+        gt=0,
+        description="A scorer down (restarting) for longer than this fails /health/live, so an "
+        "orchestrator restarts the server.",
+    )
     host: str = Field("127.0.0.1", description="Bind address.")
     http: Literal["auto", "httptools", "h11"] = Field(
         "auto", description="HTTP parser (auto = httptools when installed, else h11)."

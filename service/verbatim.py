@@ -72,6 +72,9 @@ class VerbatimLookup:
                 self._answers.popitem(last=False)
         return answer
 
+    def close(self) -> None:
+        self.table.close()
+
 
 def open_lookup(index: Index, examples: ExampleCache, snippet_chars: int) -> VerbatimLookup | None:
     """The lookup of ``index``'s verbatim table; None (said in the log) without a current one."""

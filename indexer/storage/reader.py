@@ -82,7 +82,9 @@ class Index:
             raise IndexFormatError(f"{p}: the build did not complete")
         check_rows(f, p, m.n_examples, m.layout.width)
         recorded = f["integrity"].attrs.get("manifest") if "integrity" in f else None
-        if recorded is not None and recorded != integrity.manifest_digest(m.hashed(), m.fingerprint):
+        if recorded is not None and recorded != integrity.manifest_digest(
+            m.hashed(), m.fingerprint
+        ):
             raise IndexFormatError(
                 f"{p}: its manifest does not match its checksum (edited by hand or corrupted)"
             )

@@ -31,6 +31,7 @@ from ..protocol import (
 )
 from ..runtime import Runtime
 from ..scorer import Scored
+from ..version import Version
 from .queries import QueryIntake
 
 INLINE_RESULTS = 100  # up to this many cached rows are rendered on the event loop
@@ -42,46 +43,51 @@ class AttributionServing:
         self.rt, self.intake = rt, intake
 
     async def create(self, req: AttributionRequest) -> Response:
+        """The answer, every part of it from the version of the index current at arrival."""
+        async with self.rt.versions.hold() as v:
+            return await self._create(req, v)
+
+    async def _create(self, req: AttributionRequest, v: Version) -> Response:
         rt, t0 = self.rt, time.perf_counter()
-        options = self.intake.options(**req.options())
+        options = self.intake.options(v, **req.options())
         try:
-            key = query_key(rt.content_id, query_example(req.prompt, req.completion), options)
+            key = query_key(v.content_id, query_example(req.prompt, req.completion), options)
         except DataError as e:
             raise ApiError(422, "Empty query", str(e)) from None
         scored = await rt.cache.get(key)
         rt.metrics.cache.labels("hit" if scored else "miss").inc()
         cached = scored is not None
         if scored is None:
-            q, n_tokens = await rt.offload(self.intake.query, req.prompt, req.completion)
-            scored = await self._score(key, q, options, n_tokens)
+            q, n_tokens = await rt.offload(self.intake.query, v, req.prompt, req.completion)
+            scored = await self._score(v, key, q, options, n_tokens)
         ids = [
             *(scored.proponent_ids[: req.k] if req.direction != "opponents" else []),
             *(scored.opponent_ids[: req.k] if req.direction != "proponents" else []),
         ]
         # Only cached answers are rendered here: a finished batch wakes up to max_batch
         # requests at once, and rendering them all on the event loop stalled it for tens of ms.
-        lookup = rt.verbatim if req.verbatim else None
+        lookup = v.verbatim if req.verbatim else None
         text = req.prompt + (req.completion or "")
         if (
             cached
             and 2 * req.k <= INLINE_RESULTS
-            and not rt.examples.missing(int(i) for i in ids)
+            and not v.examples.missing(int(i) for i in ids)
             and (lookup is None or lookup.known(text, [int(i) for i in ids]))
         ):
-            return self._render(req, options, scored, cached, t0)
-        return await rt.offload(self._render, req, options, scored, cached, t0)
+            return self._render(v, req, options, scored, cached, t0)
+        return await rt.offload(self._render, v, req, options, scored, cached, t0)
 
     async def _score(
-        self, key: str, query: Example, options: QueryOptions, n_tokens: int
+        self, v: Version, key: str, query: Example, options: QueryOptions, n_tokens: int
     ) -> Scored:
         """Queue the query for the next scan; 429 when the queue is full, 504 past the
         deadline (the scan still finishes and its result is cached), 500 for non-finite
         scores."""
         rt, timeout = self.rt, self.rt.settings.request_timeout_s
-        rt.metrics.queue_depth.set(rt.batcher.depth)
+        rt.metrics.queue_depth.set(v.batcher.depth)
         with admitted("the query was not scored", timeout):
             deadline = time.monotonic() + timeout
-            future = rt.batcher.submit(key, query, options, n_tokens, deadline)
+            future = v.batcher.submit(key, query, options, n_tokens, deadline)
             try:
                 return await asyncio.wait_for(asyncio.shield(future), timeout)
             except NonFiniteScores as e:
@@ -90,20 +96,21 @@ class AttributionServing:
 
     def _render(
         self,
+        v: Version,
         req: AttributionRequest,
         options: QueryOptions,
         scored: Scored,
         cached: bool,
         t0: float,
     ) -> Response:
-        rt, both = self.rt, req.direction == "both"
+        both = req.direction == "both"
         proponents = (
-            self._results(scored.proponent_ids, scored.proponent_scores, req.k)
+            self._results(v, scored.proponent_ids, scored.proponent_scores, req.k)
             if both or req.direction == "proponents"
             else None
         )
         opponents = (
-            self._results(scored.opponent_ids, scored.opponent_scores, req.k)
+            self._results(v, scored.opponent_ids, scored.opponent_scores, req.k)
             if both or req.direction == "opponents"
             else None
         )
@@ -114,19 +121,19 @@ class AttributionServing:
             total_ms=(time.perf_counter() - t0) * 1000,
         )
         verbatim: list[VerbatimResult] | None = None
-        if req.verbatim and rt.verbatim is not None:
+        if req.verbatim and v.verbatim is not None:
             shown = [r.example_id for r in (proponents or []) + (opponents or [])]
-            verbatim, marks = rt.verbatim.find(req.prompt + (req.completion or ""), shown)
+            verbatim, marks = v.verbatim.find(req.prompt + (req.completion or ""), shown)
             for r in (proponents or []) + (opponents or []):
                 r.verbatim_words = marks.get(r.example_id)
         body = AttributionResponse(
-            index_fingerprint=rt.index.fingerprint,
+            index_fingerprint=v.fingerprint,
             query_tokens=scored.n_tokens,
             scoring=Approximation(
                 path=options.path,
                 query_rank=options.query_rank,
                 residual=scored.residual,
-                damping=options.reported_damping(rt.index.curvature_record),
+                damping=options.reported_damping(v.index.curvature_record),
                 normalize=options.normalize,
             ),
             proponents=proponents,
@@ -139,6 +146,7 @@ class AttributionServing:
 
     def _results(
         self,
+        v: Version,
         ids: Sequence[int] | npt.NDArray[np.int64],
         scores: Sequence[float] | npt.NDArray[np.float32],
         k: int,
@@ -146,7 +154,7 @@ class AttributionServing:
         """The first ``k`` (id, score) pairs as API results with snippet and metadata (reads
         the examples not in the example cache: off the event loop when there are any)."""
         chosen = [int(i) for i in ids[:k]]
-        examples = self.rt.examples.get_many(chosen)
+        examples = v.examples.get_many(chosen)
         chars = self.rt.settings.snippet_chars
         return [
             Result(

@@ -12,9 +12,10 @@ class ExampleServing:
         self.rt, self.intake = rt, intake
 
     async def get(self, example_id: int) -> ExampleResponse:
-        rt, row = self.rt, self.intake.example_id(example_id)
-        ex = (await rt.offload(rt.examples.get_many, [row]))[0]
-        n_tokens = await rt.offload(rt.index.n_tokens, row)
+        async with self.rt.versions.hold() as v:
+            row = self.intake.example_id(v, example_id)
+            ex = (await self.rt.offload(v.examples.get_many, [row]))[0]
+            n_tokens = await self.rt.offload(v.index.n_tokens, row)
         return ExampleResponse(
             example_id=row,
             prompt=ex.prompt,

@@ -39,7 +39,7 @@ def hold_worker(client: TestClient, seconds: float) -> None:
     """Keep the model's worker thread busy for ``seconds`` (returns at once)."""
     rt = client.app.state.lorif
     client.portal.start_task_soon(
-        rt.batcher.run_exclusive, time.monotonic() + 60, time.sleep, seconds
+        rt.current.batcher.run_exclusive, time.monotonic() + 60, time.sleep, seconds
     )
     time.sleep(0.05)
 
@@ -66,7 +66,7 @@ def test_a_job_past_its_deadline_is_dropped_not_computed(small_index):
         scans = metric(c, "lorif_scans_total")
 
         async def late() -> BaseException | None:
-            future = rt.batcher.submit(
+            future = rt.current.batcher.submit(
                 "late", Example(completion="the king."), QueryOptions(k=3), 4, time.monotonic() - 1
             )
             try:
@@ -76,7 +76,7 @@ def test_a_job_past_its_deadline_is_dropped_not_computed(small_index):
             return None
 
         assert isinstance(c.portal.call(late), DeadlineExceeded)
-        assert rt.batcher.dropped == 1 and metric(c, "lorif_scans_total") == scans
+        assert rt.current.batcher.dropped == 1 and metric(c, "lorif_scans_total") == scans
 
 
 def test_a_result_finished_after_its_request_gave_up_is_cached(small_index):

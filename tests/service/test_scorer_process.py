@@ -33,7 +33,7 @@ def test_killed_scorer_answers_503_then_restarts_with_the_same_answers(small_ind
         ask = lambda: c.post("/v1/attributions", json=body)  # noqa: E731
         before = ask()
         assert before.status_code == 200
-        first = rt.scorer.pid
+        first = rt.current.scorer.pid
         child = psutil.Process(first)
         assert child.ppid() == os.getpid()
         assert child.nice() == psutil.Process().nice() + settings.scorer_nice
@@ -51,7 +51,7 @@ def test_killed_scorer_answers_503_then_restarts_with_the_same_answers(small_ind
         assert "lorif_scorer_up 0.0" in c.get("/metrics").text
 
         wait_for(lambda: c.get("/health/ready").status_code == 200, 120, "scorer restarted")
-        assert rt.scorer.pid not in (None, first) and rt.scorer.restarts == 1
+        assert rt.current.scorer.pid not in (None, first) and rt.current.scorer.restarts == 1
         scraped = c.get("/metrics").text
         assert "lorif_scorer_up 1.0" in scraped and "lorif_scorer_restarts 1.0" in scraped
         after = ask()
@@ -60,7 +60,7 @@ def test_killed_scorer_answers_503_then_restarts_with_the_same_answers(small_ind
         assert after.json()["opponents"] == before.json()["opponents"]
         explained = c.post("/v1/explanations", json={"prompt": "the king.", "example_id": 3})
         assert explained.status_code == 200
-        last = rt.scorer.pid
+        last = rt.current.scorer.pid
     assert not psutil.pid_exists(last), "the scorer outlived the app"
 
 
@@ -94,6 +94,7 @@ def test_scorer_refuses_an_index_that_changed_since_the_server_verified_it(small
     spec = ScorerSpec(
         index=str(small_index),
         fingerprint="0" * len(fingerprint),
+        manifest=None,
         model=None,
         device="cpu",
         threads=1,
@@ -101,7 +102,7 @@ def test_scorer_refuses_an_index_that_changed_since_the_server_verified_it(small
         resident="off",
         nice=0,
     )
-    with pytest.raises(IndexFormatError, match="changed on disk"):
+    with pytest.raises(IndexFormatError, match="no longer the version the service opened"):
         ScorerProcess(spec).start()
 
 
@@ -111,7 +112,7 @@ def test_a_scorer_killed_while_idle_is_noticed_at_once(small_index):
     settings = ServiceSettings(index=str(small_index), device="cpu", cache_size=0)
     with TestClient(create_app(settings)) as c:
         rt = c.app.state.lorif
-        first = rt.scorer.pid
+        first = rt.current.scorer.pid
         os.kill(first, signal.SIGKILL)
         killed = time.monotonic()
         wait_for(lambda: c.get("/health/ready").status_code == 503, 2, "not ready")
@@ -120,4 +121,4 @@ def test_a_scorer_killed_while_idle_is_noticed_at_once(small_index):
         with pytest.raises(psutil.NoSuchProcess):  # reaped by the server: no zombie left
             wait_for(lambda: psutil.Process(first).status() == "never", 5, "reaped")
         wait_for(lambda: c.get("/health/ready").status_code == 200, 120, "scorer restarted")
-        assert rt.scorer.pid not in (None, first) and rt.scorer.restarts == 1
+        assert rt.current.scorer.pid not in (None, first) and rt.current.scorer.restarts == 1
