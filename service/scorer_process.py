@@ -3,25 +3,23 @@
 Why a process: the model's forward and backward are Python code, and on a worker thread of the
 serving process they held the GIL and the cores the event loop needs, so answers from the
 cache waited behind scans (p99 17-60 ms with a saturated scorer on 2 cores). In a child process
-at a lower CPU priority (``scorer_nice``) the event loop keeps its own GIL and wins the cores.
-The child opens the index read-only (the parent verified it; the fingerprint must still match)
-and loads the model; the parent keeps only the index (examples, metadata) and the tokenizer.
+at a lower CPU priority (``scorer_nice``, taken once it has loaded) the event loop keeps its own
+GIL and wins the cores. The child opens the very version of the index the parent verified (a
+sharded index's manifest travels in the spec) and loads the model; the parent keeps only the
+index (examples, metadata) and the tokenizer.
 
-One call at a time over a pipe: ``("score", queries, ks)`` or ``("explain", query, id)`` ->
-``("ok", value)`` or ``("error", exception)``. When the child dies (OOM kill, crash) the call
-in flight and every call until it is back raise ScorerUnavailable (503 with Retry-After); it
-is restarted in the background, with back-off while restarts fail.
+One call at a time over a pipe: ``("score", queries, options)`` or ``("explain", ...)`` ->
+``("ok", value)`` or ``("error", exception)``. The child's death is noticed at once (a watcher
+thread waits on it); the call in flight and every call until it is back raise
+ScorerUnavailable (503 with Retry-After); it is restarted at once, with back-off while restarts
+fail, and ``on_stale`` is told when its version's files are gone (the server opens the new).
 """
 
 from __future__ import annotations
 
 import contextlib
-import gc
-import json
 import logging
 import os
-import pickle
-import signal
 import socket
 import subprocess
 import sys
@@ -36,15 +34,12 @@ from typing import Any
 from indexer import (
     Example,
     Explanation,
-    Index,
     IndexFormatError,
-    Manifest,
     QueryOptions,
     Resident,
-    use_threads,
 )
 
-from .scorer import BatchScorer, Scored
+from .scorer import Scored
 
 log = logging.getLogger("lorif")
 RETRY_AFTER_S = 5
@@ -111,7 +106,7 @@ class ScorerProcess:
         path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
         with theirs:
             proc = subprocess.Popen(
-                [sys.executable, "-P", "-m", "service.scorer_process", str(theirs.fileno())],
+                [sys.executable, "-P", "-m", "service.scorer_child", str(theirs.fileno())],
                 pass_fds=[theirs.fileno()],
                 env={**os.environ, "PYTHONPATH": path},
             )
@@ -220,56 +215,6 @@ class ScorerProcess:
             return
 
 
-def _child(conn: Connection) -> None:
-    """The child's main: receive the spec, load, report ready (the bytes one scan reads and
-    where the rows are), then serve calls until "stop" or until the parent is gone."""
-    spec: ScorerSpec = conn.recv()
-    # Ctrl+C reaches the whole process group; the parent decides when the scorer stops.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        use_threads(spec.threads)
-        manifest = None if spec.manifest is None else Manifest.from_dict(json.loads(spec.manifest))
-        index = Index(spec.index, manifest)
-        if index.fingerprint != spec.fingerprint:
-            index.close()
-            raise IndexFormatError(
-                f"{spec.index} is no longer the version the service opened (fingerprint "
-                f"{index.fingerprint}, expected {spec.fingerprint})"
-            )
-        scorer = BatchScorer.open(index, spec.model, spec.device, spec.resident, spec.block_rows)
-        engine = scorer.engine
-    except BaseException as e:  # noqa: BLE001 - the parent reports it
-        _send(conn, ("error", _picklable(e)))
-        return
-    ready = {
-        "scan_bytes": index.row_bytes * len(engine.store),
-        "placement": (str(engine.device), engine.resident),
-    }
-    if not _send(conn, ("ready", ready)):
-        return
-    # Loaded at the parent's priority (a restart is back fast, also under load); scans yield.
-    with contextlib.suppress(OSError):
-        os.nice(spec.nice)
-    gc.collect()
-    gc.freeze()  # the model's objects: keep full collections off them (as in the parent)
-    while True:
-        try:
-            message = conn.recv()
-        except (EOFError, OSError):
-            break
-        op, args = message[0], message[1:]
-        if op == "stop":
-            break
-        try:
-            value = scorer.score(*args) if op == "score" else scorer.explain(*args)
-            reply: tuple[str, Any] = ("ok", value)
-        except Exception as e:  # noqa: BLE001 - the error belongs to the caller
-            reply = ("error", _picklable(e))
-        if not _send(conn, reply):
-            break
-    scorer.close()
-
-
 def _reap(proc: subprocess.Popen[bytes], timeout_s: float = 10) -> int:
     """The child's exit code, killing it if it has not exited within ``timeout_s``."""
     try:
@@ -277,26 +222,3 @@ def _reap(proc: subprocess.Popen[bytes], timeout_s: float = 10) -> int:
     except subprocess.TimeoutExpired:
         proc.kill()
         return proc.wait()
-
-
-def _send(conn: Connection, message: tuple[str, Any]) -> bool:
-    """False when the parent is gone."""
-    try:
-        conn.send(message)
-        return True
-    except (OSError, ValueError):
-        return False
-
-
-def _picklable(e: BaseException) -> BaseException:
-    """``e`` if it survives pickling (the library's errors do), else a RuntimeError with its
-    text."""
-    try:
-        pickle.loads(pickle.dumps(e))
-        return e
-    except Exception:  # noqa: BLE001
-        return RuntimeError(f"{type(e).__name__}: {e}")
-
-
-if __name__ == "__main__":
-    _child(Connection(int(sys.argv[1])))

@@ -20,8 +20,8 @@ from ray.serve import Application
 from indexer import Index
 
 from .app import create_app
-from .cluster import shard_group, shard_group_name
 from .settings import ServiceSettings
+from .shard_groups import shard_group, shard_group_name
 
 
 @serve.deployment(name="Ingress", health_check_period_s=2.0)

@@ -99,6 +99,12 @@ class Opener:
     defaults: QueryOptions
     shard_groups: Sequence[Any] | None
     on_stale: Callable[[], None]
+    cluster: Any = None  # ShardGroups: deployed once, shared by every version
+
+    def close(self) -> None:
+        """Release what outlives versions (the cluster's shard groups)."""
+        if self.cluster is not None:
+            self.cluster.close()
 
     @property
     def on_cluster(self) -> bool:
@@ -149,10 +155,14 @@ class Opener:
         s, loop = self.settings, asyncio.get_running_loop()
         if self.on_cluster:
             from .cluster import ClusterScorer
+            from .shard_groups import ShardGroups
 
+            if self.cluster is None:
+                self.cluster = await loop.run_in_executor(
+                    None, ShardGroups.start, index, s, self.shard_groups
+                )
             cluster = await loop.run_in_executor(
-                None,
-                lambda: ClusterScorer.start(index, s, self.metrics.on_scan, self.shard_groups),
+                None, ClusterScorer.start, index, self.cluster, s.device, self.metrics.on_scan
             )
             return cluster.engine.checker, cluster
         if s.scorer == "thread":

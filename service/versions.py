@@ -182,3 +182,4 @@ class Versions:
                 await asyncio.gather(*self._closing, return_exceptions=True)
             if self._current is not None:
                 await self._current.close()
+        await asyncio.get_running_loop().run_in_executor(None, self.opener.close)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -153,6 +153,16 @@ def manifest_digest(hashed: dict[str, Any], fingerprint: str) -> str:
     return _digest([json.dumps(hashed, sort_keys=True).encode(), fingerprint.encode()]).hex()
 
 
+def check_manifest(f: h5py.File, path: Any, hashed: dict[str, Any], fingerprint: str) -> None:
+    """IndexFormatError when a single file's manifest differs from the digest recorded at
+    publish (files written before it was recorded have none to check)."""
+    recorded = f["integrity"].attrs.get("manifest") if "integrity" in f else None
+    if recorded is not None and recorded != manifest_digest(hashed, fingerprint):
+        raise IndexFormatError(
+            f"{path}: its manifest does not match its checksum (edited by hand or corrupted)"
+        )
+
+
 def rows_digest(f: h5py.File) -> str:
     """One digest of a file's row checksums (factors and examples): a shard's fingerprint."""
     g = f["integrity"]
@@ -233,6 +243,30 @@ def verify(
     manifest = f["manifest"][()]
     content = content_id(manifest if isinstance(manifest, bytes) else manifest.encode(), [rows], f)
     return VerifyReport(mode, factors.nbytes, time.perf_counter() - t0, "checksums", content)
+
+
+def verify_by_fingerprint(
+    mode: VerifyMode,
+    factors: npt.NDArray[Any],
+    curvature: Basis,
+    recorded: str,
+    compute: Callable[[], str],
+) -> VerifyReport:
+    """A file written before checksums existed: ``full`` recomputes its whole fingerprint
+    (``compute``) and compares it with the ``recorded`` one; ``fast`` checks the basis."""
+    t0 = time.perf_counter()
+    if mode != "off":
+        check_curvature(curvature)
+    full = mode == "full"  # then the fingerprint is the content as read
+    if full and compute() != recorded:
+        raise IndexFormatError("content does not match its fingerprint (corrupted)")
+    return VerifyReport(
+        mode,
+        factors.nbytes if full else 0,
+        time.perf_counter() - t0,
+        "fingerprint",
+        content_id=recorded if full else None,
+    )
 
 
 def _compare(

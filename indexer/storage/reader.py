@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -81,13 +80,7 @@ class Index:
         if f.attrs.get("status") != "complete" or m.fingerprint is None:
             raise IndexFormatError(f"{p}: the build did not complete")
         check_rows(f, p, m.n_examples, m.layout.width)
-        recorded = f["integrity"].attrs.get("manifest") if "integrity" in f else None
-        if recorded is not None and recorded != integrity.manifest_digest(
-            m.hashed(), m.fingerprint
-        ):
-            raise IndexFormatError(
-                f"{p}: its manifest does not match its checksum (edited by hand or corrupted)"
-            )
+        integrity.check_manifest(f, p, m.hashed(), m.fingerprint)
         read_curvature(f, p, m.curvature_kind, [t.name for t in m.layers])
 
     def __len__(self) -> int:
@@ -288,21 +281,9 @@ class Index:
         try:
             if "integrity" in self.file:
                 return integrity.verify(self.file, factors, curvature, mode, threads)
-            t0 = time.perf_counter()
-            if mode != "off":
-                integrity.check_curvature(curvature)
-            if (
-                mode == "full"
-                and fingerprint(self.manifest, factors, curvature) != self.fingerprint
-            ):
-                raise IndexFormatError("content does not match its fingerprint (corrupted)")
-            full = mode == "full"  # then the fingerprint is the content as read
-            return integrity.VerifyReport(
-                mode,
-                factors.nbytes if full else 0,
-                time.perf_counter() - t0,
-                "fingerprint",
-                content_id=self.fingerprint if full else None,
-            )
+            return integrity.verify_by_fingerprint(
+                mode, factors, curvature, self.fingerprint,
+                lambda: fingerprint(self.manifest, factors, curvature),
+            )  # fmt: skip
         except IndexFormatError as e:
             raise IndexFormatError(f"{self.path}: {e}") from None

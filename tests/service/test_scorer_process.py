@@ -68,7 +68,7 @@ def test_scorer_stops_with_the_server_and_after_a_kill_9_of_the_server(small_ind
     with lorif_serve(small_index) as (_, proc):
         server = psutil.Process(proc.pid)
         (child,) = server.children()
-        assert "service.scorer_process" in " ".join(child.cmdline())
+        assert "service.scorer_child" in " ".join(child.cmdline())
         proc.terminate()
         proc.wait(30)
         child.wait(10)  # stopped by the server's shutdown
