@@ -25,6 +25,9 @@ class Metrics:
         self.scorer_restarts = Gauge(
             "lorif_scorer_restarts", "Times the scorer process was restarted", registry=r
         )
+        self.scorer_spare = Gauge(
+            "lorif_scorer_spare", "1 while a spare scorer process waits, imports done", registry=r
+        )
         self.index_version = Gauge(
             "lorif_index_version",
             "Versions of the index served since start (1 = the first)",

@@ -80,6 +80,12 @@ class Runtime:
         return self.versions.started and self.current.scorer.available
 
     @property
+    def spare_ready(self) -> bool:
+        """A spare scorer process waits (``scorer_spare``): a restart loads at once."""
+        spares = self.versions.opener.spares
+        return spares is not None and spares.ready
+
+    @property
     def scorer_lost(self) -> bool:
         """The scorer has been down longer than ``scorer_grace_s``: the process is not live."""
         since = self.current.scorer.down_since if self.versions.started else None

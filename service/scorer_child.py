@@ -3,6 +3,12 @@
 
 from __future__ import annotations
 
+import signal
+
+# Ctrl+C reaches the whole process group; the parent decides when the scorer stops.
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
 import contextlib
 import gc
 import json
@@ -13,18 +19,31 @@ import sys
 from multiprocessing.connection import Connection
 from typing import Any
 
-from indexer import Index, IndexFormatError, Manifest, use_threads
+from indexer import (
+    Example,
+    Index,
+    IndexFormatError,
+    Manifest,
+    QueryOptions,
+    preload_libraries,
+    use_threads,
+)
 
 from .scorer import BatchScorer
 from .scorer_process import ScorerSpec
+
+WARM_UP = Example(completion="warm up the scorer.")
 
 
 def main(conn: Connection) -> None:
     """The child's main: receive the spec, load, report ready (the bytes one scan reads and
     where the rows are), then serve calls until "stop" or until the parent is gone."""
-    spec: ScorerSpec = conn.recv()
-    # Ctrl+C reaches the whole process group; the parent decides when the scorer stops.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    preload_libraries()  # a spare does its imports before it is needed
+    try:
+        conn.send(("idle", None))
+        spec: ScorerSpec = conn.recv()
+    except (EOFError, OSError):  # a spare no longer needed
+        return
     try:
         use_threads(spec.threads)
         manifest = None if spec.manifest is None else Manifest.from_dict(json.loads(spec.manifest))
@@ -37,6 +56,9 @@ def main(conn: Connection) -> None:
             )
         scorer = BatchScorer.open(index, spec.model, spec.device, spec.resident, spec.block_rows)
         engine = scorer.engine
+        # The first scan pays one-time costs (allocations, kernels' first calls): here, at
+        # the parent's priority, not in the first query after a restart under load.
+        scorer.score([WARM_UP], [QueryOptions(k=1)])
     except BaseException as e:  # noqa: BLE001 - the parent reports it
         _send(conn, ("error", _picklable(e)))
         return

@@ -42,6 +42,11 @@ class ServiceSettings(BaseSettings):
     scorer_nice: int = Field(
         10, ge=0, le=19, description="CPU priority (nice) added to the scorer process."
     )
+    scorer_spare: bool = Field(
+        True,
+        description="Keep a spare scorer process with its imports done (a few hundred MB), so "
+        "a scorer that dies is back in seconds.",
+    )
     verify: Literal["full", "fast", "off"] = Field(
         "full",
         description="Start-up integrity check: full = every stored byte against its build-time "

@@ -30,7 +30,7 @@ from .batcher import MicroBatcher, NonFiniteScores
 from .cache import ExampleCache, ResultCache
 from .metrics import Metrics
 from .scorer import BatchScorer, Scoring
-from .scorer_process import ScorerProcess, ScorerSpec
+from .scorer_process import ScorerProcess, ScorerSpec, Spares
 from .settings import ServiceSettings
 from .verbatim import VerbatimLookup, open_lookup
 
@@ -100,11 +100,14 @@ class Opener:
     shard_groups: Sequence[Any] | None
     on_stale: Callable[[], None]
     cluster: Any = None  # ShardGroups: deployed once, shared by every version
+    spares: Spares | None = None  # a scorer child ready to load, shared by every version
 
     def close(self) -> None:
-        """Release what outlives versions (the cluster's shard groups)."""
+        """Release what outlives versions (the cluster's shard groups, the spare scorer)."""
         if self.cluster is not None:
             self.cluster.close()
+        if self.spares is not None:
+            self.spares.close()
 
     @property
     def on_cluster(self) -> bool:
@@ -184,7 +187,9 @@ class Opener:
             s.resident,
             s.scorer_nice,
         )
-        process = ScorerProcess(spec, on_scan=self.metrics.on_scan, on_stale=self.on_stale)
+        if self.spares is None and s.scorer_spare:
+            self.spares = Spares()
+        process = ScorerProcess(spec, self.metrics.on_scan, self.on_stale, self.spares)
         checker = loop.run_in_executor(None, QueryChecker.for_index, index, s.model)
         try:
             await loop.run_in_executor(None, process.start)

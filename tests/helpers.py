@@ -9,10 +9,12 @@ import random
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -100,6 +102,16 @@ def start_redis(port: int) -> subprocess.Popen:
     raise RuntimeError("redis-server did not start")
 
 
+LOGS: dict[int, Any] = {}  # a lorif_serve process's output file, by pid
+
+
+def server_log(proc: subprocess.Popen) -> str:
+    """What a ``lorif_serve`` process has written so far (stdout and stderr)."""
+    f = LOGS[proc.pid]
+    f.seek(0)
+    return bytes(f.read()).decode(errors="replace")
+
+
 @contextmanager
 def lorif_serve(
     index: str | Path,
@@ -110,17 +122,21 @@ def lorif_serve(
 ) -> Iterator[tuple[str, subprocess.Popen]]:
     """``lorif serve INDEX`` in a subprocess; yields (base URL, process) once ready.
 
-    Stops it with SIGTERM on exit; the caller may read ``proc.stdout`` afterwards.
+    Stops it with SIGTERM on exit; ``server_log(proc)`` is its output so far. The output goes
+    to a file, not a pipe: under load the access log filled an unread pipe and blocked the
+    server's event loop in a write.
     """
     port = free_port()
     exe = Path(sys.executable).parent / "lorif"
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - read after the server stops
     proc = subprocess.Popen(
         [str(exe), "serve", str(index), "--port", str(port), *args],
         env={**os.environ, "LORIF_DEVICE": "cpu", **(env or {})},
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
         cwd=cwd,
     )
+    LOGS[proc.pid] = log
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout_s
@@ -132,9 +148,7 @@ def lorif_serve(
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise RuntimeError(
-                    "lorif serve did not become ready:\n" + proc.stdout.read().decode()[-3000:]
-                )
+                raise RuntimeError("lorif serve did not become ready:\n" + server_log(proc)[-3000:])
             time.sleep(0.2)
         yield url, proc
     finally:

@@ -68,6 +68,13 @@ def locate_model(spec: str) -> tuple[Path, str | None, Path | None]:
     return directory, gguf, convert_to
 
 
+def preload_libraries() -> None:
+    """Import what loading a model imports (transformers' model and tokenizer machinery, ~2 s
+    on a 2-core machine), so that a process waiting for work loads its model at once."""
+    import transformers.modeling_utils  # noqa: F401
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+
+
 def load_causal_lm(spec: str, device: torch.device | str = "cpu") -> LoadedModel:
     """Load model + tokenizer offline (fp32 weights; GGUF tensors are dequantized).
 

@@ -52,6 +52,7 @@ async def metrics(rt: Annotated[Runtime, Depends(runtime)]) -> Response:
         rt.metrics.queue_depth.set(rt.current.batcher.depth)
         rt.metrics.scorer_up.set(1 if rt.scoring else 0)
         rt.metrics.scorer_restarts.set(getattr(scorer, "restarts", 0))
+        rt.metrics.scorer_spare.set(1 if rt.spare_ready else 0)
         rt.metrics.index_version.set(rt.current.number)
         rt.metrics.index_rows.set(len(rt.current.index))
     return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -5,6 +5,12 @@ later tests running asyncio.run() trip over)."""
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from indexer.build import build_index
@@ -14,6 +20,31 @@ from tests.conftest import small_config
 from tests.helpers import lorif_serve, write_jsonl
 
 from .browsing import ARTIFACTS, CHROMIUM, MALICIOUS, WAIT_MS, sync_playwright
+
+
+@pytest.fixture(scope="session")
+def grown(model_dirs, data_jsonl, tmp_path_factory):
+    """(a sharded index of the first 40 rows with its verbatim table, the last 20 rows)."""
+    root = tmp_path_factory.mktemp("live")
+    rows = [json.loads(line) for line in data_jsonl.read_text().splitlines()]
+    first = write_jsonl(root / "first.jsonl", rows[:40])
+    index = build_index(small_config(model_dirs, first, root / "index", 16), progress=False)
+    lorif("index", "verbatim", str(index))
+    return index, write_jsonl(root / "more.jsonl", rows[40:]), rows[40:]
+
+
+def lorif(*args: str) -> str:
+    """The ``lorif`` CLI in a subprocess; its stdout (fails the test on a non-zero exit)."""
+    exe = Path(sys.executable).parent / "lorif"
+    done = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def copy_of(grown, tmp_path: Path) -> Path:
+    """A copy of the 40-row index of ``grown`` to serve and grow."""
+    shutil.copytree(grown[0], tmp_path / "index")
+    return tmp_path / "index"
 
 
 @pytest.fixture(scope="module")

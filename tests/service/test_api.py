@@ -245,7 +245,7 @@ def test_lorif_serve_process(small_index):
 
     import httpx
 
-    from tests.helpers import lorif_serve
+    from tests.helpers import lorif_serve, server_log
 
     with lorif_serve(small_index, env={"LORIF_MAX_BATCH": "4"}) as (url, proc):
         r = httpx.post(f"{url}/v1/attributions", json={"prompt": "the king.", "k": 2})
@@ -255,7 +255,7 @@ def test_lorif_serve_process(small_index):
         code = proc.wait(timeout=30)
     # uvicorn shuts down gracefully, then re-raises the signal (exit status -SIGTERM)
     assert code in (0, -signal.SIGTERM)
-    assert "Application shutdown complete" in proc.stdout.read().decode()
+    assert "Application shutdown complete" in server_log(proc)
 
 
 def test_explanations_endpoint(client):

@@ -5,7 +5,9 @@ back by itself; the applications are gone after shutdown."""
 from __future__ import annotations
 
 import signal
+import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -203,3 +205,42 @@ def test_the_serve_application_answers_as_one_process(local_ray, small_sharded_i
             assert "lorif_scans_total" in c.get("/metrics").text
     finally:
         serve.delete("lorif")
+
+
+def test_the_cluster_follows_index_add_under_load(local_ray, grown, tmp_path):
+    """16 clients while `lorif index add` publishes: only 200s, the shard groups switch to the
+    new version without a redeploy, and its answers equal one process's on the grown index."""
+    from .conftest import copy_of, lorif
+
+    no_replicas_left()
+    index = copy_of(grown, tmp_path)
+    cluster = settings(index, cluster="local", cluster_cpus=0.25, watch_s=0.5)
+    with TestClient(create_app(cluster)) as c:
+        before = [p.pid for p in replicas(0) + replicas(1)]
+        stop, codes = threading.Event(), Counter[int]()
+
+        def client(i: int) -> None:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                body = {"prompt": f"the king {i} fears {n % 5} storms.", "k": 3}
+                codes[c.post("/v1/attributions", json=body).status_code] += 1
+
+        with ThreadPoolExecutor(16) as pool:
+            for i in range(16):
+                pool.submit(client, i)
+            time.sleep(1.0)
+            lorif("index", "add", str(index), "--data", str(grown[1]), "--device", "cpu")
+            deadline = time.monotonic() + 60
+            while c.get("/v1/index").json()["version"]["rows"] != 60:
+                assert time.monotonic() < deadline, "the new version within 60 s"
+                time.sleep(0.1)
+            time.sleep(1.0)
+            stop.set()
+        assert set(codes) == {200}, codes
+        assert sorted(p.pid for p in replicas(0) + replicas(1)) == sorted(before)  # no redeploy
+        got = [ask(c, p) for p in PROMPTS]
+    with TestClient(create_app(settings(index, scorer="thread"))) as one:
+        for a, p in zip(got, PROMPTS, strict=True):
+            same(a, ask(one, p))
+            assert a["index_fingerprint"] == one.get("/v1/index").json()["fingerprint"]

@@ -64,19 +64,27 @@ def test_killed_scorer_answers_503_then_restarts_with_the_same_answers(small_ind
     assert not psutil.pid_exists(last), "the scorer outlived the app"
 
 
-def test_scorer_stops_with_the_server_and_after_a_kill_9_of_the_server(small_index):
+def children(server: psutil.Process) -> list[psutil.Process]:
+    """The scorer and its spare, once the spare is up."""
+    wait_for(lambda: len(server.children()) == 2, 30, "the scorer and a spare")
+    kids = server.children()
+    assert all("service.scorer_child" in " ".join(c.cmdline()) for c in kids)
+    return kids
+
+
+def test_scorer_and_spare_stop_with_the_server_and_after_a_kill_9_of_the_server(small_index):
     with lorif_serve(small_index) as (_, proc):
-        server = psutil.Process(proc.pid)
-        (child,) = server.children()
-        assert "service.scorer_child" in " ".join(child.cmdline())
+        kids = children(psutil.Process(proc.pid))
         proc.terminate()
         proc.wait(30)
-        child.wait(10)  # stopped by the server's shutdown
+        for child in kids:
+            child.wait(10)  # stopped by the server's shutdown
     with lorif_serve(small_index) as (_, proc):
-        (child,) = psutil.Process(proc.pid).children()
-        proc.kill()  # no shutdown: the scorer must notice its parent is gone
+        kids = children(psutil.Process(proc.pid))
+        proc.kill()  # no shutdown: the scorer and spare must notice their parent is gone
         proc.wait(10)
-        child.wait(30)
+        for child in kids:
+            child.wait(30)
 
 
 def test_scorer_imports_our_packages_not_the_working_directorys(small_index, tmp_path):
