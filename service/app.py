@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
-from indexer import Index, VerifyReport
+from indexer import Index, LorifError, VerifyReport
 
 from . import errors
 from .middleware import Guard
@@ -38,7 +38,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await rt.start(index, verified)
+        try:
+            await rt.start(index, verified)
+        except LorifError as e:  # `lorif serve` reports it in one line (service.server.run)
+            app.state.startup_error = e
+            raise
         try:
             yield
         finally:
@@ -54,6 +58,7 @@ def create_app(
         redirect_slashes=False,
     )
     app.state.lorif = rt
+    app.state.startup_error = None
     app.state.serving = Serving.over(rt)
     errors.install(app)
     for router in ROUTERS:
@@ -62,12 +67,12 @@ def create_app(
     app.mount(
         "/docs/assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets"
     )
-    if settings.cors_origins:
+    app.add_middleware(Guard, rt=rt)
+    if settings.cors_origins:  # outside the guard: preflights pass, its refusals carry CORS
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["*"],
         )
-    app.add_middleware(Guard, rt=rt)
     return app

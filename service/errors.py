@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM = "application/problem+json"
+UNPARSED = "There was an error parsing the body"  # FastAPI's 400 for what json.loads raised
 log = logging.getLogger("lorif")
 
 
@@ -65,6 +66,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == UNPARSED:  # invalid UTF-8, deep nesting
+            detail = "body: not a JSON document this server reads (UTF-8, nested < 1000 deep)"
+            return problem(422, "Invalid request", detail, request.url.path)
         return problem(
             exc.status_code,
             _phrase(exc.status_code),

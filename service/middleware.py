@@ -29,6 +29,7 @@ DOCS_CSP = (
 COMMON_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
 DOC_PATHS = ("/docs", "/openapi.json")
 ADMIN = "/v1/admin/"
+CLOSE = {"Connection": "close"}  # uvicorn closes the connection after such a response
 
 
 class Guard:
@@ -47,7 +48,7 @@ class Guard:
             await refusal(scope, receive, send)
             self._count(scope, refusal.status_code)
             return
-        status = [500]
+        status = [0]  # 0 until the response starts
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -55,7 +56,7 @@ class Guard:
                 message["headers"] = [*message.get("headers", []), *self._headers(path)]
             await send(message)
 
-        await self.app(scope, self._limited(receive), send_with_headers)
+        await self.app(scope, self._limited(receive, status), send_with_headers)
         self._count(scope, status[0])
 
     def _refusal(self, scope: Scope, path: str) -> errors.JSONResponse | None:
@@ -68,12 +69,12 @@ class Guard:
             given = headers.get("x-api-key", "").encode()
             if not hmac.compare_digest(given, self.key):
                 return errors.problem(401, "Unauthorized", "missing or wrong X-API-Key", path)
+        size = headers.get("content-length")  # any path, any method
+        if size is not None and size.isdigit() and int(size) > settings.max_body_bytes:
+            return _too_large(settings.max_body_bytes, path)
         if not path.startswith("/v1/"):
             return None
         if scope["method"] == "POST" and not path.startswith(ADMIN):  # admin calls: no body
-            size = headers.get("content-length")
-            if size is not None and size.isdigit() and int(size) > settings.max_body_bytes:
-                return _too_large(settings.max_body_bytes, path)
             ctype = headers.get("content-type", "").split(";")[0].strip().lower()
             if ctype != "application/json":
                 return errors.problem(
@@ -85,9 +86,12 @@ class Guard:
             )
         return None
 
-    def _limited(self, receive: Receive) -> Receive:
+    def _limited(self, receive: Receive, status: list[int]) -> Receive:
         """``receive`` that refuses a body over the limit (413) or slower than the body
-        deadline (408) as it arrives, whatever Content-Length said."""
+        deadline (408) as it arrives, whatever Content-Length said; the connection is closed
+        after the refusal (the rest of the body is not waited for). Once a response has
+        started (``status[0]``: a route that never reads the body, answering while the
+        server listens for a disconnect), it ends the request as a disconnect instead."""
         limit, timeout = self.rt.settings.max_body_bytes, self.rt.settings.body_timeout_s
         received, deadline = 0, asyncio.get_running_loop().time() + timeout
 
@@ -99,13 +103,17 @@ class Guard:
                 async with asyncio.timeout_at(deadline):
                     message = await receive()
             except TimeoutError:
+                if status[0]:
+                    return {"type": "http.disconnect"}
                 raise HTTPException(
-                    408, f"the request body did not arrive within {timeout} s"
+                    408, f"the request body did not arrive within {timeout} s", CLOSE
                 ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise HTTPException(413, f"the request body is over {limit} bytes")
+                    if status[0]:
+                        return {"type": "http.disconnect"}
+                    raise HTTPException(413, f"the request body is over {limit} bytes", CLOSE)
             return message
 
         return receive_limited
@@ -119,6 +127,7 @@ class Guard:
         return COMMON_HEADERS
 
     def _count(self, scope: Scope, status: int) -> None:
+        status = status or 500
         route = scope.get("route")
         self.rt.metrics.responses.labels(getattr(route, "path", "unmatched"), str(status)).inc()
 
@@ -128,4 +137,6 @@ def _headers(scope: Scope) -> dict[str, str]:
 
 
 def _too_large(limit: int, path: str) -> Any:
-    return errors.problem(413, "Request body too large", f"at most {limit} bytes", path)
+    return errors.problem(
+        413, "Request body too large", f"at most {limit} bytes", path, headers=CLOSE
+    )

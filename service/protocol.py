@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from indexer import CURVATURE_KINDS, MAX_DAMPING, MIN_DAMPING, Direction, Normalize
 
 QueryDamping = Annotated[
-    Annotated[float, Field(allow_inf_nan=False)] | None,
+    Annotated[float, Field(allow_inf_nan=False, strict=True)] | None,
     Field(
         # the bounds as documentation: QueryOptions checks them (422 where a request enters)
         json_schema_extra={"minimum": MIN_DAMPING, "maximum": MAX_DAMPING},
@@ -34,6 +34,7 @@ class AttributionRequest(BaseModel):
     direction: Direction = "proponents"
     verbatim: bool = Field(
         True,
+        strict=True,
         description="Also list training examples that contain runs of the query's words "
         "verbatim (needs the index's verbatim table).",
     )

@@ -12,6 +12,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from starlette.types import Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -107,7 +108,7 @@ def run(
     base = HeaderTimeoutHttpTools if http == "httptools" else HeaderTimeoutProtocol
     protocol: Any = type("LorifHTTP", (base,), {"header_timeout_s": settings.header_timeout_s})
     config = uvicorn.Config(
-        app,
+        _OneLineStartupErrors(app),
         host=settings.host,
         port=settings.port,
         workers=1,
@@ -117,4 +118,30 @@ def run(
         log_level=log_level,
     )
     server = uvicorn.Server(config)
-    server.run(sockets=[sock or bind(settings.host, settings.port)])
+    try:
+        server.run(sockets=[sock or bind(settings.host, settings.port)])
+    except SystemExit:
+        if app.state.startup_error is None:
+            raise
+    if app.state.startup_error is not None:  # the CLI prints it in one line (exit code 2)
+        raise app.state.startup_error
+
+
+class _OneLineStartupErrors:
+    """The app, but a start-up failure the library explains (``app.state.startup_error``,
+    raised again by ``run``) is not also logged as a 40-line traceback by uvicorn."""
+
+    def __init__(self, app: FastAPI):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def quiet(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed" and self.app.state.startup_error:
+                message = {**message, "message": ""}
+            await send(message)
+
+        await self.app(scope, receive, quiet)

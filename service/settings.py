@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from indexer import ConfigError, checked_damping
 
@@ -139,7 +140,10 @@ class ServiceSettings(BaseSettings):
         False,
         description="Serve /docs and /openapi.json without the API key when one is set.",
     )
-    cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins.")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Allowed CORS origins: a JSON list or comma-separated URLs.",
+    )
     header_timeout_s: float = Field(
         10.0, gt=0, description="A connection must send its request headers within this time."
     )
@@ -158,6 +162,19 @@ class ServiceSettings(BaseSettings):
             return None if value is None else checked_damping(value)
         except ConfigError as e:
             raise ValueError(str(e)) from None
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
+        """``--cors-origins URL``, ``a,b`` or a JSON list (the flag and the environment)."""
+        if not isinstance(value, str):
+            return value
+        if value.strip().startswith("["):
+            try:
+                return json.loads(value)
+            except ValueError as e:
+                raise ValueError(f"not a JSON list of origins: {e}") from None
+        return [o.strip() for o in value.split(",") if o.strip()]
 
     @model_validator(mode="after")
     def _read_api_key_file(self) -> ServiceSettings:

@@ -26,6 +26,9 @@ def client(small_index):
         {"prompt": "   \n\t "},
         {"prompt": "the king.", "completion": "  "},
         {"prompt": "x", "k": "3"},
+        {"prompt": "x", "damping": "0.1"},
+        {"prompt": "x", "damping": True},
+        {"prompt": "x", "verbatim": "yes"},
     ],
 )
 def test_strict_bodies(client, body):
@@ -114,3 +117,63 @@ def test_api_key(small_index):
         )
         assert ok.status_code == 200
         assert c.get("/health/live").status_code == 200  # health stays open
+
+
+@pytest.mark.parametrize(
+    "body", [b'{"prompt": "\xff\xfe the king."}', b'{"prompt": "x", "a": ' + b"[" * 1200]
+)
+def test_unreadable_json_is_a_422_problem(client, body):
+    """Invalid UTF-8 and nesting past the parser's depth are invalid requests, as documented
+    (FastAPI answers 400 by itself)."""
+    r = client.post("/v1/attributions", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("path", ["/health/live", "/health/ready", "/metrics", "/v1/index"])
+def test_head_on_probes_and_the_summary(client, path):
+    r = client.head(path)
+    assert r.status_code == 200 and r.content == b""
+
+
+@pytest.mark.parametrize("path", ["/", "/static/app.js", "/docs"])
+def test_a_large_body_on_a_page_is_a_413_not_a_traceback(client, path):
+    r = client.request("GET", path, content=b"x" * 70_000)
+    assert r.status_code == 413 and r.headers["content-type"] == "application/problem+json"
+
+
+def test_cors_preflight_passes_the_key_and_refusals_carry_cors(small_index):
+    origin = "http://page.example"
+    settings = ServiceSettings(
+        index=str(small_index), device="cpu", scorer="thread", api_key="k", cors_origins=origin
+    )
+    with TestClient(create_app(settings)) as c:
+        pre = c.options(
+            "/v1/attributions",
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "x-api-key, content-type",
+            },
+        )
+        assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == origin
+        refused = c.post("/v1/attributions", json={"prompt": "x"}, headers={"Origin": origin})
+        assert refused.status_code == 401
+        assert refused.headers["access-control-allow-origin"] == origin
+        wrong_type = c.post(
+            "/v1/attributions",
+            content=b"x",
+            headers={"Origin": origin, "X-API-Key": "k", "content-type": "text/plain"},
+        )
+        assert wrong_type.status_code == 415
+        assert wrong_type.headers["access-control-allow-origin"] == origin
+
+
+def test_cors_origins_from_the_flag_or_the_environment(small_index, monkeypatch):
+    from lorif_cli.serve import settings_from
+
+    one = settings_from(str(small_index), {"cors_origins": "http://a.example"})
+    assert one.cors_origins == ["http://a.example"]
+    two = settings_from(str(small_index), {"cors_origins": '["http://a", "http://b"]'})
+    assert two.cors_origins == ["http://a", "http://b"]
+    monkeypatch.setenv("LORIF_CORS_ORIGINS", "http://c,http://d")
+    assert ServiceSettings().cors_origins == ["http://c", "http://d"]

@@ -3,6 +3,7 @@ files and a shared real Redis (issue: hardening, items 1, 2, 3, 7, 8)."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import h5py
 import httpx
 import pytest
 
+from indexer import Index
 from tests.helpers import free_port, lorif_serve, start_redis
 from tests.indexer.storage.test_integrity import flip_factor_byte
 
@@ -71,6 +73,14 @@ def test_slow_headers_are_cut_off_and_slow_bodies_get_408(small_index, http):
         body.settimeout(5)
         answer = body.recv(4096)
         assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert b"connection: close" in answer.lower()
+        # the rest of the slow body is not waited for (the header timer used to re-arm)
+        with contextlib.suppress(OSError):
+            body.sendall(b" ")
+        t0 = time.monotonic()
+        with contextlib.suppress(ConnectionResetError):
+            assert body.recv(4096) == b"", "the connection stayed open after the 408"
+        assert time.monotonic() - t0 < 1.5
         body.close()
         assert httpx.get(f"{url}/health/live").status_code == 200
 
@@ -100,6 +110,17 @@ def test_start_up_failures_are_one_line_and_early(small_index, tmp_path):
     flip_factor_byte(damaged)
     code, err, _ = serve_fails(str(damaged), "--port", str(free_port()))
     assert code == 2 and "do not match their checksum" in err and len(err.splitlines()) == 1
+    nan = tmp_path / "nan.h5"
+    shutil.copy(small_index, nan)
+    with Index(nan) as index:
+        offset = index.file["factors"].id.get_offset()
+    with open(nan, "r+b") as fh:  # bf16 0x7FC0 = NaN, as the first value of row 0
+        fh.seek(offset)
+        fh.write(b"\xc0\x7f")
+    code, err, _ = serve_fails(str(nan), "--port", str(free_port()), "--verify", "fast")
+    last = err.splitlines()[-1]
+    assert code == 2 and "Traceback" not in err, err[-3000:]
+    assert last.startswith("error: ") and "scored NaN or infinity" in last, err[-3000:]
 
 
 @pytest.mark.redis

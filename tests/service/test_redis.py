@@ -65,6 +65,8 @@ def test_cache_survives_redis_death_and_recovers(small_index):
             assert ready.status_code == 200 and ready.json()["status"] == "degraded"
 
             redis = start_redis(port)
+            # readiness tries Redis itself: no query needs to touch it first
+            assert c.get("/health/ready").json()["status"] == "ready"
             time.sleep(0.6)  # breaker half-opens
             ask("the moon.")
             assert ask("the moon.").json()["cached"] is True
