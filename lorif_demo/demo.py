@@ -2,19 +2,22 @@
 
 ``lorif demo`` builds the index of all 30,526 speeches once (12 to 25 minutes on 2 CPU cores,
 progress bars shown; an interrupted build resumes) and reuses it afterwards; ``--quick`` indexes
-every 15th speech (2,036, one to two minutes). Settings: the ``shakespeare-demo`` preset of
+every 15th speech and the speeches the demo queries quote (2,038, one to two
+minutes). Settings: the ``shakespeare-demo`` preset of
 :class:`indexer.config.BuildConfig`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import typer
 
 QUICK_STRIDE = 15
+SOURCE_WORDS = 6
 DEMO_QUERIES = [
     ("", "To be, or not to be: that is the question."),
     ("", "O Romeo, Romeo! wherefore art thou Romeo?"),
@@ -32,10 +35,11 @@ def write_corpus(
 
     path = Path(path)
     records = load_speeches(source, version=version or PARSER_VERSION)
+    sources = demo_sources([r["text"] for r in records]) if quick else set()
     rows = [
         {**r, "speech_id": i, "split": r.get("split") or split_of(i)}
         for i, r in enumerate(records)
-        if not quick or i % QUICK_STRIDE == 0
+        if not quick or i % QUICK_STRIDE == 0 or i in sources
     ]
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(
@@ -43,6 +47,24 @@ def write_corpus(
     )
     tmp.replace(path)
     return len(rows)
+
+
+def demo_sources(texts: list[str]) -> set[int]:
+    """The speeches a demo query quotes: those holding ``SOURCE_WORDS`` or more of its words in
+    a row (the quick subset keeps them, so its verbatim panel finds them)."""
+    speeches = [" " + " ".join(_words(t)) + " " for t in texts]
+    found: set[int] = set()
+    for prompt, completion in DEMO_QUERIES:
+        q = _words(prompt + completion)
+        runs = {
+            " " + " ".join(q[s : s + SOURCE_WORDS]) + " " for s in range(len(q) - SOURCE_WORDS + 1)
+        }
+        found |= {i for i, t in enumerate(speeches) if any(r in t for r in runs)}
+    return found
+
+
+def _words(text: str) -> list[str]:
+    return [w.lower() for w in re.findall(r"\w+", text)]
 
 
 def ensure_demo_index(workdir: str | Path, quick: bool = False, progress: bool = True) -> Path:

@@ -18,10 +18,13 @@ def test_quick_demo_end_to_end(monkeypatch, capsys, tmp_path):
     with Index(tmp_path / "shakespeare-quick") as index:
         assert index.sharded
         n = len(index)
-        assert n == -(-EXPECTED_SPEECHES // QUICK_STRIDE)  # every 15th speech
+        # every 15th speech, and Hamlet's and Juliet's speeches the first two queries quote
+        assert n == -(-EXPECTED_SPEECHES // QUICK_STRIDE) + 2
         assert index.manifest.model["spec"] == "shakespeare-llama"
         assert {"play", "speaker", "act", "scene", "split"} <= set(index.example(0).meta)
     assert out.count("query:") == len(DEMO_QUERIES)
+    assert "[Hamlet III.I, HAMLET] “To be, or not to be,--that is the question”" in out, out
+    assert "[Romeo and Juliet II.II, JULIET] “O Romeo, Romeo! wherefore art thou Romeo”" in out
     ranks = re.findall(r"^\s+(\d)\.\s+[+-]\d", out, re.M)
     assert ranks == ["1", "2", "3"] * len(DEMO_QUERIES)
     # a second run reuses the index and answers the same
