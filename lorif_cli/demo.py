@@ -3,6 +3,11 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import typer
 
 data_app = typer.Typer(no_args_is_help=True, help="Built-in corpora.")
@@ -19,22 +24,52 @@ def demo(
     """Index Shakespeare's speeches with the demo model (once), print attributions for three
     queries, then serve the API and the browse page (in-process cache)."""
     from lorif_demo.demo import ensure_demo_index, run_demo
+    from lorif_demo.growing import GROWING, grow
     from service.server import bind
 
     sock = bind(host, port) if serve else None  # a taken port fails now, not after the build
     run_demo(workdir, k, quick)
-    if sock is not None:
-        from service.settings import ServiceSettings
+    index = ensure_demo_index(workdir, quick)
+    stages = sorted((Path(workdir) / "shakespeare.stages").glob("stage-*.jsonl"))
+    growing = not quick and (index / GROWING).exists()
+    if sock is None:
+        if growing:  # no server to follow it: grow now (Ctrl+C stops; a rerun resumes)
+            typer.echo("adding the other speeches (Ctrl+C stops; `lorif demo` resumes) ...")
+            grow(index, stages)
+        return
+    from service.settings import ServiceSettings
 
-        from .serve import serve as run_server
+    from .serve import serve as run_server
 
-        index = ensure_demo_index(workdir, quick)
-        typer.echo(
-            f"\nserving the page and the API at http://{host}:{port}/  "
-            "(API docs at /docs; Ctrl+C stops)"
-        )
-        settings = ServiceSettings(index=str(index), host=host, port=port)
+    grower = _start_grower(index, stages[0].parent) if growing else None
+    typer.echo(
+        f"\nserving the page and the API at http://{host}:{port}/  (API docs at /docs; "
+        + ("the other speeches are added meanwhile, and the server follows; " if grower else "")
+        + "Ctrl+C stops)"
+    )
+    settings = ServiceSettings(index=str(index), host=host, port=port)
+    try:
         run_server(settings, log_level="warning", sock=sock)
+    finally:
+        if grower is not None:
+            _stop(grower)
+
+
+def _start_grower(index: Path, stages: Path) -> subprocess.Popen[bytes]:
+    """The grower beside the server (lorif_demo/growing.py), at the lowest CPU priority."""
+    return subprocess.Popen([sys.executable, "-m", "lorif_demo.growing", str(index), str(stages)])
+
+
+def _stop(grower: subprocess.Popen[bytes]) -> None:
+    """Ctrl+C reached it too; otherwise (the server stopped by a signal) ask it to stop."""
+    try:
+        grower.wait(10)
+    except subprocess.TimeoutExpired:
+        grower.send_signal(signal.SIGINT)
+        try:
+            grower.wait(30)
+        except subprocess.TimeoutExpired:
+            grower.kill()
 
 
 @data_app.command("shakespeare")

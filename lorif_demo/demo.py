@@ -1,7 +1,8 @@
 """The demo: Shakespeare's speeches, the model trained on them, a LoRIF index, and queries.
 
-``lorif demo`` builds the index of all 30,526 speeches once (12 to 25 minutes on 2 CPU cores,
-progress bars shown; an interrupted build resumes) and reuses it afterwards; ``--quick`` indexes
+``lorif demo`` indexes a spread over every play first (the quick subset, one to two minutes),
+answers and serves it, and adds the rest of the 30,526 speeches while it serves
+(lorif_demo/growing.py; an interrupted build resumes); ``--quick`` indexes
 every 15th speech and the speeches the demo queries quote (2,038, one to two
 minutes). Settings: the ``shakespeare-demo`` preset of
 :class:`indexer.config.BuildConfig`.
@@ -68,7 +69,9 @@ def _words(text: str) -> list[str]:
 
 
 def ensure_demo_index(workdir: str | Path, quick: bool = False, progress: bool = True) -> Path:
-    """Build the demo index if missing (resuming a partial build); return its path."""
+    """The demo index, built if missing (resuming a partial build); return its path. The full
+    demo's first build is stage 0 of a growing index (lorif_demo/growing.py): `lorif demo`
+    grows it while it serves."""
     from indexer.build import build_index
     from indexer.config import BuildConfig
 
@@ -83,11 +86,27 @@ def ensure_demo_index(workdir: str | Path, quick: bool = False, progress: bool =
     if not data.exists():
         n = write_corpus(data, quick)
         typer.echo(f"corpus: {n} speeches -> {data}")
-    typer.echo(f"building {index} (first run only; an interrupted build resumes) ...")
-    build_index(
-        BuildConfig.preset("shakespeare-demo", data=str(data), output=str(index)), progress=progress
-    )
+    first = data if quick else demo_stages(root)[0]
+    what = "" if quick else " (a spread over every play first; the rest is added as it serves)"
+    typer.echo(f"building {index}{what} (an interrupted build resumes) ...")
+    preset = BuildConfig.preset("shakespeare-demo", data=str(first), output=str(index))
+    build_index(preset, progress=progress)
+    if not quick:
+        from .growing import mark_growing
+
+        mark_growing(index, demo_stages(root))
     return index
+
+
+def demo_stages(root: Path) -> list[Path]:
+    """The full demo's stage files (lorif_demo/growing.py): the quick subset first."""
+    from .growing import write_stages
+
+    lines = (root / "shakespeare.jsonl").read_text(encoding="utf-8").splitlines()
+    rows = [json.loads(line) for line in lines]
+    sources = demo_sources([r["text"] for r in rows])
+    first = {i for i in range(len(rows)) if i % QUICK_STRIDE == 0 or i in sources}
+    return write_stages(rows, first, root / "shakespeare.stages")
 
 
 def run_demo(workdir: str, k: int = 5, quick: bool = False) -> None:

@@ -211,6 +211,11 @@ class IndexSummary(BaseModel):
     stored_bytes_per_example: float = Field(description="the factor datasets' size / N")
     shards: int = Field(description="shard files of a sharded index (0: one file)")
     curvature_rows: int = Field(description="rows the curvature basis was computed over")
+    target_rows: int | None = Field(
+        None,
+        description="a build publishing as it goes grows the index to this many rows (null: "
+        "not growing)",
+    )
     dense_bytes_per_example: int
     dense_ratio: float
     created: str | None

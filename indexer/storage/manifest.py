@@ -31,6 +31,7 @@ FORMAT_VERSION = 1  # a single file (and each shard file)
 DIR_FORMAT_VERSION = 2  # a directory of shards
 MANIFEST = "manifest.json"
 BUILDING = "build.json"  # the manifest a sharded build started with, until it publishes
+GROWING = "growing.json"  # {"target_rows": M}: published as it grows, until it holds M rows
 UNHASHED_KEYS = ("fingerprint", "build_info")  # not part of the content fingerprint
 STR = h5py.string_dtype("utf-8")
 

@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 
-from ..curvature import method
 from ..curvature.base import Basis
 from ..data import Example
 from ..engine.kronecker import KroneckerMoments
@@ -21,10 +20,19 @@ from . import integrity
 from .codec import NUMPY_STORAGE
 from .concat import ShardedFactorStore
 from .directory import Part, check_rows, open_parts, verify_parts
+from .files import read_json
 from .format import PARTIAL_SUFFIX, fingerprint, h5open, read_curvature, verbatim_path
-from .manifest import MANIFEST, CurvatureRecord, Manifest, read_dir_manifest, read_h5_manifest
+from .manifest import (
+    GROWING,
+    MANIFEST,
+    CurvatureRecord,
+    Manifest,
+    read_dir_manifest,
+    read_h5_manifest,
+)
 from .moments import read_moments
 from .store import FactorStore, MmapFactorStore
+from .summary import index_summary
 
 
 def parse_meta(raw: str) -> dict[str, Any]:
@@ -141,6 +149,19 @@ class Index:
         return verbatim_path(self.path)
 
     @property
+    def target_rows(self) -> int | None:
+        """The rows a build that publishes as it goes is growing this index to (its
+        ``growing.json``); None when it is not growing."""
+        marker = self.path / GROWING
+        if not self.sharded or not marker.exists():
+            return None
+        try:
+            target = read_json(marker).get("target_rows")
+        except IndexFormatError:
+            return None
+        return target if isinstance(target, int) and target > len(self) else None
+
+    @property
     def curvature_rows(self) -> int:
         """Rows the curvature basis was computed over (fewer after `index add --no-curvature`)."""
         rows = self.curvature_record.rows
@@ -148,44 +169,7 @@ class Index:
 
     def summary(self) -> dict[str, Any]:
         """What `lorif index info` prints and `GET /v1/index` returns (no host paths)."""
-        m, n, curvature = self.manifest, len(self), self.curvature_record
-        per, dense = self.bytes_per_example()
-        layers = [
-            {
-                "name": t.name,
-                "in_dim": t.in_dim,
-                "out_dim": t.out_dim,
-                "d1": t.d1,
-                "d2": t.d2,
-                "D": t.d1 * t.d2,
-                "lambda": curvature.lambdas[t.name],
-            }
-            for t in m.layers
-        ]
-        return {
-            "fingerprint": self.fingerprint,
-            "model": m.model_summary(),
-            "n_examples": n,
-            "n_layers": len(layers),
-            "layers": layers,
-            "rank_c": m.rank,
-            "curvature_rank_r": curvature.rank,
-            "curvature": self.curvature_kind,
-            "basis_bytes": method(self.curvature_kind).memory_bytes(
-                self.layout.layers, curvature.rank
-            ),
-            "storage_dtype": self.dtype,
-            "bytes_per_example": per,
-            "stored_bytes_per_example": sum(
-                p.file["factors"].id.get_storage_size() for p in self.parts
-            )
-            / max(n, 1),
-            "shards": len(self.parts) if self.sharded else 0,
-            "curvature_rows": self.curvature_rows,
-            "dense_bytes_per_example": dense,
-            "dense_ratio": round(dense / per, 2),
-            "created": (m.build_info or {}).get("created"),
-        }
+        return index_summary(self)
 
     def store(self, shards: range | None = None) -> FactorStore:
         """Every factor row, memory-mapped (shard after shard for a sharded index); or those

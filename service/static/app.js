@@ -315,18 +315,33 @@ function closeDetail() {
   if (dialog.open) dialog.close();
 }
 
-async function loadSummary() {
+// While a build publishes as it goes (the full demo), the summary is read again every
+// GROWING_POLL_MS: the server follows the index, and so does this line.
+const GROWING_POLL_MS = 10000;
+let summaryTimer = null;
+
+async function loadSummary(first = true) {
   try {
     const s = await api("/v1/index", { method: "GET" }, $("index-summary"), generation);
     const model = s.model.spec || s.model.path || "model";
     indexSize = s.n_examples;
     const curvature = s.curvature === "lowrank" ? `r=${s.curvature_rank_r}` : s.curvature;
-    $("index-summary").textContent = `${s.n_examples.toLocaleString()} training examples · ${model} · ` +
-      `${s.n_layers} layers · c=${s.rank_c}, ${curvature} · ${s.bytes_per_example.toLocaleString()} B/example ` +
+    const rows = s.target_rows
+      ? `indexed ${s.n_examples.toLocaleString()} of ${s.target_rows.toLocaleString()} training examples — growing`
+      : `${s.n_examples.toLocaleString()} training examples`;
+    const coverage = s.curvature_rows < s.n_examples
+      ? ` (curvature over the first ${s.curvature_rows.toLocaleString()})` : "";
+    $("index-summary").textContent = `${rows} · ${model} · ` +
+      `${s.n_layers} layers · c=${s.rank_c}, ${curvature}${coverage} · ${s.bytes_per_example.toLocaleString()} B/example ` +
       `(${s.dense_ratio}× less than dense) · ${s.scoring_path} scan`;
-    if (!queryFromUrl()) exampleQueries(s);
+    if (first && !queryFromUrl()) exampleQueries(s);
+    clearTimeout(summaryTimer);
+    if (s.target_rows || s.curvature_rows < s.n_examples) {
+      summaryTimer = setTimeout(() => loadSummary(false), GROWING_POLL_MS);
+    }
   } catch (e) {
-    setStatus($("index-summary"), e.message, "error");
+    if (first) setStatus($("index-summary"), e.message, "error");
+    else summaryTimer = setTimeout(() => loadSummary(false), GROWING_POLL_MS);  // try again
   }
 }
 

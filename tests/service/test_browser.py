@@ -163,3 +163,26 @@ def test_verbatim_panel(server, page):
     page.goto(f"{server}/?prompt=zebra%20quantum%20xylophone%20marmalade&k=3")
     expect(page.locator("#verbatim")).to_contain_text("No training example contains")
     assert not page.errors
+
+
+def test_a_growing_index_is_shown_growing_and_followed(grown, tmp_path, page):
+    """A build that publishes as it goes: the page says "indexed N of M … growing" and
+    updates as the server follows the index (here: `lorif index add` of the last 20 rows)."""
+    import json
+
+    from tests.helpers import lorif_serve
+
+    from .conftest import copy_of, lorif
+
+    index = copy_of(grown, tmp_path)
+    (index / "growing.json").write_text(json.dumps({"target_rows": 60}))
+    with lorif_serve(index, env={"LORIF_WATCH_S": "0.5", "LORIF_SCORER": "thread"}) as (url, _):
+        page.goto(url)
+        summary = page.locator("#index-summary")
+        expect(summary).to_contain_text("indexed 40 of 60 training examples — growing")
+        lorif("index", "add", str(index), "--data", str(grown[1]), "--device", "cpu")
+        (index / "growing.json").unlink()
+        expect(summary).to_contain_text("60 training examples ·")
+        expect(summary).not_to_contain_text("growing")
+        page.screenshot(path=ARTIFACTS / "browse-grown.png")
+        assert not page.errors

@@ -1,0 +1,54 @@
+"""An index's summary: what `lorif index info` prints and `GET /v1/index` returns."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..curvature import method
+
+if TYPE_CHECKING:
+    from .reader import Index
+
+
+def index_summary(index: Index) -> dict[str, Any]:
+    """Model, N, layers, ranks, curvature, bytes per example, shards, coverage (no host
+    paths)."""
+    m, n, curvature = index.manifest, len(index), index.curvature_record
+    per, dense = index.bytes_per_example()
+    layers = [
+        {
+            "name": t.name,
+            "in_dim": t.in_dim,
+            "out_dim": t.out_dim,
+            "d1": t.d1,
+            "d2": t.d2,
+            "D": t.d1 * t.d2,
+            "lambda": curvature.lambdas[t.name],
+        }
+        for t in m.layers
+    ]
+    return {
+        "fingerprint": index.fingerprint,
+        "model": m.model_summary(),
+        "n_examples": n,
+        "n_layers": len(layers),
+        "layers": layers,
+        "rank_c": m.rank,
+        "curvature_rank_r": curvature.rank,
+        "curvature": index.curvature_kind,
+        "basis_bytes": method(index.curvature_kind).memory_bytes(
+            index.layout.layers, curvature.rank
+        ),
+        "storage_dtype": index.dtype,
+        "bytes_per_example": per,
+        "stored_bytes_per_example": sum(
+            p.file["factors"].id.get_storage_size() for p in index.parts
+        )
+        / max(n, 1),
+        "shards": len(index.parts) if index.sharded else 0,
+        "curvature_rows": index.curvature_rows,
+        "target_rows": index.target_rows,
+        "dense_bytes_per_example": dense,
+        "dense_ratio": round(dense / per, 2),
+        "created": (m.build_info or {}).get("created"),
+    }
