@@ -16,9 +16,8 @@ import h5py
 import httpx
 import pytest
 
-from indexer import Index
 from tests.helpers import free_port, lorif_serve, start_redis
-from tests.indexer.storage.test_integrity import flip_factor_byte
+from tests.indexer.storage.test_integrity import flip_factor_byte, write_nan_factor
 
 LORIF = str(Path(sys.executable).parent / "lorif")
 
@@ -112,11 +111,7 @@ def test_start_up_failures_are_one_line_and_early(small_index, tmp_path):
     assert code == 2 and "do not match their checksum" in err and len(err.splitlines()) == 1
     nan = tmp_path / "nan.h5"
     shutil.copy(small_index, nan)
-    with Index(nan) as index:
-        offset = index.file["factors"].id.get_offset()
-    with open(nan, "r+b") as fh:  # bf16 0x7FC0 = NaN, as the first value of row 0
-        fh.seek(offset)
-        fh.write(b"\xc0\x7f")
+    write_nan_factor(nan)
     code, err, _ = serve_fails(str(nan), "--port", str(free_port()), "--verify", "fast")
     last = err.splitlines()[-1]
     assert code == 2 and "Traceback" not in err, err[-3000:]

@@ -117,17 +117,13 @@ def test_non_finite_scores_are_refused_and_never_cached(small_index, tmp_path):
     import numpy as np
 
     from indexer.errors import IndexFormatError
-    from indexer.storage.reader import Index
     from service.cache import deserialize, serialize
     from service.scorer import Scored
+    from tests.indexer.storage.test_integrity import write_nan_factor
 
     damaged = tmp_path / "nan.h5"
     shutil.copy(small_index, damaged)
-    with Index(damaged) as index:
-        offset = index.file["factors"].id.get_offset()
-    with open(damaged, "r+b") as fh:  # bf16 0x7FC0 = NaN, as the first value of row 0
-        fh.seek(offset)
-        fh.write(b"\xc0\x7f")
+    write_nan_factor(damaged)
     with (
         pytest.raises(IndexFormatError, match="scored NaN or infinity"),
         app_client(damaged, verify="off"),

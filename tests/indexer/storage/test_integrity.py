@@ -21,6 +21,15 @@ def copy(small_index, tmp_path):
     return out
 
 
+def write_nan_factor(path) -> None:
+    """Make the first value of row 0 a NaN (bf16 0x7FC0), checksums left as they were."""
+    with Index(path) as index:
+        offset = index.file["factors"].id.get_offset()
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(b"\xc0\x7f")
+
+
 def flip_factor_byte(path, at: int | range = 10) -> None:
     """XOR 0xFF into the factor bytes at ``at`` (offsets into the factor array)."""
     with Index(path) as index:
