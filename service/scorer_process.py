@@ -19,16 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 from indexer import (
@@ -40,6 +36,7 @@ from indexer import (
 )
 
 from .scorer import Scored
+from .scorer_spawn import Spares, reap, spawn
 
 log = logging.getLogger("lorif")
 RETRY_AFTER_S = 5
@@ -102,7 +99,7 @@ class ScorerProcess:
         dies while loading) is raised here. Then prepare the next spare."""
         t0 = time.monotonic()
         spare = self.spares.take() if self.spares else None
-        proc, conn = spare or _spawn()
+        proc, conn = spare or spawn()
         try:
             if spare is None:
                 conn.recv()  # ("idle", None): its imports are done
@@ -111,11 +108,11 @@ class ScorerProcess:
         except (EOFError, OSError):
             conn.close()
             raise ScorerUnavailable(
-                f"the scorer process exited with code {_reap(proc)} while loading"
+                f"the scorer process exited with code {reap(proc)} while loading"
             ) from None
         if status != "ready":
             conn.close()
-            _reap(proc)
+            reap(proc)
             raise value
         with self._lock:
             self._conn, self._proc, self.down_since = conn, proc, None
@@ -155,7 +152,7 @@ class ScorerProcess:
                 conn.send(("stop",))
             conn.close()
         if proc is not None:
-            _reap(proc)
+            reap(proc)
 
     def _call(self, *message: Any) -> Any:
         with self._lock:
@@ -211,87 +208,3 @@ class ScorerProcess:
             if self._closed.is_set():  # closed while it was loading
                 self.close()
             return
-
-
-Child = tuple[subprocess.Popen[bytes], Connection]
-
-
-class Spares:
-    """One scorer child kept ready (imports done, waiting for a spec): a restart after a
-    death, or the scorer of a new version of the index, loads in a fraction of a second
-    instead of importing for seconds. Shared by every version's ScorerProcess."""
-
-    def __init__(self) -> None:
-        self._spare: Child | None = None
-        self._lock = threading.Lock()
-        self._closed = False
-
-    def take(self) -> Child | None:
-        with self._lock:
-            spare, self._spare = self._spare, None
-        if spare is not None and spare[0].poll() is None:
-            return spare
-        return None
-
-    def prepare(self) -> None:
-        """Start the next spare in the background (if there is none)."""
-        threading.Thread(target=self._prepare, name="lorif-scorer-spare", daemon=True).start()
-
-    @property
-    def ready(self) -> bool:
-        """A spare has done its imports and waits."""
-        return self._spare is not None
-
-    def _prepare(self) -> None:
-        proc, conn = _spawn()
-        try:
-            conn.recv()  # ("idle", None): its imports are done
-        except (EOFError, OSError):
-            _dismiss(proc, conn)
-            return
-        spare: Child | None = (proc, conn)
-        with self._lock:
-            if not self._closed and self._spare is None:
-                self._spare, spare = spare, None
-        if spare is not None:
-            _dismiss(*spare)
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-        spare = self.take()
-        if spare is not None:
-            _dismiss(*spare)
-
-
-def _spawn() -> tuple[subprocess.Popen[bytes], Connection]:
-    """A scorer child that imports its packages and waits for its spec on a socket pair."""
-    # A fresh interpreter (not multiprocessing's spawn, which re-runs the caller's __main__;
-    # never fork a process that holds torch). It imports the very packages this process
-    # runs: -P keeps the working directory (which may hold another "service" package) off
-    # its path, PYTHONPATH puts ours first.
-    ours, theirs = socket.socketpair()
-    here = str(Path(__file__).resolve().parents[1])
-    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
-    with theirs:
-        proc = subprocess.Popen(
-            [sys.executable, "-P", "-m", "service.scorer_child", str(theirs.fileno())],
-            pass_fds=[theirs.fileno()],
-            env={**os.environ, "PYTHONPATH": path},
-        )
-    return proc, Connection(ours.detach())
-
-
-def _dismiss(proc: subprocess.Popen[bytes], conn: Connection) -> None:
-    """End a spare: without a spec it exits when its socket closes."""
-    conn.close()
-    _reap(proc)
-
-
-def _reap(proc: subprocess.Popen[bytes], timeout_s: float = 10) -> int:
-    """The child's exit code, killing it if it has not exited within ``timeout_s``."""
-    try:
-        return proc.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait()

@@ -30,7 +30,8 @@ from .batcher import MicroBatcher, NonFiniteScores
 from .cache import ExampleCache, ResultCache
 from .metrics import Metrics
 from .scorer import BatchScorer, Scoring
-from .scorer_process import ScorerProcess, ScorerSpec, Spares
+from .scorer_process import ScorerProcess, ScorerSpec
+from .scorer_spawn import Spares
 from .settings import ServiceSettings
 from .verbatim import VerbatimLookup, open_lookup
 
@@ -117,11 +118,11 @@ class Opener:
         """Load ``index`` (verified as ``report`` says) behind a scorer and a batcher, warm it
         up; the version owns ``index`` from here on (closed again if this fails)."""
         s = self.settings
-        self.defaults.for_index(index.curvature_record)  # a default damping it cannot take
         # Only what this process read and checked may share cache entries with other replicas.
         content_id = report.content_id or f"unverified-{index.fingerprint}-{uuid.uuid4().hex}"
         examples = ExampleCache(index.examples_at)
         try:
+            self.defaults.for_index(index.curvature_record)  # a default damping it cannot take
             checker, scorer = await self._scorer(index)
         except BaseException:
             index.close()

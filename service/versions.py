@@ -121,7 +121,12 @@ class Versions:
             "error": str(e),
             "at": datetime.now(UTC).isoformat(),
         }
-        log.error("refused the published index version (%s); still serving %s", e, self.current)
+        log.error(
+            "refused the published index version (%s); still serving version %d (%s)",
+            e,
+            self.current.number,
+            self.current.fingerprint,
+        )
         return {"status": "refused", "version": self.current.summary(), "error": str(e)}
 
     def stale(self) -> None:

@@ -117,6 +117,10 @@ def test_api_key(small_index):
         )
         assert ok.status_code == 200
         assert c.get("/health/live").status_code == 200  # health stays open
+        assert c.post("/v1/admin/reload").status_code == 401  # admin: behind the key
+        reload = c.post("/v1/admin/reload", headers={"X-API-Key": "s3cret"})
+        assert reload.status_code == 200 and reload.json()["status"] == "unchanged"
+        assert reload.json()["version"]["number"] == 1
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from indexer import Index
-from tests.helpers import lorif_serve
+from tests.helpers import lorif_serve, write_jsonl
 
 from .conftest import copy_of, lorif
 
@@ -208,3 +208,40 @@ def test_a_corrupted_version_is_refused_and_the_old_keeps_answering(grown, tmp_p
         assert reload.status_code == 409, reload.text
         assert reload.headers["content-type"] == "application/problem+json"
         assert "still serving version 1" in reload.json()["detail"]
+
+
+def test_a_restart_whose_version_is_gone_opens_the_published_one(grown, tmp_path):
+    """With watching off, two adds publish past the served version (its basis file is then
+    removed); a killed scorer cannot reopen it, so the server opens the published version."""
+    index = copy_of(grown, tmp_path)
+    rows = grown[2]
+    halves = [write_jsonl(tmp_path / f"half{i}.jsonl", rows[i * 10 : i * 10 + 10]) for i in (0, 1)]
+    with lorif_serve(index, env={"LORIF_WATCH_S": "0"}) as (url, proc):
+        old_basis = json.loads((index / "manifest.json").read_text())["basis"]
+        for half in halves:
+            lorif("index", "add", str(index), "--data", str(half), "--device", "cpu")
+        assert not (index / old_basis).exists() and rows_served(url) == 40  # not followed
+        wait_for(
+            "a spare scorer",
+            60,
+            lambda: "lorif_scorer_spare 1.0" in httpx.get(f"{url}/metrics", timeout=10).text,
+        )
+        os.kill(scorer_pid(proc.pid), signal.SIGKILL)
+        wait_for("the published version served", 60, lambda: rows_served(url) == 60)
+        r = httpx.post(f"{url}/v1/attributions", json={"prompt": "the king.", "k": 3}, timeout=60)
+        assert (
+            r.status_code == 200
+            and r.json()["index_fingerprint"] == httpx.get(f"{url}/v1/index").json()["fingerprint"]
+        )
+
+
+def test_a_scorer_that_cannot_come_back_fails_liveness(grown, tmp_path):
+    index = copy_of(grown, tmp_path)
+    env = {"LORIF_WATCH_S": "0", "LORIF_SCORER_GRACE_S": "2"}
+    with lorif_serve(index, env=env) as (url, proc):
+        assert httpx.get(f"{url}/health/live").status_code == 200
+        shutil.move(index, tmp_path / "gone")  # neither its version nor any other can open
+        os.kill(scorer_pid(proc.pid), signal.SIGKILL)
+        wait_for("liveness failing", 30, lambda: httpx.get(f"{url}/health/live").status_code == 503)
+        assert "down for over 2 s" in httpx.get(f"{url}/health/live").json()["detail"]
+        assert httpx.get(f"{url}/health/ready").status_code == 503

@@ -105,6 +105,18 @@ def test_a_hand_edited_manifest_is_refused_at_open(single_and_sharded, tmp_path)
             assert index.verify("fast").method == "checksums"
 
 
+def test_a_manifest_with_other_rows_names_both_counts(single_and_sharded, tmp_path):
+    import shutil
+
+    copy = tmp_path / "rows"
+    shutil.copytree(single_and_sharded[1], copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["n_examples"] = 61
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexFormatError, match="the shards hold 60 rows, the manifest says 61"):
+        Index(copy)
+
+
 def test_a_shard_or_a_half_built_directory_is_not_an_index(single_and_sharded, tmp_path):
     with pytest.raises(IndexFormatError, match="one shard of a sharded index"):
         Index(single_and_sharded[1] / "shards" / "00000.h5")
