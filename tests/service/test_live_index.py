@@ -1,7 +1,9 @@
 """A live index: a served index grown by `lorif index add` under 16 concurrent clients is
 followed without a failed request (scorer process and thread); the new rows answer with
 verbatim evidence; the old version's files are closed; a corrupted new version is refused
-while the old one keeps answering; a scorer killed under load answers again within 5 s."""
+while the old one keeps answering; a scorer killed under load answers again within 5 s; a
+restart whose version is gone opens the published one; a scorer that cannot come back fails
+liveness. (The cluster's part: tests/service/test_cluster.py.)"""
 
 from __future__ import annotations
 
