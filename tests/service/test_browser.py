@@ -180,6 +180,7 @@ def test_a_growing_index_is_shown_growing_and_followed(grown, tmp_path, page):
         page.goto(url)
         summary = page.locator("#index-summary")
         expect(summary).to_contain_text("indexed 40 of 60 training examples — growing")
+        page.screenshot(path=ARTIFACTS / "browse-growing.png")
         lorif("index", "add", str(index), "--data", str(grown[1]), "--device", "cpu")
         (index / "growing.json").unlink()
         expect(summary).to_contain_text("60 training examples ·")
