@@ -142,7 +142,9 @@ def test_index_add_under_load_is_followed_without_a_failed_request(grown, tmp_pa
         with Load(url) as load:
             time.sleep(1.0)
             lorif("index", "add", str(index), "--data", str(grown[1]), "--device", "cpu")
-            switched = wait_for("the new version served", 60, lambda: rows_served(url) == 60)
+            # the watch interval, then opening, verifying and warming the new version up
+            # (0.8 s with the scorer process here; the bound leaves room for a loaded machine)
+            switched = wait_for("the new version served", 15, lambda: rows_served(url) == 60)
             time.sleep(1.0)  # queries keep coming on the new version
         assert not load.errors, load.errors[:5]
         assert load.codes[200] > 0 and set(load.codes) <= {200, 429}
