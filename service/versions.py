@@ -94,7 +94,7 @@ class Versions:
                 return self._refuse(stamp, None, e)
             if index.fingerprint == self.current.fingerprint:
                 index.close()
-                self._stamp = stamp
+                self._stamp, self.refused = stamp, None  # what is published is what serves
                 return {"status": "unchanged", "version": self.current.summary()}
             try:
                 index, report = await self._opened(index, None)
