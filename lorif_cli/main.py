@@ -24,6 +24,26 @@ app = typer.Typer(
     help="LoRIF: low-rank influence functions - build and query attribution "
     "indexes, and serve them.",
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from indexer import __version__
+
+        typer.echo(f"lorif {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """LoRIF: low-rank influence functions - build and query attribution indexes, and serve
+    them."""
+
+
 app.add_typer(index_app, name="index")
 app.command("query")(query)
 app.command("serve")(serve_command)

@@ -20,7 +20,7 @@ CHUNK = 32  # queries per scan when scoring a file of queries
 
 
 def query(
-    index: str = typer.Argument(..., help="Index file."),
+    index: str = typer.Argument(..., help="The index (a directory of shards, or one file)."),
     prompt: str = typer.Argument(
         None, help="Query text (all tokens count unless --completion is given); or give --queries."
     ),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import logging
 import socket
 from typing import Any
 
@@ -19,6 +20,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from indexer import ConfigError
 
 from .settings import ServiceSettings
+
+log = logging.getLogger("lorif")
 
 
 class HeaderTimeout:
@@ -108,7 +111,7 @@ def run(
     base = HeaderTimeoutHttpTools if http == "httptools" else HeaderTimeoutProtocol
     protocol: Any = type("LorifHTTP", (base,), {"header_timeout_s": settings.header_timeout_s})
     config = uvicorn.Config(
-        _OneLineStartupErrors(app),
+        _Lifespan(app, _url(settings.host, settings.port)),
         host=settings.host,
         port=settings.port,
         workers=1,
@@ -127,12 +130,17 @@ def run(
         raise app.state.startup_error
 
 
-class _OneLineStartupErrors:
-    """The app, but a start-up failure the library explains (``app.state.startup_error``,
-    raised again by ``run``) is not also logged as a 40-line traceback by uvicorn."""
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
-    def __init__(self, app: FastAPI):
-        self.app = app
+
+class _Lifespan:
+    """The app, saying where it listens once it is ready, and without the 40-line traceback
+    uvicorn would log for a start-up failure the library explains in one line
+    (``app.state.startup_error``, raised again by ``run``)."""
+
+    def __init__(self, app: FastAPI, url: str):
+        self.app, self.url = app, url
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan":
@@ -142,6 +150,8 @@ class _OneLineStartupErrors:
         async def quiet(message: Message) -> None:
             if message["type"] == "lifespan.startup.failed" and self.app.state.startup_error:
                 message = {**message, "message": ""}
+            if message["type"] == "lifespan.startup.complete":
+                log.info("ready: the page at %s, the API docs at %sdocs", self.url, self.url)
             await send(message)
 
         await self.app(scope, receive, quiet)

@@ -54,7 +54,11 @@ def resolve_model_spec(spec: str) -> tuple[Path, str | None]:
                 "pass the model directory or one .gguf file"
             )
         return p, None
-    raise ModelLoadError(f"model not found: {spec} (a local HF model directory or a .gguf file)")
+    names = ", ".join(registry.short_names())
+    raise ModelLoadError(
+        f"model not found: {spec} (a local HF model directory, a .gguf file, or a short name: "
+        f"{names})"
+    )
 
 
 def locate_model(spec: str) -> tuple[Path, str | None, Path | None]:

@@ -50,6 +50,11 @@ ALIASES = {"smollm2": "smollm2-135m", "smollm2-135m-instruct": "smollm2-135m"}
 LOCAL = {"shakespeare-llama": "shakespeare-llama"}
 
 
+def short_names() -> list[str]:
+    """The model names `--model` takes besides paths (aliases included)."""
+    return sorted({*KNOWN_GGUF, *LOCAL, *ALIASES})
+
+
 def canonical(spec: str) -> str | None:
     name = spec.strip().lower()
     name = ALIASES.get(name, name)

@@ -19,6 +19,12 @@ async def page() -> FileResponse:
     return FileResponse(STATIC / "index.html")
 
 
+@router.api_route("/favicon.ico", methods=["GET", "HEAD"], include_in_schema=False)
+async def favicon() -> FileResponse:
+    """The page's icon (an SVG; browsers ask for /favicon.ico by default)."""
+    return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
+
 @router.api_route("/docs", methods=["GET", "HEAD"], include_in_schema=False)
 async def docs() -> FileResponse:
     """Swagger UI for /openapi.json."""

@@ -199,3 +199,18 @@ def test_console_script_exit_code(tmp_path):
     )
     assert res.returncode == 2
     assert res.stderr.strip() == f"error: index not found: {tmp_path / 'missing.h5'}"
+
+
+def test_version_help_and_model_names(monkeypatch, capsys):
+    """`lorif --version`; `query --help` names what an index is; an unknown model lists the
+    short names `--model` takes."""
+    from indexer.errors import ModelLoadError
+    from indexer.models.loading import locate_model
+    from tests.helpers import run_cli
+
+    code, out, _ = run_cli(monkeypatch, capsys, "--version")
+    assert code == 0 and out.strip() == "lorif 0.1.0"
+    code, out, _ = run_cli(monkeypatch, capsys, "query", "--help")
+    assert code == 0 and "directory of shards, or one file" in " ".join(out.split())
+    with pytest.raises(ModelLoadError, match="short name: .*shakespeare-llama.*smollm2"):
+        locate_model("no-such-model")

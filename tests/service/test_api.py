@@ -255,7 +255,9 @@ def test_lorif_serve_process(small_index):
         code = proc.wait(timeout=30)
     # uvicorn shuts down gracefully, then re-raises the signal (exit status -SIGTERM)
     assert code in (0, -signal.SIGTERM)
-    assert "Application shutdown complete" in server_log(proc)
+    log = server_log(proc)
+    assert "Application shutdown complete" in log
+    assert f"ready: the page at {url}/, the API docs at {url}/docs" in log  # where it listens
 
 
 def test_explanations_endpoint(client):

@@ -181,3 +181,8 @@ def test_cors_origins_from_the_flag_or_the_environment(small_index, monkeypatch)
     assert two.cors_origins == ["http://a", "http://b"]
     monkeypatch.setenv("LORIF_CORS_ORIGINS", "http://c,http://d")
     assert ServiceSettings().cors_origins == ["http://c", "http://d"]
+
+
+def test_favicon(client):
+    r = client.get("/favicon.ico")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml")
