@@ -93,7 +93,7 @@ class ScorerProcess:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
-    def start(self) -> None:
+    def start(self, restart: bool = False) -> None:
         """Start the child (the spare one, when there is one: its imports are done) and wait
         until it has loaded the index and model; its load error (or ScorerUnavailable when it
         dies while loading) is raised here. Then prepare the next spare."""
@@ -116,6 +116,7 @@ class ScorerProcess:
             raise value
         with self._lock:
             self._conn, self._proc, self.down_since = conn, proc, None
+            self.restarts += restart  # counted as it becomes available, not after
             self._scan_bytes, self.placement = value["scan_bytes"], value["placement"]
         threading.Thread(
             target=self._watch, args=(proc,), name="lorif-scorer-watch", daemon=True
@@ -194,7 +195,7 @@ class ScorerProcess:
         delay = 1.0
         while not self._closed.is_set():
             try:
-                self.start()
+                self.start(restart=True)
             except Exception as e:  # noqa: BLE001 - logged; retried with back-off
                 log.error("restarting the scorer process failed: %s; retry in %.0f s", e, delay)
                 if isinstance(e, IndexFormatError) and self.on_stale is not None:
@@ -203,7 +204,6 @@ class ScorerProcess:
                     return
                 delay = min(2 * delay, MAX_BACKOFF_S)
                 continue
-            self.restarts += 1
             log.info("the scorer process is back (restart %d)", self.restarts)
             if self._closed.is_set():  # closed while it was loading
                 self.close()
