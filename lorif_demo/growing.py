@@ -19,8 +19,9 @@ import os
 import sys
 from pathlib import Path
 
+from indexer.storage.manifest import GROWING  # {"target_rows": M}
+
 STAGE_ROWS = 4096
-GROWING = "growing.json"  # indexer.storage.manifest.GROWING: {"target_rows": M}
 
 
 def write_stages(rows: list[dict], first: set[int], out: Path) -> list[Path]:

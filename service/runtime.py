@@ -69,9 +69,8 @@ class Runtime:
 
     @property
     def on_cluster(self) -> bool:
-        """The scan runs on Ray Serve: deployed by this process (``cluster``) or bound into
-        the Serve application this app is the ingress of (``shard_groups``)."""
-        return bool(self.settings.cluster) or self.shard_groups is not None
+        """The scan runs on Ray Serve (``Opener.on_cluster``)."""
+        return self.versions.opener.on_cluster
 
     @property
     def scoring(self) -> bool:

@@ -112,6 +112,8 @@ class Opener:
 
     @property
     def on_cluster(self) -> bool:
+        """The scan runs on Ray Serve: deployed by this process (``cluster``) or bound into
+        the Serve application this app is the ingress of (``shard_groups``)."""
         return bool(self.settings.cluster) or self.shard_groups is not None
 
     async def open(self, index: Index, report: VerifyReport, number: int) -> Version:
