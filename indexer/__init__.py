@@ -11,8 +11,8 @@ The public API is importable from here (lazily, so ``import indexer.config`` sta
 ``BuildConfig``, ``CurvatureConfig``, ``build_index``, ``Index``, ``Manifest``,
 ``QueryEngine``, ``QueryOptions``, ``curvature_method`` (the registered kinds:
 ``CURVATURE_KINDS``), ``Example``, ``load_examples``, ``query_example``, ``Featurizer``,
-``Task``, ``CausalLMTask``, ``ClassificationTask``, ``ScoreResult``, ``top_rows`` and the
-errors.
+``Task``, ``CausalLMTask``, ``ClassificationTask``, ``ScoreResult``, ``top_rows``, the
+answer's shape (``Answer``, ``answers_of`` and its parts) and the errors.
 """
 
 from __future__ import annotations
@@ -72,6 +72,17 @@ _PUBLIC = {
     "VerbatimMatch": "verbatim",
     "build_verbatim": "verbatim",
     "verbatim_summary": "verbatim",
+    "verbatim_evidence": "verbatim",
+    "Answer": "query.answer",
+    "answers_of": "query.answer",
+    "histogram_dict": "query.answer",
+    "totals_dict": "query.answer",
+    "provenance": "query.answer",
+    "result_row": "query.answer",
+    "scoring_dict": "query.answer",
+    "Totals": "engine.summary",
+    "ExampleQuery": "storage.metadata",
+    "write_example_queries": "storage.metadata",
 }
 __all__ = [
     "__version__",
@@ -124,6 +135,17 @@ __all__ = [
     "VerbatimMatch",
     "build_verbatim",
     "verbatim_summary",
+    "verbatim_evidence",
+    "Answer",
+    "answers_of",
+    "histogram_dict",
+    "totals_dict",
+    "provenance",
+    "result_row",
+    "scoring_dict",
+    "Totals",
+    "ExampleQuery",
+    "write_example_queries",
 ]
 
 if TYPE_CHECKING:
@@ -140,6 +162,7 @@ if TYPE_CHECKING:
     from .curvature import method as curvature_method
     from .data import Example, load_examples, query_example, snippet
     from .engine.scoring import ScoreResult, merge_results, score_store
+    from .engine.summary import Totals
     from .errors import (
         ConfigError,
         DataError,
@@ -152,13 +175,29 @@ if TYPE_CHECKING:
     from .models.loading import resolve_device
     from .models.tasks import CausalLMTask, ClassificationTask, Task
     from .query import Explanation, QueryChecker, QueryEngine, TokenContribution, top_rows
+    from .query.answer import (
+        Answer,
+        answers_of,
+        histogram_dict,
+        provenance,
+        result_row,
+        scoring_dict,
+        totals_dict,
+    )
     from .query.options import Direction, Normalize, QueryOptions
     from .storage.integrity import VerifyReport
     from .storage.manifest import FORMAT_VERSION, CurvatureRecord, Manifest
+    from .storage.metadata import ExampleQuery, write_example_queries
     from .storage.reader import Index
     from .storage.resident import Resident
     from .threads import available_cpus, use_threads
-    from .verbatim import VerbatimIndex, VerbatimMatch, build_verbatim, verbatim_summary
+    from .verbatim import (
+        VerbatimIndex,
+        VerbatimMatch,
+        build_verbatim,
+        verbatim_evidence,
+        verbatim_summary,
+    )
 
 
 _RENAMED = {"CURVATURE_KINDS": "KINDS", "curvature_method": "method"}

@@ -18,10 +18,12 @@ import re
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .data import Example
 from .errors import IndexFormatError
 from .storage.reader import Index
 
@@ -211,3 +213,44 @@ class VerbatimIndex:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+PANEL = 10  # examples listed as verbatim evidence
+
+
+def verbatim_evidence(
+    table: VerbatimIndex,
+    text: str,
+    ids: Sequence[int],
+    examples_at: Callable[[list[int]], list[Example]],
+    snippet_chars: int = 240,
+) -> tuple[list[dict[str, Any]], dict[int, int]]:
+    """(the PANEL examples holding the longest runs of ``text``'s words, as answer rows
+    ``{example_id, words, text, start, end, snippet, meta}``; {id: words} for those of the
+    shown results ``ids`` that hold a run)."""
+    runs = table.runs(text)  # the phrase queries, once for both lists
+    panel = table.search(text, PANEL, runs=runs)
+    marks = {m.example_id: m.words for m in table.search(text, len(ids), list(ids), runs=runs)}
+    examples = examples_at([m.example_id for m in panel])
+    rows = [
+        {
+            "example_id": m.example_id,
+            "words": m.words,
+            "text": m.text,
+            "start": m.start,
+            "end": m.end,
+            "snippet": around(ex.text, m.start, m.end, snippet_chars),
+            "meta": ex.meta,
+        }
+        for m, ex in zip(panel, examples, strict=True)
+    ]
+    return rows, marks
+
+
+def around(text: str, start: int, end: int, chars: int) -> str:
+    """About ``chars`` characters of ``text`` centred on [start, end)."""
+    if len(text) <= chars:
+        return text
+    pad = max(0, (chars - (end - start)) // 2)
+    lo, hi = max(0, start - pad), min(len(text), end + pad)
+    return ("…" if lo else "") + text[lo:hi] + ("…" if hi < len(text) else "")

@@ -23,6 +23,7 @@ from indexer import (
     QueryOptions,
     Resident,
     ScoreResult,
+    Totals,
 )
 
 PLAIN = QueryOptions()  # the build's damping, no normalisation, the exact scan
@@ -41,6 +42,8 @@ class Scored:
     queue_s: float = 0.0
     residual: float | None = None  # low-rank path: ||P - P_cq||_F / ||P||_F of the query
     n_tokens: int = 0  # the query's token count
+    histogram: npt.NDArray[np.int64] | None = None  # (N_BINS,) of all N scores (summary.py)
+    totals: Totals | None = None  # all N scores summed per value of options.totals_by
 
     @property
     def finite(self) -> bool:
@@ -96,6 +99,8 @@ def answers(
             t1 - t0,
             t2 - t1,
             residual=None if res.residual is None else float(res.residual[i]),
+            histogram=None if res.histogram is None else res.histogram[i],
+            totals=None if res.totals is None else res.totals.row(i),
         )
         for i in range(len(ks))
     ]
@@ -132,14 +137,15 @@ class BatchScorer:
 
     def score(self, queries: list[Example], options: Sequence[QueryOptions]) -> list[Scored]:
         """Each query's own top-k (the same answer it would get scanned alone): one scan per
-        scan path for the queries without normalisation (each at its own damping), one per
-        damping for unit-normalised ones (the rows' scale depends on it)."""
-        groups: dict[tuple[str, float | None, int, int], list[int]] = {}
+        scan path (and totals' key) for the queries without normalisation (each at its own
+        damping), one per damping for unit-normalised ones (the rows' scale depends on it)."""
+        groups: dict[tuple[str, float | None, int, int, str | None], list[int]] = {}
         for i, o in enumerate(options):
             alpha = None if o.normalize == "none" else o.damping
-            groups.setdefault((o.normalize, alpha, o.query_rank, o.candidates), []).append(i)
+            key = (o.normalize, alpha, o.query_rank, o.candidates, o.totals_by)
+            groups.setdefault(key, []).append(i)
         out: list[Scored | None] = [None] * len(queries)
-        for (normalize, _, query_rank, candidates), idx in groups.items():
+        for (normalize, _, query_rank, candidates, totals_by), idx in groups.items():
             part = [queries[i] for i in idx]
             t0 = time.perf_counter()
             if normalize == "none":
@@ -156,6 +162,7 @@ class BatchScorer:
                 query_rank=query_rank,
                 candidates=candidates,
                 row_scale=scale,
+                totals_by=totals_by,
             )
             times = (t0, t1, time.perf_counter())
             for i, scored in zip(

@@ -10,12 +10,11 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from indexer import Index, IndexFormatError, VerbatimIndex
+from indexer import Index, IndexFormatError, VerbatimIndex, verbatim_evidence
 
 from .cache import ExampleCache
 from .protocol import VerbatimResult
 
-PANEL = 10  # examples listed in the verbatim panel
 log = logging.getLogger("lorif")
 
 
@@ -46,26 +45,10 @@ class VerbatimLookup:
             if key in self._answers:
                 self._answers.move_to_end(key)
                 return self._answers[key]
-        runs = self.table.runs(text)  # the phrase queries, once for both lists
-        panel = self.table.search(text, PANEL, runs=runs)
-        shown = self.table.search(text, len(ids), list(ids), runs=runs)
-        marks = {m.example_id: m.words for m in shown}
-        examples = self.examples.get_many([m.example_id for m in panel])
-        answer = (
-            [
-                VerbatimResult(
-                    example_id=m.example_id,
-                    words=m.words,
-                    text=m.text,
-                    start=m.start,
-                    end=m.end,
-                    snippet=_around(ex.text, m.start, m.end, self.snippet_chars),
-                    meta=ex.meta,
-                )
-                for m, ex in zip(panel, examples, strict=True)
-            ],
-            marks,
+        rows, marks = verbatim_evidence(
+            self.table, text, ids, self.examples.get_many, self.snippet_chars
         )
+        answer = ([VerbatimResult(**r) for r in rows], marks)
         with self._lock:
             self._answers[key] = answer
             if len(self._answers) > self.size:
@@ -83,12 +66,3 @@ def open_lookup(index: Index, examples: ExampleCache, snippet_chars: int) -> Ver
     except IndexFormatError as e:
         log.warning("no verbatim evidence in answers: %s", e)
         return None
-
-
-def _around(text: str, start: int, end: int, chars: int) -> str:
-    """About ``chars`` characters of ``text`` centred on [start, end)."""
-    if len(text) <= chars:
-        return text
-    pad = max(0, (chars - (end - start)) // 2)
-    lo, hi = max(0, start - pad), min(len(text), end + pad)
-    return ("…" if lo else "") + text[lo:hi] + ("…" if hi < len(text) else "")

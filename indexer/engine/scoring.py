@@ -33,6 +33,7 @@ from .packed_scan import (
     score_packs_lowrank,
     stacked_queries,
 )
+from .summary import GroupSums, ScoreHistogram, Totals
 
 __all__ = [
     "LayerPreconditioner",
@@ -128,6 +129,8 @@ class ScoreResult:
     opponent_scores: npt.NDArray[np.float32]
     scores: npt.NDArray[np.float32] | None  # (Q, N) every example's score, when requested
     residual: npt.NDArray[np.float64] | None = None  # (Q,) low-rank: what the scan dropped
+    histogram: npt.NDArray[np.int64] | None = None  # (Q, summary.N_BINS) of all N scores
+    totals: Totals | None = None  # the scores summed per value of a metadata key
 
 
 def score_store(
@@ -140,16 +143,20 @@ def score_store(
     query_rank: int = 0,
     candidates: int = 4,
     row_scale: torch.Tensor | None = None,
+    groups: tuple[str, torch.Tensor, list[str]] | None = None,
 ) -> ScoreResult:
     """Stream the store in blocks and score preconditioned queries ``p`` against every row
-    (each row's scores times ``row_scale`` (N,) when given: unit normalisation).
+    (each row's scores times ``row_scale`` (N,) when given: unit normalisation). Every score
+    also goes into a histogram (engine/summary.py) and, with ``groups`` = (metadata key, each
+    row's value code (N,), the values), into per-value sums.
 
     ``k``: results per direction, one for all queries or one per query; the arrays returned
     are (Q, max k) and row q is query q's answer up to its own k, the same answer it gets when
     scanned alone. ``query_rank`` = 0: the exact path. ``query_rank`` > 0: the scan uses
     rank-``query_rank`` queries and keeps ``candidates * k`` candidates per query and
     direction; those rows are then scored exactly, so returned scores are exact and only the
-    candidate recall is approximate (``scores``, when kept, are the approximate ones).
+    candidate recall is approximate (``scores``, the histogram and the sums are the
+    approximate ones).
     """
     n_queries = next(iter(p.values())).shape[0]
     ks = [k] * n_queries if isinstance(k, int) else [int(x) for x in k]
@@ -158,10 +165,15 @@ def score_store(
     top = RunningTopK(n_queries, width, device)
     full = np.empty((n_queries, len(store)), dtype=np.float32) if keep_scores else None
     block_rows = block_rows or default_block_rows(torch.device(device))
+    hist = ScoreHistogram(n_queries, device)
+    sums = GroupSums(n_queries, groups[1].to(device), len(groups[2])) if groups else None
     for start, s in _block_scores(store, p, lowrank, block_rows, torch.device(device)):
         if row_scale is not None:
             s = s * row_scale[start : start + s.shape[1]].to(s.device)
         top.update(s, start)
+        hist.update(s)
+        if sums is not None:
+            sums.update(s, start)
         if full is not None:
             full[:, start : start + s.shape[1]] = s.cpu().numpy()
     if lowrank:
@@ -173,6 +185,8 @@ def score_store(
         top.bot_s.cpu().numpy(),
         full,
         lowrank.residual if lowrank else None,
+        hist.numpy(),
+        sums.totals(groups[0], groups[2]) if sums is not None and groups else None,
     )
 
 
@@ -275,4 +289,16 @@ def merge_results(parts: Sequence[tuple[int, ScoreResult]], k: int) -> ScoreResu
         if all(r.scores is not None for _, r in parts)
         else None
     )
-    return ScoreResult(top_i, top_s, bot_i, bot_s, full, parts[0][1].residual)
+    hists = [r.histogram for _, r in parts]
+    histogram = (
+        sum(h for h in hists if h is not None) if all(h is not None for h in hists) else None
+    )
+    return ScoreResult(
+        top_i,
+        top_s,
+        bot_i,
+        bot_s,
+        full,
+        parts[0][1].residual,
+        histogram,  # type: ignore[arg-type]
+    )

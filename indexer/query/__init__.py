@@ -6,7 +6,8 @@ was built from, preconditions them (preconditioning.py) and scans the factor sto
 from __future__ import annotations
 
 from .checker import QueryChecker
-from .engine import Explanation, QueryEngine, TokenContribution, top_rows
+from .engine import QueryEngine, top_rows
+from .explanation import Explanation, TokenContribution
 from .options import Direction, Normalize, QueryOptions
 
 __all__ = [

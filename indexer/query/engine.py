@@ -7,44 +7,32 @@ factor store; ``explain`` splits one (query, example) score over both texts' tok
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..data import Example
-from ..engine.explain import split_score
 from ..engine.normalize import query_norms
-from ..engine.scoring import Preconditioner, ScoreResult, precondition, score_rows, score_store
-from ..errors import ConfigError, DataError, IndexFormatError
+from ..engine.scoring import Preconditioner, ScoreResult, precondition, score_store
+from ..errors import IndexFormatError
 from ..models.featurizer import Featurizer
 from ..models.loading import load_causal_lm, model_fingerprint, resolve_device
-from ..models.tasks import CausalLMTask, Task
+from ..models.tasks import Task
 from ..storage.reader import Index
 from ..storage.resident import Resident, ResidentFactorStore, make_resident
 from ..storage.store import FactorStore
 from .checker import QueryChecker, lm_task, model_spec, require_lm_index
+from .explanation import Explanation, explain
 from .options import Normalize, QueryOptions
 from .preconditioning import Preconditioning
 
-
-@dataclass
-class TokenContribution:
-    text: str  # the token as the tokenizer decodes it alone
-    contribution: float
-    target: bool  # this token is a prediction target counted in the loss
-
-
-@dataclass
-class Explanation:
-    example_id: int
-    score: float  # = sum of either list of contributions
-    index_score: float  # the scan's score of this pair (stored factors)
-    query_tokens: list[TokenContribution]
-    example_tokens: list[TokenContribution]
-    example_truncated: bool  # the example is longer than the index's max_tokens
+if TYPE_CHECKING:
+    from .answer import Answer
 
 
 @dataclass
@@ -183,8 +171,14 @@ class QueryEngine:
         query_rank: int = 0,
         candidates: int = 4,
         row_scale: torch.Tensor | None = None,
+        totals_by: str | None = None,
     ) -> ScoreResult:
-        """Stream the factor store once for preconditioned queries ``p`` (see score_store)."""
+        """Stream the factor store once for preconditioned queries ``p`` (see score_store);
+        ``totals_by``: also sum the scores per value of this metadata key."""
+        groups = None
+        if totals_by is not None:
+            codes, values = self.index.meta_table.codes(totals_by)
+            groups = (totals_by, torch.from_numpy(codes), values)
         return score_store(
             self.store,
             p,
@@ -195,6 +189,7 @@ class QueryEngine:
             query_rank=query_rank,
             candidates=candidates,
             row_scale=row_scale,
+            groups=groups,
         )
 
     def score(
@@ -221,7 +216,14 @@ class QueryEngine:
         p, scale = self.prepared_for(queries, options)
         ks = options.k if isinstance(k, int) else k
         return self.scan(
-            p, ks, keep_scores, block_rows, options.query_rank, options.candidates, scale
+            p,
+            ks,
+            keep_scores,
+            block_rows,
+            options.query_rank,
+            options.candidates,
+            scale,
+            options.totals_by,
         )
 
     def prepared(
@@ -246,48 +248,25 @@ class QueryEngine:
         norms = self.preconditioning.norms(self.store, options.damping)
         return p, 1.0 / norms.clamp_min(1e-30)
 
+    def answer(
+        self, query: Example, options: QueryOptions | None = None, full_text: bool = False
+    ) -> Answer:
+        """The query's answer in the API's shape (``answer.py``; ``.to_dict()`` is its JSON)."""
+        from .answer import answers_of  # answer.py builds on this module
+
+        options = self.options_for(options or QueryOptions())
+        t0 = time.perf_counter()
+        result = self.score([query], keep_scores=False, options=options)
+        timings = {"total_ms": (time.perf_counter() - t0) * 1000}
+        return answers_of(self, result, [query], options, full_text, timings)[0]
+
     def explain(self, query: Example, example_id: int, damping: float | None = None) -> Explanation:
         """Split the score of training example ``example_id`` for ``query`` over both texts'
-        tokens (exact; see indexer.engine.explain); ``damping`` as in ``score``."""
-        task = self.featurizer.task
-        if not isinstance(task, CausalLMTask):
-            raise ConfigError("token explanations need a language-model index")
-        if not 0 <= example_id < len(self.index):
-            raise DataError(f"example_id must be in [0, {len(self.index)})")
-        self.query_tokens(query)  # raises DataError for a query without loss tokens
-        example = self.index.example(example_id)
-        split = split_score(
-            self.featurizer.position_terms(query),
-            self.featurizer.position_terms(example),
-            self.preconditioners_for(damping),
-            self.index.layout.rank,
-        )
-        row = self.store.rows(np.array([example_id]), self.device)
-        index_score = float(score_rows(self.index.layout, row, split.preconditioned)[0, 0])
-        return Explanation(
-            example_id=example_id,
-            score=split.score,
-            index_score=index_score,
-            query_tokens=_tokens(task, query, split.query.cpu()),
-            example_tokens=_tokens(task, example, split.example.cpu()),
-            example_truncated=task.full_length(example) > task.max_tokens,
-        )
+        tokens (exact; explanation.py); ``damping`` as in ``score``."""
+        return explain(self, query, example_id, damping)
 
     def close(self) -> None:
         self.index.close()
-
-
-def _tokens(task: CausalLMTask, example: Example, values: torch.Tensor) -> list[TokenContribution]:
-    ids, mask = task.encode(example)
-    if len(ids) != values.shape[0]:
-        raise DataError(
-            "token count and captured positions differ (a tracked layer runs more "
-            "than once per forward pass); explanations need one call per layer"
-        )
-    return [
-        TokenContribution(task.tokenizer.decode([i]), float(v), bool(m))
-        for i, v, m in zip(ids, values.tolist(), mask, strict=True)
-    ]
 
 
 def top_rows(result: ScoreResult, q: int, direction: str = "proponents") -> list[tuple[int, float]]:

@@ -6,6 +6,7 @@ model, the CLI's flags and the Python API all build one) and made canonical for 
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from typing import Literal
 
@@ -17,6 +18,7 @@ Direction = Literal["proponents", "opponents", "both"]
 Normalize = Literal["none", "unit"]
 DIRECTIONS: tuple[Direction, ...] = ("proponents", "opponents", "both")
 NORMALIZE: tuple[Normalize, ...] = ("none", "unit")
+MAX_KEY = 100  # characters of a metadata key
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class QueryOptions:
     query_rank: int = 0  # 0 = the exact scan; c_q > 0 = the low-rank query path
     candidates: int = 4  # low-rank path: rows re-scored exactly per result (x k)
     verbatim: bool = True  # also list examples holding the query's words verbatim
+    totals_by: str | None = None  # also sum all N scores per value of this metadata key
 
     def __post_init__(self) -> None:
         checks = [
@@ -41,6 +44,11 @@ class QueryOptions:
             ),
             (self.query_rank >= 0, f"query_rank must be >= 0, not {self.query_rank}"),
             (self.candidates >= 1, f"candidates must be >= 1, not {self.candidates}"),
+            (
+                self.totals_by is None
+                or (isinstance(self.totals_by, str) and 0 < len(self.totals_by) <= MAX_KEY),
+                f"totals_by must be a metadata key of 1 to {MAX_KEY} characters",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -69,12 +77,13 @@ class QueryOptions:
         return "low-rank" if self.query_rank else "exact"
 
     def scoring_key(self) -> str:
-        """The options that change the scores, canonical (for cache keys): scan path, damping
-        (``for_index`` first), normalisation and k."""
+        """The options that change the answer, canonical (for cache keys): scan path, damping
+        (``for_index`` first), normalisation, k and the totals' key."""
         scan = f"{self.query_rank}x{self.candidates}" if self.query_rank else "exact"
         alpha = "build" if self.damping is None else repr(float(self.damping))
         unit = ":unit" if self.normalize == "unit" else ""
-        return f"{scan}:a{alpha}{unit}:k{self.k}"
+        by = "" if self.totals_by is None else ":by" + json.dumps(self.totals_by)
+        return f"{scan}:a{alpha}{unit}:k{self.k}{by}"
 
     def reported_damping(self, curvature: CurvatureRecord) -> float | None:
         """The relative damping the scores were computed with (None: an absolute lambda)."""

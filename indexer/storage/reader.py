@@ -30,6 +30,7 @@ from .manifest import (
     read_dir_manifest,
     read_h5_manifest,
 )
+from .metadata import MetaTable
 from .moments import read_moments
 from .store import FactorStore, MmapFactorStore
 from .summary import index_summary
@@ -53,6 +54,7 @@ class Index:
         """Open the index published at ``path``; a sharded one's ``manifest``: open that
         version (an earlier manifest whose files are still there) instead of the current."""
         self.path = Path(path)
+        self._meta_table: MetaTable | None = None
         if str(self.path).endswith(PARTIAL_SUFFIX):
             raise IndexFormatError(
                 f"{self.path}: an unfinished build, not an index "
@@ -239,6 +241,13 @@ class Index:
     def column(self, field: str) -> list[str]:
         """Every example's ``prompt``, ``completion`` or ``meta`` (raw JSON), in id order."""
         return [t for p in self.parts for t in p.file[f"examples/{field}"].asstr()[()]]
+
+    @property
+    def meta_table(self) -> MetaTable:
+        """Every example's metadata, parsed on first use (totals by a key, context)."""
+        if self._meta_table is None:
+            self._meta_table = MetaTable([parse_meta(m) for m in self.column("meta")])
+        return self._meta_table
 
     def n_tokens(self, i: int) -> int:
         """Tokens of example ``i`` as indexed (after truncation to the build's max_tokens)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..curvature import method
+from .metadata import read_example_queries
 
 if TYPE_CHECKING:
     from .reader import Index
@@ -51,4 +52,14 @@ def index_summary(index: Index) -> dict[str, Any]:
         "dense_bytes_per_example": dense,
         "dense_ratio": round(dense / per, 2),
         "created": (m.build_info or {}).get("created"),
+        "blocks": _blocks([t.name for t in m.layers]),
+        "example_queries": [q.__dict__ for q in read_example_queries(index.path)],
     }
+
+
+def _blocks(names: list[str]) -> int | None:
+    """Transformer blocks the tracked layers sit in (the distinct numbers in their dotted
+    names, e.g. ``model.layers.3.mlp.up_proj``); None when the names carry none."""
+    numbers = {next((p for p in n.split(".") if p.isdigit()), None) for n in names}
+    numbers.discard(None)
+    return len(numbers) or None

@@ -1,0 +1,224 @@
+"""The answer to one query, in one shape everywhere: ``POST /v1/attributions``, ``lorif query
+--json`` and the Python API (``QueryEngine.answer(...).to_dict()``) all build it here (the HTTP
+API's pydantic models in service/protocol.py document the same fields, and a test holds them
+equal). Parts:
+
+- ``proponents`` / ``opponents``: rows ``{rank, example_id, score, snippet, meta}`` (+ ``text``,
+  the full text, when asked; + ``verbatim_words`` where the example holds a run of the query's
+  words);
+- ``score_histogram``: where all N scores lie (engine/summary.py's bins, the empty ends cut);
+- ``totals``: all N scores summed per value of a metadata key, when asked;
+- ``provenance``: what reproduces the answer (index, model, preconditioner, options, query).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .. import __version__
+from ..data import Example, snippet
+from ..engine.scoring import ScoreResult
+from ..engine.summary import Totals, bin_edges
+from ..errors import IndexFormatError
+from ..verbatim import VerbatimIndex, verbatim_evidence
+from .engine import top_rows
+from .options import QueryOptions
+
+if TYPE_CHECKING:
+    from .engine import QueryEngine
+
+SNIPPET_CHARS = 240
+TOTALS_SHOWN = 25  # values listed at each end of a totals ranking
+
+
+def result_row(
+    rank: int,
+    example_id: int,
+    score: float,
+    example: Example,
+    snippet_chars: int = SNIPPET_CHARS,
+    full_text: bool = False,
+) -> dict[str, Any]:
+    """One ranked result."""
+    row: dict[str, Any] = {
+        "rank": rank,
+        "example_id": example_id,
+        "score": score,
+        "snippet": snippet(example.text, snippet_chars),
+        "meta": example.meta,
+    }
+    if full_text:
+        row["text"] = example.text
+    return row
+
+
+def histogram_dict(counts: npt.NDArray[np.int64]) -> dict[str, Any]:
+    """``counts`` (N_BINS,) -> {n, edges, counts}: the bins from the first to the last that
+    holds a score (edges has one more entry than counts)."""
+    nonzero = np.flatnonzero(counts)
+    lo, hi = (int(nonzero[0]), int(nonzero[-1])) if len(nonzero) else (0, -1)
+    edges = bin_edges()
+    return {
+        "n": int(counts.sum()),
+        "edges": edges[lo : hi + 2] if hi >= lo else [],
+        "counts": [int(c) for c in counts[lo : hi + 1]],
+    }
+
+
+def totals_dict(totals: Totals) -> dict[str, Any]:
+    """{key, groups, rows, highest, lowest}: the values with the largest and smallest score
+    sums over all N rows (``TOTALS_SHOWN`` each; fewer values: all of them in ``highest``)."""
+    sums = np.asarray(totals.sums, dtype=np.float64)
+    order = [int(i) for i in np.argsort(-sums, kind="stable")]
+
+    def entry(i: int) -> dict[str, Any]:
+        n = int(totals.counts[i])
+        return {"value": totals.values[i], "rows": n, "sum": float(sums[i]),
+                "mean": float(sums[i] / n) if n else 0.0}  # fmt: skip
+
+    many = len(order) > 2 * TOTALS_SHOWN
+    return {
+        "key": totals.key,
+        "groups": len(order),
+        "rows": int(totals.counts.sum()),
+        "highest": [entry(i) for i in (order[:TOTALS_SHOWN] if many else order)],
+        "lowest": [entry(i) for i in reversed(order[-TOTALS_SHOWN:])] if many else [],
+    }
+
+
+def provenance(
+    summary: dict[str, Any],
+    query: Example,
+    options: QueryOptions,
+    damping: float | None,
+    version: int | None = None,
+) -> dict[str, Any]:
+    """What reproduces an answer: the index (its ``summary()``: fingerprint, model,
+    preconditioner), this server's version of it, the options and the query."""
+    curvature = summary["curvature"]
+    return {
+        "index_fingerprint": summary["fingerprint"],
+        "index_version": version,
+        "index_rows": summary["n_examples"],
+        "index_created": summary.get("created"),
+        "model": summary["model"].get("spec"),
+        "model_fingerprint": summary["model"].get("fingerprint"),
+        "preconditioner": curvature,
+        "curvature_rank_r": summary["curvature_rank_r"],
+        "rank_c": summary["rank_c"],
+        "damping": damping,
+        "normalize": options.normalize,
+        "k": options.k,
+        "direction": options.direction,
+        "query_rank": options.query_rank,
+        "totals_by": options.totals_by,
+        "query": {"prompt": query.prompt, "completion": query.completion or None},
+        "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "lorif_version": __version__,
+    }
+
+
+@dataclass
+class Answer:
+    """One query's answer (see the module docstring); ``to_dict()`` is its JSON."""
+
+    index_fingerprint: str
+    query_tokens: int
+    scoring: dict[str, Any]
+    provenance: dict[str, Any]
+    proponents: list[dict[str, Any]] | None = None
+    opponents: list[dict[str, Any]] | None = None
+    verbatim: list[dict[str, Any]] | None = None
+    score_histogram: dict[str, Any] | None = None
+    totals: dict[str, Any] | None = None
+    cached: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object, without the parts that are absent (None)."""
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+def answers_of(
+    engine: QueryEngine,
+    result: ScoreResult,
+    queries: list[Example],
+    options: QueryOptions,
+    full_text: bool = False,
+    timings: dict[str, float] | None = None,
+) -> list[Answer]:
+    """Each query's Answer from one scan's ``result`` (``options`` canonical for the index:
+    ``engine.options_for``); verbatim evidence when ``options.verbatim`` and the index has a
+    current verbatim table."""
+    summary = engine.index.summary()
+    damping = options.reported_damping(engine.index.curvature_record)
+    table = _verbatim_table(engine) if options.verbatim else None
+    out = []
+    try:
+        for q, query in enumerate(queries):
+            lists: dict[str, list[dict[str, Any]] | None] = {"proponents": None, "opponents": None}
+            for direction in lists:
+                if options.direction in (direction, "both"):
+                    top = top_rows(result, q, direction)[: options.k]
+                    examples = engine.index.examples_at([i for i, _ in top])
+                    lists[direction] = [
+                        result_row(r, i, s, ex, full_text=full_text)
+                        for r, ((i, s), ex) in enumerate(zip(top, examples, strict=True), 1)
+                    ]
+            shown = [row for rows in lists.values() for row in rows or []]
+            found = None
+            if table is not None:
+                found, marks = verbatim_evidence(
+                    table, query.text, [r["example_id"] for r in shown], engine.index.examples_at
+                )
+                for row in shown:
+                    if row["example_id"] in marks:
+                        row["verbatim_words"] = marks[row["example_id"]]
+            residual = None if result.residual is None else float(result.residual[q])
+            out.append(
+                Answer(
+                    index_fingerprint=engine.index.fingerprint,
+                    query_tokens=engine.query_tokens(query),
+                    scoring=scoring_dict(options, damping, residual),
+                    provenance=provenance(summary, query, options, damping),
+                    proponents=lists["proponents"],
+                    opponents=lists["opponents"],
+                    verbatim=found,
+                    score_histogram=None
+                    if result.histogram is None
+                    else histogram_dict(result.histogram[q]),
+                    totals=None if result.totals is None else totals_dict(result.totals.row(q)),
+                    timings=dict(timings or {}),
+                )
+            )
+    finally:
+        if table is not None:
+            table.close()
+    return out
+
+
+def scoring_dict(
+    options: QueryOptions, damping: float | None, residual: float | None
+) -> dict[str, Any]:
+    """How the scores were computed (the API's ``scoring``)."""
+    out: dict[str, Any] = {
+        "path": options.path,
+        "normalize": options.normalize,
+        "damping": damping,
+        "query_rank": options.query_rank,
+    }
+    if residual is not None:
+        out["residual"] = residual
+    return out
+
+
+def _verbatim_table(engine: QueryEngine) -> VerbatimIndex | None:
+    try:
+        return VerbatimIndex.open_for(engine.index)
+    except IndexFormatError:
+        return None
