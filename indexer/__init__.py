@@ -81,6 +81,7 @@ _PUBLIC = {
     "result_row": "query.answer",
     "scoring_dict": "query.answer",
     "Totals": "engine.summary",
+    "N_BINS": "engine.summary",
     "ExampleQuery": "storage.metadata",
     "write_example_queries": "storage.metadata",
 }
@@ -144,6 +145,7 @@ __all__ = [
     "result_row",
     "scoring_dict",
     "Totals",
+    "N_BINS",
     "ExampleQuery",
     "write_example_queries",
 ]
@@ -162,7 +164,7 @@ if TYPE_CHECKING:
     from .curvature import method as curvature_method
     from .data import Example, load_examples, query_example, snippet
     from .engine.scoring import ScoreResult, merge_results, score_store
-    from .engine.summary import Totals
+    from .engine.summary import N_BINS, Totals
     from .errors import (
         ConfigError,
         DataError,

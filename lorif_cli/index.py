@@ -176,6 +176,25 @@ def verbatim(path: str = typer.Argument(..., help="Index file or directory.")) -
     )
 
 
+@index_app.command("example-queries")
+def example_queries(
+    path: str = typer.Argument(..., help="Index file or directory."),
+    queries: str = typer.Argument(
+        ..., help="A .jsonl of queries: `text`, or `prompt` + `completion`; optional `note`."
+    ),
+) -> None:
+    """Store the example queries the page offers for this index when no query is typed."""
+    from indexer import ExampleQuery, Index, load_examples, write_example_queries
+
+    with Index(path):  # an index, not any path
+        pass
+    rows = [
+        ExampleQuery(e.prompt, e.completion or "", str(e.meta.get("note", "")))
+        for e in load_examples(queries)
+    ]
+    typer.echo(f"example queries: {write_example_queries(path, rows)} ({len(rows)})")
+
+
 @index_app.command("info")
 def info(
     path: str = typer.Argument(..., help="Index file."),

@@ -53,14 +53,23 @@ def query(
         "none",
         help="none | unit: cosines under H^-1 (the examples' norms: one extra pass).",
     ),
+    totals_by: str = typer.Option(
+        None, help="Also sum every example's score per value of this metadata key (e.g. play)."
+    ),
+    full_text: bool = typer.Option(False, "--full-text", help="JSON: each result's full text."),
+    verbatim: bool = typer.Option(
+        True, help="Also list examples holding the query's words verbatim (its verbatim table)."
+    ),
 ) -> None:
-    """Top-k proponents (and opponents) of queries among the indexed examples."""
+    """Top-k proponents (and opponents) of queries among the indexed examples. --json prints
+    the same answer as POST /v1/attributions (one per query: a list for --queries)."""
     from indexer.data import load_examples, query_example
     from indexer.query import QueryEngine
     from indexer.threads import use_threads
 
     _check_options(prompt is None, queries is None, all_scores, output, resident)
-    options = _query_options(k, damping, normalize)
+    direction = "both" if opponents else "proponents"
+    options = _query_options(k, damping, normalize, direction, totals_by, verbatim)
     # Bad text and bad files are refused before the model loads.
     examples = [query_example(prompt, completion)] if queries is None else load_examples(queries)
     use_threads(threads)
@@ -71,12 +80,10 @@ def query(
         for q in examples:
             engine.check_query(q)
         options = engine.options_for(options)  # refuses a damping for an absolute lambda
-        results = _score_all(engine, examples, output, options)
-        directions = ("proponents", "opponents") if opponents else ("proponents",)
-        out = [_rows(engine, result, q, directions) for result, q in results]
+        out = _score_all(engine, examples, output, options, full_text)
     finally:
         engine.close()
-    _print(out if queries is not None else out[0], examples, as_json)
+    _print(out, examples, as_json, queries is not None)
     if output:
         typer.echo(f"scores: {output} ({len(examples)} x {len(engine.index)} float32)", err=True)
 
@@ -97,67 +104,95 @@ def _check_options(
         raise ConfigError(f"--resident must be auto, on or off, not {resident!r}")
 
 
-def _query_options(k: int, damping: float | None, normalize: str) -> QueryOptions:
+def _query_options(
+    k: int,
+    damping: float | None,
+    normalize: str,
+    direction: str,
+    totals_by: str | None,
+    verbatim: bool,
+) -> QueryOptions:
     """The flags' QueryOptions (checked there; its messages name a field, here its flag)."""
     try:
-        return QueryOptions(k=k, damping=damping, normalize=cast("Any", normalize))
+        return QueryOptions(
+            k=k, direction=cast("Any", direction), damping=damping,
+            normalize=cast("Any", normalize), totals_by=totals_by, verbatim=verbatim,
+        )  # fmt: skip
     except ConfigError as e:
-        raise ConfigError(f"--{e}") from None
+        raise ConfigError("--" + str(e).replace("_", "-", 1)) from None
 
 
 def _score_all(
-    engine: Any, examples: list[Any], output: str | None, options: QueryOptions
-) -> list[tuple[Any, int]]:
-    """(ScoreResult, row in it) per query, scanned CHUNK queries at a time; with ``output``
-    the full score rows go into a .npy memory map."""
+    engine: Any, examples: list[Any], output: str | None, options: QueryOptions, full_text: bool
+) -> list[dict[str, Any]]:
+    """Each query's answer (``indexer.answers_of``: the API's shape), scanned CHUNK queries at
+    a time; with ``output`` the full score rows go into a .npy memory map."""
+    import time
+
+    from indexer import answers_of
+
     scores = None
     if output is not None:
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         scores = np.lib.format.open_memmap(
             output, mode="w+", dtype=np.float32, shape=(len(examples), len(engine.index))
         )
-    results = []
+    out = []
     for start in range(0, len(examples), CHUNK):
         chunk = examples[start : start + CHUNK]
-        result = engine.score(chunk, keep_scores=scores is not None, options=options)
+        t0 = time.perf_counter()
+        p, scale = engine.prepared_for(chunk, options)
+        t1 = time.perf_counter()
+        result = engine.scan(
+            p, options.k, scores is not None, 0, options.query_rank, options.candidates, scale,
+            options.totals_by,
+        )  # fmt: skip
+        t2 = time.perf_counter()
         if scores is not None:
             scores[start : start + len(chunk)] = result.scores
-        results += [(result, i) for i in range(len(chunk))]
+        timings = {"queue_ms": 0.0, "featurize_ms": (t1 - t0) * 1e3, "scan_ms": (t2 - t1) * 1e3,
+                   "total_ms": (t2 - t0) * 1e3}  # fmt: skip
+        out += [a.to_dict() for a in answers_of(engine, result, chunk, options, full_text, timings)]
     if scores is not None:
         scores.flush()
-    return results
-
-
-def _rows(
-    engine: Any, result: Any, q: int, directions: tuple[str, ...]
-) -> dict[str, list[dict[str, Any]]]:
-    from indexer.query import top_rows
-
-    out = {}
-    for direction in directions:
-        top = top_rows(result, q, direction)
-        examples = engine.index.examples_at([i for i, _ in top])  # one batched read
-        out[direction] = [
-            {"rank": r, "example_id": i, "score": s, "text": ex.text, "meta": ex.meta}
-            for r, ((i, s), ex) in enumerate(zip(top, examples, strict=True), 1)
-        ]
     return out
 
 
-def _print(out: Any, examples: list[Any], as_json: bool) -> None:
+def _print(out: list[dict[str, Any]], examples: list[Any], as_json: bool, many: bool) -> None:
     from indexer.data import snippet
 
     if as_json:
-        typer.echo(json.dumps(out, indent=2, ensure_ascii=False))
+        typer.echo(json.dumps(out if many else out[0], indent=2, ensure_ascii=False))
         return
-    for i, rows in enumerate(out if isinstance(out, list) else [out]):
-        if isinstance(out, list):
+    for i, answer in enumerate(out):
+        if many:
             typer.echo(f"\nquery {i}: {snippet(examples[i].text, 100)}")
-        for direction, listed in rows.items():
+        for direction in ("proponents", "opponents"):
+            if direction not in answer:
+                continue
             typer.echo(f"\n{direction}:")
-            for row in listed:
+            for row in answer[direction]:
                 meta = ", ".join(f"{key}={v}" for key, v in row["meta"].items())
+                mark = (
+                    f"  (verbatim {row['verbatim_words']} words)" if "verbatim_words" in row else ""
+                )
                 typer.echo(
                     f"  {row['rank']:3d}. #{row['example_id']:<7d} {row['score']:+.4e}  "
-                    f"{snippet(row['text'], 100)}" + (f"  [{meta}]" if meta else "")
+                    f"{snippet(row['snippet'], 100)}" + (f"  [{meta}]" if meta else "") + mark
                 )
+        _print_extras(answer)
+
+
+def _print_extras(answer: dict[str, Any]) -> None:
+    """The verbatim matches and the totals of one answer, as text."""
+    if "verbatim" in answer:
+        typer.echo("\nverbatim (the query's words, word for word; text search, not influence):")
+        if not answer["verbatim"]:
+            typer.echo("  none: no example holds 4 or more of the query's words in a row")
+        for m in answer["verbatim"]:
+            typer.echo(f"  {m['words']:3d} words  #{m['example_id']:<7d} “{m['text']}”")
+    if "totals" in answer:
+        t = answer["totals"]
+        typer.echo(f"\ntotals by {t['key']} (all {t['rows']:,} examples, {t['groups']} values):")
+        for e in t["highest"][:10]:
+            typer.echo(f"  {e['sum']:+.4e}  {e['value'] or '(none)'}  ({e['rows']} examples)")

@@ -80,7 +80,7 @@ def ensure_demo_index(workdir: str | Path, quick: bool = False, progress: bool =
     name = "shakespeare-quick" if quick else "shakespeare"
     data, index = root / f"{name}.jsonl", root / name
     if (index / "manifest.json").exists():
-        return index
+        return with_example_queries(index)
     if root.joinpath(f"{name}.h5").exists():  # built by an earlier version: one file
         return root / f"{name}.h5"
     if not data.exists():
@@ -95,6 +95,24 @@ def ensure_demo_index(workdir: str | Path, quick: bool = False, progress: bool =
         from .growing import mark_growing
 
         mark_growing(index, demo_stages(root))
+    return with_example_queries(index)
+
+
+NOTES = [
+    "a famous line: its influences and, below them, its verbatim source (not the same thing)",
+    "filter the results by play or speaker; sum the influence per play",
+    "prompt + completion: only the completion's tokens count",
+]
+
+
+def with_example_queries(index: Path) -> Path:
+    """The demo queries stored beside the index: what its empty page offers."""
+    from indexer import ExampleQuery, write_example_queries
+    from indexer.storage.metadata import example_queries_path
+
+    if not example_queries_path(index).exists():
+        queries = [ExampleQuery(p, c, n) for (p, c), n in zip(DEMO_QUERIES, NOTES, strict=True)]
+        write_example_queries(index, queries)
     return index
 
 

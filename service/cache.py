@@ -6,74 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
-import struct
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-import numpy as np
+from indexer import Example
 
-from indexer import Example, QueryOptions
-
+from .cache_codec import deserialize, serialize
 from .scorer import Scored
-
-CACHE_FORMAT = 3
-_MAGIC = b"LRF"
-_HEAD = struct.Struct("<3sBIfI")  # magic, format, k, residual (NaN = exact), query tokens
-
-
-def query_key(content_id: str, example: Example, options: QueryOptions) -> str:
-    """Cache key: format version, the index's content id (what this server verified it reads,
-    see Runtime.start), the options that change the scores (canonical for the index) and the
-    query's hash."""
-    text = hashlib.sha256(json.dumps([example.prompt, example.completion]).encode()).hexdigest()
-    return f"lorif:v{CACHE_FORMAT}:{content_id}:{options.scoring_key()}:{text}"
-
-
-def serialize(s: Scored) -> bytes:
-    """Compact value: a 16-byte head, then ids (int32) and scores (float32) both ways:
-    16 + 16 k bytes."""
-    k = len(s.proponent_ids)
-    residual = float("nan") if s.residual is None else s.residual
-    head = _HEAD.pack(_MAGIC, CACHE_FORMAT, k, residual, s.n_tokens)
-    return head + b"".join(
-        np.ascontiguousarray(a, dtype=d).tobytes()
-        for a, d in (
-            (s.proponent_ids, "<i4"),
-            (s.proponent_scores, "<f4"),
-            (s.opponent_ids, "<i4"),
-            (s.opponent_scores, "<f4"),
-        )
-    )
-
-
-def deserialize(raw: bytes) -> Scored | None:
-    """The Scored value of ``serialize``; None for bytes of another format or length, or
-    with non-finite scores (never served from a cache)."""
-    if len(raw) < _HEAD.size:
-        return None
-    magic, version, k, residual, n_tokens = _HEAD.unpack_from(raw)
-    if magic != _MAGIC or version != CACHE_FORMAT or len(raw) != _HEAD.size + 16 * k:
-        return None
-    parts = [
-        np.frombuffer(raw, dtype=d, count=k, offset=_HEAD.size + 4 * k * i)
-        for i, d in enumerate(("<i4", "<f4", "<i4", "<f4"))
-    ]
-    value = Scored(
-        parts[0].astype(np.int64),
-        parts[1],
-        parts[2].astype(np.int64),
-        parts[3],
-        0,
-        0,
-        residual=None if np.isnan(residual) else residual,
-        n_tokens=n_tokens,
-    )
-    return value if value.finite else None
 
 
 class ResultCache(Protocol):

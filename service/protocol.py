@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from indexer import CURVATURE_KINDS, MAX_DAMPING, MIN_DAMPING, Direction, Normalize
 
+from .protocol_views import Provenance, ScoreHistogram, TotalsSummary
+
 QueryDamping = Annotated[
     Annotated[float, Field(allow_inf_nan=False, strict=True)] | None,
     Field(
@@ -44,10 +46,22 @@ class AttributionRequest(BaseModel):
         description="unit: cosines of the gradients under H^-1 (which examples point the same "
         "way, not which changed the loss most; not on a cluster).",
     )
+    totals_by: str | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        description="Also sum every training example's score per value of this metadata key "
+        "(e.g. play, speaker; one more reduction in the scan; not on a cluster).",
+    )
+    full_text: bool = Field(
+        False, strict=True, description="Results carry their full text (`text`) too."
+    )
 
     def options(self) -> dict[str, Any]:
         """The request's query options (``Runtime.options`` adds the server's and checks)."""
-        return self.model_dump(include={"k", "direction", "damping", "normalize", "verbatim"})
+        return self.model_dump(
+            include={"k", "direction", "damping", "normalize", "verbatim", "totals_by"}
+        )
 
 
 class ExplanationRequest(BaseModel):
@@ -86,6 +100,7 @@ class Result(BaseModel):
     score: float
     snippet: str
     meta: dict[str, Any]
+    text: str | None = Field(None, description="The full text (requests with full_text).")
     verbatim_words: int | None = Field(
         None,
         description="The longest run of the query's words (>= 4) this example contains "
@@ -137,6 +152,11 @@ class AttributionResponse(BaseModel):
         "(influence is not retrieval: these need not be the top proponents). Absent when the "
         "request says verbatim=false or the index has no verbatim table.",
     )
+    score_histogram: ScoreHistogram | None = Field(
+        None, description="Where all N scores lie (the shown results are in its outer bins)."
+    )
+    totals: TotalsSummary | None = Field(None, description="Requests with totals_by.")
+    provenance: Provenance
     cached: bool
     timings: Timings
 
@@ -226,6 +246,14 @@ class IndexSummary(BaseModel):
     )
     device: str = Field(description="the scorer's torch device")
     resident: bool = Field(description="factor rows held in device memory (else streamed)")
+    blocks: int | None = Field(
+        None, description="transformer blocks the layers sit in (null: not numbered)"
+    )
+    example_queries: list[dict[str, str]] = Field(
+        default_factory=list,
+        description="queries an empty page offers ({prompt, completion, note}; "
+        "`lorif index example-queries`)",
+    )
     version: VersionSummary
     refused_version: RefusedVersion | None = Field(
         None, description="the last published version refused since this one was opened"

@@ -56,10 +56,19 @@ class Version:
     users: int = 0  # requests holding it
     retired: bool = False  # replaced: closed when the last holder is done
     _closed: asyncio.Event = field(default_factory=asyncio.Event)
+    _index_summary: dict[str, Any] | None = None
 
     @property
     def fingerprint(self) -> str:
         return self.index.fingerprint
+
+    @property
+    def index_summary(self) -> dict[str, Any]:
+        """The index's summary as opened (model, preconditioner, ...: what provenance
+        names), read once."""
+        if self._index_summary is None:
+            self._index_summary = self.index.summary()
+        return self._index_summary
 
     def summary(self) -> dict[str, Any]:
         """What ``GET /v1/index`` and ``/health/ready`` report of it."""

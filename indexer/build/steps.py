@@ -5,6 +5,7 @@ rows, and publishing."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,7 @@ from ..storage.rows import BackgroundRows, RowWriter
 from ..verbatim import publish_verbatim
 
 Batches = list[npt.NDArray[np.int64]]
+log = logging.getLogger("lorif")
 
 
 def featurize_rows(
@@ -136,6 +138,7 @@ def curvature_over(
     """The curvature of ``store``'s rows (``combine``: summed over the processes of a build;
     ``moments``: the K-FAC moments of those rows), with a progress bar."""
     curvature = method(cfg.curvature.kind)
+    warn_rank_beyond_rows(cfg, len(store))
     total = curvature.passes(cfg.curvature) * len(store)
     with tqdm(
         total=total,
@@ -146,6 +149,20 @@ def curvature_over(
         mininterval=0.5,
     ) as bar:
         return curvature.compute(store, cfg, device, bar.update, combine, moments)
+
+
+def warn_rank_beyond_rows(cfg: BuildConfig, rows: int) -> None:
+    """Say so when the low-rank basis asks for more directions than ``rows`` examples span:
+    its damping (alpha times the mean of the r + p top eigenvalues) then averages in zeros."""
+    c = cfg.curvature
+    if c.kind == "lowrank" and c.rank + c.oversample > rows:
+        log.warning(
+            "--curvature-rank %d (+ %d oversampling) is more than the %d examples the "
+            "curvature is computed over: at most %d eigenvalues per layer are nonzero, so "
+            "lambda = alpha * mean(top r + p eigenvalues) averages in zeros and comes out "
+            "smaller; use --curvature-rank %d or less",
+            c.rank, c.oversample, rows, rows, max(1, rows - c.oversample),
+        )  # fmt: skip
 
 
 def curvature_record(cfg: BuildConfig, curvature: Basis, rows: int) -> CurvatureRecord:

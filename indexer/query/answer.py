@@ -117,10 +117,18 @@ def provenance(
         "direction": options.direction,
         "query_rank": options.query_rank,
         "totals_by": options.totals_by,
-        "query": {"prompt": query.prompt, "completion": query.completion or None},
+        "query": request_form(query),
         "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "lorif_version": __version__,
     }
+
+
+def request_form(query: Example) -> dict[str, str | None]:
+    """The query as the API takes it (``query_example``'s inverse): a prompt alone when every
+    token counts."""
+    if query.prompt:
+        return {"prompt": query.prompt, "completion": query.completion}
+    return {"prompt": query.completion, "completion": None}
 
 
 @dataclass
@@ -140,8 +148,17 @@ class Answer:
     timings: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON object, without the parts that are absent (None)."""
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+        """The JSON object; a field that is None is left out, at every depth (as the HTTP
+        API renders it)."""
+        return _without_none(self.__dict__)
+
+
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
 
 
 def answers_of(

@@ -45,6 +45,10 @@ class MetaTable:
             self._codes[key] = (np.array([at[v] for v in raw], dtype=np.int64), values)
         return self._codes[key]
 
+    def order_of(self, i: int) -> tuple[tuple[Any, ...], int] | None:
+        """(scope, position) of example ``i`` (None: it has no order key)."""
+        return self._order_of(self.metas[i])
+
     def context(self, i: int, n: int) -> list[int]:
         """Ids of up to ``n`` examples before and ``n`` after example ``i`` in its source, in
         order, ``i`` among them."""

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from . import attributions, examples, explanations, health, index, page
+from . import attributions, compare, examples, explanations, health, index, page
 
 ROUTERS = [
     attributions.router,
+    compare.router,
     explanations.router,
     examples.router,
     index.router,

@@ -10,6 +10,7 @@ from fastapi import Request
 
 from ..runtime import Runtime
 from .attributions import AttributionServing
+from .compare import CompareServing
 from .examples import ExampleServing
 from .explanations import ExplanationServing
 from .index import IndexServing
@@ -22,15 +23,18 @@ class Serving:
     explanations: ExplanationServing
     examples: ExampleServing
     index: IndexServing
+    compare: CompareServing
 
     @classmethod
     def over(cls, rt: Runtime) -> Serving:
         intake = QueryIntake(rt)
+        attributions = AttributionServing(rt, intake)
         return cls(
-            AttributionServing(rt, intake),
+            attributions,
             ExplanationServing(rt, intake),
             ExampleServing(rt, intake),
             IndexServing(rt),
+            CompareServing(rt, intake, attributions),
         )
 
 

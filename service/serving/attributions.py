@@ -16,10 +16,20 @@ import numpy as np
 import numpy.typing as npt
 from fastapi.responses import Response
 
-from indexer import DataError, Example, QueryOptions, query_example, snippet
+from indexer import (
+    DataError,
+    Example,
+    QueryOptions,
+    histogram_dict,
+    provenance,
+    query_example,
+    result_row,
+    scoring_dict,
+    totals_dict,
+)
 
 from ..batcher import NonFiniteScores
-from ..cache import query_key
+from ..cache_codec import query_key
 from ..errors import ApiError, admitted
 from ..protocol import (
     Approximation,
@@ -29,6 +39,7 @@ from ..protocol import (
     Timings,
     VerbatimResult,
 )
+from ..protocol_views import Provenance, ScoreHistogram, TotalsSummary
 from ..runtime import Runtime
 from ..scorer import Scored
 from ..version import Version
@@ -50,16 +61,9 @@ class AttributionServing:
     async def _create(self, req: AttributionRequest, v: Version) -> Response:
         rt, t0 = self.rt, time.perf_counter()
         options = self.intake.options(v, **req.options())
-        try:
-            key = query_key(v.content_id, query_example(req.prompt, req.completion), options)
-        except DataError as e:
-            raise ApiError(422, "Empty query", str(e)) from None
-        scored = await rt.cache.get(key)
-        rt.metrics.cache.labels("hit" if scored else "miss").inc()
-        cached = scored is not None
-        if scored is None:
-            q, n_tokens = await rt.offload(self.intake.query, v, req.prompt, req.completion)
-            scored = await self._score(v, key, q, options, n_tokens)
+        if options.totals_by is not None:
+            await rt.offload(self.intake.totals_key, v, options.totals_by)
+        scored, cached = await self.scored(v, req.prompt, req.completion, options)
         ids = [
             *(scored.proponent_ids[: req.k] if req.direction != "opponents" else []),
             *(scored.opponent_ids[: req.k] if req.direction != "proponents" else []),
@@ -70,12 +74,30 @@ class AttributionServing:
         text = req.prompt + (req.completion or "")
         if (
             cached
+            and not req.full_text
             and 2 * req.k <= INLINE_RESULTS
             and not v.examples.missing(int(i) for i in ids)
             and (lookup is None or lookup.known(text, [int(i) for i in ids]))
         ):
             return self._render(v, req, options, scored, cached, t0)
         return await rt.offload(self._render, v, req, options, scored, cached, t0)
+
+    async def scored(
+        self, v: Version, prompt: str, completion: str | None, options: QueryOptions
+    ) -> tuple[Scored, bool]:
+        """(the query's top-k and summaries under canonical ``options``, from the cache or
+        one scan; whether it was cached)."""
+        rt = self.rt
+        try:
+            key = query_key(v.content_id, query_example(prompt, completion), options)
+        except DataError as e:
+            raise ApiError(422, "Empty query", str(e)) from None
+        scored = await rt.cache.get(key)
+        rt.metrics.cache.labels("hit" if scored else "miss").inc()
+        if scored is not None:
+            return scored, True
+        q, n_tokens = await rt.offload(self.intake.query, v, prompt, completion)
+        return await self._score(v, key, q, options, n_tokens), False
 
     async def _score(
         self, v: Version, key: str, query: Example, options: QueryOptions, n_tokens: int
@@ -105,12 +127,12 @@ class AttributionServing:
     ) -> Response:
         both = req.direction == "both"
         proponents = (
-            self._results(v, scored.proponent_ids, scored.proponent_scores, req.k)
+            self._results(v, scored.proponent_ids, scored.proponent_scores, req)
             if both or req.direction == "proponents"
             else None
         )
         opponents = (
-            self._results(v, scored.opponent_ids, scored.opponent_scores, req.k)
+            self._results(v, scored.opponent_ids, scored.opponent_scores, req)
             if both or req.direction == "opponents"
             else None
         )
@@ -126,19 +148,20 @@ class AttributionServing:
             verbatim, marks = v.verbatim.find(req.prompt + (req.completion or ""), shown)
             for r in (proponents or []) + (opponents or []):
                 r.verbatim_words = marks.get(r.example_id)
+        damping = options.reported_damping(v.index.curvature_record)
+        query = query_example(req.prompt, req.completion)
         body = AttributionResponse(
             index_fingerprint=v.fingerprint,
             query_tokens=scored.n_tokens,
-            scoring=Approximation(
-                path=options.path,
-                query_rank=options.query_rank,
-                residual=scored.residual,
-                damping=options.reported_damping(v.index.curvature_record),
-                normalize=options.normalize,
-            ),
+            scoring=Approximation(**scoring_dict(options, damping, scored.residual)),
             proponents=proponents,
             opponents=opponents,
             verbatim=verbatim,
+            score_histogram=None
+            if scored.histogram is None
+            else ScoreHistogram(**histogram_dict(scored.histogram)),
+            totals=None if scored.totals is None else TotalsSummary(**totals_dict(scored.totals)),
+            provenance=Provenance(**provenance(v.index_summary, query, options, damping, v.number)),
             cached=cached,
             timings=timings,
         )
@@ -149,20 +172,14 @@ class AttributionServing:
         v: Version,
         ids: Sequence[int] | npt.NDArray[np.int64],
         scores: Sequence[float] | npt.NDArray[np.float32],
-        k: int,
+        req: AttributionRequest,
     ) -> list[Result]:
-        """The first ``k`` (id, score) pairs as API results with snippet and metadata (reads
-        the examples not in the example cache: off the event loop when there are any)."""
-        chosen = [int(i) for i in ids[:k]]
+        """The first ``req.k`` (id, score) pairs as API results (reads the examples not in the
+        example cache: off the event loop when there are any)."""
+        chosen = [int(i) for i in ids[: req.k]]
         examples = v.examples.get_many(chosen)
         chars = self.rt.settings.snippet_chars
         return [
-            Result(
-                rank=rank,
-                example_id=i,
-                score=float(s),
-                snippet=snippet(ex.text, chars),
-                meta=ex.meta,
-            )
-            for rank, (i, s, ex) in enumerate(zip(chosen, scores[:k], examples, strict=False), 1)
+            Result(**result_row(rank, i, float(s), ex, chars, req.full_text))
+            for rank, (i, s, ex) in enumerate(zip(chosen, scores, examples, strict=False), 1)
         ]

@@ -1,8 +1,11 @@
-"""GET /v1/examples/{id}: one training example in full."""
+"""GET /v1/examples/{id}: one training example in full; GET /v1/examples/{id}/context: the
+examples around it in its source (indexer.storage.metadata: by the metadata's order key within
+its play/act/scene or source, else by id)."""
 
 from __future__ import annotations
 
 from ..protocol import ExampleResponse
+from ..protocol_views import ContextResponse
 from ..runtime import Runtime
 from .queries import QueryIntake
 
@@ -23,4 +26,19 @@ class ExampleServing:
             text=ex.text,
             meta=ex.meta,
             n_tokens=n_tokens,
+        )
+
+    async def context(self, example_id: int, n: int) -> ContextResponse:
+        async with self.rt.versions.hold() as v:
+            row = self.intake.example_id(v, example_id)
+            table = await self.rt.offload(lambda: v.index.meta_table)
+            ids = table.context(row, n)
+            examples = await self.rt.offload(v.examples.get_many, ids)
+        return ContextResponse(
+            example_id=row,
+            by="example id" if table.order_of(row) is None else "order key",
+            examples=[
+                {"example_id": i, "text": ex.text, "meta": ex.meta}
+                for i, ex in zip(ids, examples, strict=True)
+            ],
         )

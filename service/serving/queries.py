@@ -26,9 +26,19 @@ class QueryIntake:
         try:
             if request.get("normalize") == "unit" and rt.on_cluster:
                 raise ConfigError("unit normalisation is not available on a cluster")
+            if request.get("totals_by") is not None and rt.on_cluster:
+                raise ConfigError("totals by a metadata key are not available on a cluster")
             return rt.defaults.replace(**request).for_index(v.index.curvature_record)
         except ConfigError as e:
             raise ApiError(422, "Not available", str(e)) from None
+
+    def totals_key(self, v: Version, key: str) -> None:
+        """422 unless some example of version ``v`` has the metadata key ``key`` (reads every
+        example's metadata once per version: call it off the event loop)."""
+        try:
+            v.index.meta_table.codes(key)
+        except DataError as e:
+            raise ApiError(422, "Unknown metadata key", str(e)) from None
 
     def query(self, v: Version, prompt: str, completion: str | None) -> tuple[Example, int]:
         """The query as an Example and its token count; 422 when it is empty or too long.

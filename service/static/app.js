@@ -1,11 +1,11 @@
 // LoRIF browse page. Everything from the API or the user is rendered with textContent, never
-// as HTML. The query lives in the URL (?prompt=&completion=&k=&direction=&example=).
+// as HTML. The query lives in the URL (?prompt=&completion=&k=&direction=&damping=&normalize=
+// &totals=&example=&facet.KEY=&vs.prompt=&vs.completion=).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const MAX_RETRIES = 5;
 let current = null; // {query, body, shown} of the results on screen
-let indexSize = 0; // N, from the index summary
 let generation = 0; // ignore answers to superseded submissions
 
 function el(tag, attrs = {}, text) {
@@ -73,13 +73,15 @@ async function api(path, options, statusEl, gen) {
 }
 
 function readForm() {
-  const q = {
+  return {
     prompt: $("prompt").value,
     completion: $("completion").value,
     k: parseInt($("k").value || "10", 10),
     direction: $("direction").value,
+    damping: $("damping").value.trim(),
+    normalize: $("normalize").value,
+    totals: $("totals").value.trim(),
   };
-  return q;
 }
 
 function fillForm(q) {
@@ -87,6 +89,10 @@ function fillForm(q) {
   $("completion").value = q.completion || "";
   $("k").value = q.k || 10;
   $("direction").value = q.direction || "proponents";
+  $("damping").value = q.damping || "";
+  $("normalize").value = q.normalize || "none";
+  $("totals").value = q.totals || "";
+  if (q.damping || (q.normalize && q.normalize !== "none") || q.totals) $("options").open = true;
 }
 
 function queryFromUrl() {
@@ -95,7 +101,10 @@ function queryFromUrl() {
   return {
     prompt: p.get("prompt"), completion: p.get("completion") || "",
     k: parseInt(p.get("k") || "10", 10), direction: p.get("direction") || "proponents",
+    damping: p.get("damping") || "", normalize: p.get("normalize") || "none",
+    totals: p.get("totals") || "",
     example: p.has("example") ? parseInt(p.get("example"), 10) : null,
+    vs: p.get("vs.prompt") ? { prompt: p.get("vs.prompt"), completion: p.get("vs.completion") || "" } : null,
     facets: Object.fromEntries([...p.entries()].filter(([k]) => k.startsWith("facet."))
       .map(([k, v]) => [k.slice(6), v])),
   };
@@ -104,14 +113,30 @@ function queryFromUrl() {
 function urlFor(q, example = null) {
   const p = new URLSearchParams({ prompt: q.prompt, k: String(q.k), direction: q.direction });
   if (q.completion) p.set("completion", q.completion);
+  if (q.damping) p.set("damping", q.damping);
+  if (q.normalize && q.normalize !== "none") p.set("normalize", q.normalize);
+  if (q.totals) p.set("totals", q.totals);
   for (const [k, v] of Object.entries(q.facets || {})) p.set(`facet.${k}`, v);
+  if (q.vs) {
+    p.set("vs.prompt", q.vs.prompt);
+    if (q.vs.completion) p.set("vs.completion", q.vs.completion);
+  }
   if (example !== null) p.set("example", String(example));
   return "?" + p.toString();
 }
 
+// The scoring options of a query as the API takes them (damping as a number, or absent).
+function scoringOptions(q) {
+  const o = {};
+  if (q.damping) o.damping = Number(q.damping);
+  if (q.normalize && q.normalize !== "none") o.normalize = q.normalize;
+  return o;
+}
+
 function requestBody(q) {
-  const body = { prompt: q.prompt, k: q.k, direction: q.direction };
+  const body = { prompt: q.prompt, k: q.k, direction: q.direction, ...scoringOptions(q) };
   if (q.completion) body.completion = q.completion;
+  if (q.totals) body.totals_by = q.totals;
   return body;
 }
 
@@ -160,6 +185,7 @@ function renderList(title, results, scale, q) {
     }
     li.append(meta);
     li.append(el("p", { class: "snippet" }, r.snippet));
+    li.append(el("p", { class: "top-tokens muted", "aria-label": "The example's tokens that pushed its score most" }));
     list.append(li);
   }
   section.append(list);
@@ -200,9 +226,12 @@ function renderResults(q, body, shown = q.k) {
   const out = $("results");
   out.replaceChildren();
   $("examples").hidden = true;
+  $("k").value = shown;  // "load more" shows more than the k asked for: the form says so
   const rows = shownRows(q, body, shown);
   const all = rows.flatMap(([, list]) => list);
   const scale = Math.max(0, ...all.map((r) => Math.abs(r.score)));
+  if (body.score_histogram) out.append(renderHistogram(body.score_histogram, all));
+  if (body.totals || facetValues(body).length) out.append(renderTotals(q, body));
   out.append(renderFacets(q, body, (facets) => {
     const fq = { ...q, facets };
     history.pushState(null, "", urlFor(fq));
@@ -211,18 +240,26 @@ function renderResults(q, body, shown = q.k) {
   const titles = { proponents: "Proponents — helped the model say this", opponents: "Opponents — worked against it" };
   for (const [direction, list, total] of rows) {
     if (!body[direction]) continue;
-    out.append(renderList(titles[direction] + (total > list.length ? ` (${list.length} of ${total} fetched)` : ""), list, scale, q));
+    const section = renderList(titles[direction] + (total > list.length ? ` (${list.length} of ${total} fetched)` : ""), list, scale, q);
+    section.dataset.direction = direction;
+    out.append(section);
   }
-  const more = renderMore(q, body, shown, (rescan) => (rescan ? runQuery(q, false, API_MAX_K, shown + q.k) :
-    renderResults(q, body, shown + q.k)));
+  const more = renderMore(q, body, shown, (rescan) => {
+    history.replaceState(null, "", urlFor({ ...q, k: shown + q.k }));
+    return rescan ? runQuery(q, false, API_MAX_K, shown + q.k) : renderResults(q, body, shown + q.k);
+  });
   if (more) out.append(more);
   out.append(renderExport(q, body, shown));
+  out.append(renderCompareForm(q));
   if (body.verbatim) out.append(renderVerbatim(body.verbatim));
   const t = body.timings;
   const how = body.cached ? "from the cache" :
     `queue ${t.queue_ms.toFixed(0)} ms, featurize ${t.featurize_ms.toFixed(0)} ms, scan ${t.scan_ms.toFixed(0)} ms`;
   const filtered = Object.keys(q.facets || {}).length ? " matching the filters" : "";
   setStatus($("status"), `${all.length} results${filtered} shown for a ${body.query_tokens}-token query in ${t.total_ms.toFixed(0)} ms (${how}).`);
+  if (all.length) metaKeys(all[0].meta);
+  highlightTokens(q, out);
+  if (q.vs) runCompare(q); else $("compare").replaceChildren();
 }
 
 async function runQuery(q, push, k = fetchK(q), shown = q.k) {
@@ -278,8 +315,12 @@ async function openDetail(q, exampleId, score) {
       api("/v1/explanations", { method: "POST", body: JSON.stringify(body) }, status, gen),
     ]);
     const meta = $("detail-meta");
-    const rows = [["score", `${expl.score >= 0 ? "+" : ""}${expl.score.toPrecision(5)}` +
-      ` (index: ${expl.index_score.toPrecision(5)})`], ["tokens", String(ex.n_tokens)]];
+    const signed = (x) => `${x >= 0 ? "+" : ""}${x.toPrecision(5)}`;
+    const rows = [["score", signed(expl.score)], ["score in the index", signed(expl.index_score)],
+      ["tokens", String(ex.n_tokens)]];
+    $("detail-score-note").textContent = "The score is recomputed here from the example's full " +
+      "(projected) gradient, so it can be split over tokens; the ranking used the index's " +
+      "stored rank-c factors of that gradient. They differ by what the rank-c truncation drops.";
     for (const [k, v] of Object.entries(ex.meta || {})) rows.push([k, String(v)]);
     for (const [k, v] of rows) { meta.append(el("dt", {}, k)); meta.append(el("dd", {}, v)); }
     renderTokens($("detail-tokens"), expl.example_tokens);
@@ -292,16 +333,17 @@ async function openDetail(q, exampleId, score) {
   }
 }
 
-// The examples before and after this one in the data's order (for the demo: the speeches
-// around it in its scene), this one marked.
+// The examples around this one in its source (GET /v1/examples/{id}/context: by the
+// metadata's position or speech_id within its play/act/scene or source, else by id), this one
+// marked.
 async function renderContext(exampleId, ex, status, gen) {
   const list = $("detail-context");
   list.replaceChildren();
-  const ids = [-2, -1, 1, 2].map((d) => exampleId + d).filter((i) => i >= 0 && (!indexSize || i < indexSize));
-  const near = await Promise.all(ids.map((i) => api(`/v1/examples/${i}`, { method: "GET" }, status, gen)
-    .catch(() => null)));
-  const rows = [...near.filter(Boolean), ex].sort((a, b) => a.example_id - b.example_id);
-  for (const r of rows) {
+  const ctx = await api(`/v1/examples/${exampleId}/context?n=2`, { method: "GET" }, status, gen);
+  $("context-how").textContent = ctx.by === "order key" ?
+    "(the examples around it in its source, in their order there)" :
+    "(the examples with neighbouring ids: the data carries no position or speech_id)";
+  for (const r of ctx.examples) {
     const li = el("li", { "data-example-id": String(r.example_id) });
     if (r.example_id === exampleId) li.setAttribute("aria-current", "true");
     li.append(el("div", { class: "meta" }, `example ${r.example_id} · ${metaLine(r.meta)}`));
@@ -324,15 +366,15 @@ async function loadSummary(first = true) {
   try {
     const s = await api("/v1/index", { method: "GET" }, $("index-summary"), generation);
     const model = s.model.spec || s.model.path || "model";
-    indexSize = s.n_examples;
     const curvature = s.curvature === "lowrank" ? `r=${s.curvature_rank_r}` : s.curvature;
     const rows = s.target_rows
       ? `indexed ${s.n_examples.toLocaleString()} of ${s.target_rows.toLocaleString()} training examples — growing`
       : `${s.n_examples.toLocaleString()} training examples`;
     const coverage = s.curvature_rows < s.n_examples
       ? ` (curvature over the first ${s.curvature_rows.toLocaleString()})` : "";
+    const layers = `${s.n_layers} linear layers` + (s.blocks ? ` in ${s.blocks} blocks` : "");
     $("index-summary").textContent = `${rows} · ${model} · ` +
-      `${s.n_layers} layers · c=${s.rank_c}, ${curvature}${coverage} · ${s.bytes_per_example.toLocaleString()} B/example ` +
+      `${layers} · c=${s.rank_c}, ${curvature}${coverage} · ${s.bytes_per_example.toLocaleString()} B/example ` +
       `(${s.dense_ratio}× less than dense) · ${s.scoring_path} scan`;
     if (first && !queryFromUrl()) exampleQueries(s);
     clearTimeout(summaryTimer);
@@ -349,7 +391,8 @@ function fromUrl() {
   const q = queryFromUrl();
   if (!q) { closeDetail(); return; }
   fillForm(q);
-  const same = current && JSON.stringify(requestBody(current.query)) === JSON.stringify(requestBody(q));
+  const same = current && JSON.stringify(requestBody(current.query)) === JSON.stringify(requestBody(q)) &&
+    JSON.stringify(current.query.vs) === JSON.stringify(q.vs);
   const detail = () => (q.example !== null && !Number.isNaN(q.example) ? openDetail(q, q.example) : closeDetail());
   if (same && JSON.stringify(current.query.facets || {}) !== JSON.stringify(q.facets || {})) {
     renderResults(q, current.body, q.k);

@@ -1,6 +1,7 @@
 // Browsing one answer (loaded after app.js, whose helpers it uses): pages over a larger top-k
 // fetched in one scan, facets over the results' metadata, the shown results exported as JSON
-// or CSV, example queries on the empty page. Everything is rendered with textContent.
+// or CSV with their provenance and full text, example queries on the empty page (those stored
+// with the index). Everything is rendered with textContent.
 "use strict";
 
 const API_MAX_K = 1000;
@@ -8,7 +9,8 @@ const API_MAX_K = 1000;
 // per example, is not) and it has at most this many values (the full demo's 100 results name
 // ~80 speakers).
 const FACET_MAX_VALUES = 200;
-const FACET_SKIP = new Set(["speech_id", "split"]);
+const FACET_SELECT_MAX = 15; // more values than this: a text field with suggestions
+const FACET_SKIP = new Set(["speech_id", "position", "split"]);
 
 // One scan fetches several pages: 5 pages or 100 results, at most the API's maximum.
 function fetchK(q) {
@@ -32,27 +34,62 @@ function facetValues(body) {
     }
   }
   const out = [];
+  const seen = new Set(); // partitions already offered: "play" and "title" name the same one
   for (const [k, m] of counts) {
     const carried = [...m.values()].reduce((a, b) => a + b, 0);
     if (m.size < 2 || m.size > FACET_MAX_VALUES || m.size === carried) continue;
+    const first = new Map(); // value -> the first result holding it: a partition's label
+    const partition = all.map((r, i) => {
+      const v = (r.meta || {})[k];
+      if (v === undefined) return -1;
+      if (!first.has(v)) first.set(v, i);
+      return first.get(v);
+    }).join(",");
+    if (seen.has(partition)) continue;
+    seen.add(partition);
     out.push([k, [...m.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))]);
   }
   return out;
 }
 
+function fetchedCount(body) {
+  return (body.proponents || []).length + (body.opponents || []).length;
+}
+
+// One control per facet: a select of its values with their counts among the fetched results,
+// or, past FACET_SELECT_MAX values, a text field with the values as suggestions.
 function renderFacets(q, body, onChange) {
   const bar = el("div", { id: "facets", class: "row", role: "group", "aria-label": "Filter results" });
-  for (const [key, values] of facetValues(body)) {
-    const select = el("select", { "data-facet": key, "aria-label": `Filter by ${key}` });
-    select.append(el("option", { value: "" }, `all ${key}s`));
-    for (const [v, n] of values) select.append(el("option", { value: v }, `${v} (${n})`));
-    select.value = (q.facets || {})[key] || "";
-    select.addEventListener("change", () => {
-      const facets = { ...(q.facets || {}) };
-      if (select.value) facets[key] = select.value; else delete facets[key];
-      onChange(facets);
-    });
-    bar.append(el("label", {}, `${key} `), select);
+  const facets = facetValues(body);
+  if (!facets.length) return bar;
+  bar.append(el("span", { class: "muted" }, `Filter (counts among the ${fetchedCount(body)} fetched results):`));
+  const apply = (key, value) => {
+    const next = { ...(q.facets || {}) };
+    if (value) next[key] = value; else delete next[key];
+    onChange(next);
+  };
+  for (const [key, values] of facets) {
+    const label = el("label", { class: "facet" }, `${key} `);
+    if (values.length > FACET_SELECT_MAX) {
+      const list = el("datalist", { id: `facet-values-${key}` });
+      for (const [v, n] of values) list.append(el("option", { value: v }, `${n}`));
+      const input = el("input", { type: "text", "data-facet": key, list: list.id, size: "14",
+        placeholder: `any of ${values.length}`, "aria-label": `Filter by ${key}` });
+      input.value = (q.facets || {})[key] || "";
+      input.addEventListener("change", () => {
+        const v = input.value.trim();
+        if (!v || values.some(([x]) => x === v)) apply(key, v);
+      });
+      label.append(input, list);
+    } else {
+      const select = el("select", { "data-facet": key, "aria-label": `Filter by ${key}` });
+      select.append(el("option", { value: "" }, `all ${values.length}`));
+      for (const [v, n] of values) select.append(el("option", { value: v }, `${v} (${n})`));
+      select.value = (q.facets || {})[key] || "";
+      select.addEventListener("change", () => apply(key, select.value));
+      label.append(select);
+    }
+    bar.append(label);
   }
   return bar;
 }
@@ -66,12 +103,15 @@ function shownRows(q, body, shown) {
   return rows;
 }
 
-function exportRows(q, body, shown) {
+// The shown rows with their full text (``full`` is the same answer asked with full_text: a
+// cache hit, since the scan's options are the same).
+function exportRows(q, body, shown, full) {
+  const text = new Map([...(full.proponents || []), ...(full.opponents || [])].map((r) => [r.example_id, r.text]));
   const out = [];
   for (const [direction, list] of shownRows(q, body, shown)) {
     for (const r of list) {
       out.push({ direction, rank: r.rank, example_id: r.example_id, score: r.score,
-        verbatim_words: r.verbatim_words || 0, meta: r.meta || {}, snippet: r.snippet });
+        verbatim_words: r.verbatim_words || 0, meta: r.meta || {}, text: text.get(r.example_id) });
     }
   }
   return out;
@@ -82,13 +122,16 @@ function csvCell(v) {
   return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
-function toCsv(rows) {
+// Provenance first, as "# key: value" comment lines, then the rows (full text last).
+function toCsv(provenance, facets, rows) {
+  const lines = Object.entries({ ...provenance, facets }).map(([k, v]) =>
+    `# ${k}: ${typeof v === "object" && v !== null ? JSON.stringify(v) : v}`);
   const metaKeys = [...new Set(rows.flatMap((r) => Object.keys(r.meta)))].sort();
-  const head = ["direction", "rank", "example_id", "score", "verbatim_words", ...metaKeys, "snippet"];
-  const lines = [head.join(",")];
+  const head = ["direction", "rank", "example_id", "score", "verbatim_words", ...metaKeys, "text"];
+  lines.push(head.join(","));
   for (const r of rows) {
     lines.push([r.direction, r.rank, r.example_id, r.score, r.verbatim_words,
-      ...metaKeys.map((k) => r.meta[k]), r.snippet].map(csvCell).join(","));
+      ...metaKeys.map((k) => r.meta[k]), r.text].map(csvCell).join(","));
   }
   return lines.join("\r\n") + "\r\n";
 }
@@ -100,13 +143,32 @@ function download(name, type, text) {
   a.remove();
 }
 
+// Exports carry what reproduces them (the answer's provenance: index fingerprint and version,
+// model, preconditioner, damping, normalisation, k, direction, query, time, server version).
 function renderExport(q, body, shown) {
   const bar = el("div", { id: "export", class: "row" });
+  const fetchFull = () => api("/v1/attributions", { method: "POST", body: JSON.stringify({
+    ...requestBody(q), k: fetchK(q) > shown ? fetchK(q) : shown, full_text: true, verbatim: false,
+  }) }, $("status"), generation);
+  const run = async (kind) => {
+    try {
+      const full = await fetchFull();
+      const rows = exportRows(q, body, shown, full);
+      const provenance = { ...body.provenance, k: shown };
+      if (kind === "json") {
+        download("lorif-results.json", "application/json", JSON.stringify(
+          { provenance, facets: q.facets || {}, results: rows }, null, 1));
+      } else {
+        download("lorif-results.csv", "text/csv", toCsv(provenance, q.facets || {}, rows));
+      }
+    } catch (e) {
+      if (e.message !== "superseded") setStatus($("status"), e.message, "error");
+    }
+  };
   const json = el("button", { type: "button", class: "secondary" }, "Export JSON");
-  json.addEventListener("click", () => download("lorif-results.json", "application/json",
-    JSON.stringify({ query: requestBody(q), facets: q.facets || {}, results: exportRows(q, body, shown) }, null, 1)));
+  json.addEventListener("click", () => run("json"));
   const csv = el("button", { type: "button", class: "secondary" }, "Export CSV");
-  csv.addEventListener("click", () => download("lorif-results.csv", "text/csv", toCsv(exportRows(q, body, shown))));
+  csv.addEventListener("click", () => run("csv"));
   bar.append(json, csv);
   return bar;
 }
@@ -124,30 +186,36 @@ function renderMore(q, body, shown, onMore) {
   return button;
 }
 
+// The empty page's example queries: those stored with the index (`lorif index
+// example-queries`; the demo stores its own), then training example 0 itself. The metadata
+// keys of example 0 are offered for "Sum influence by".
 async function exampleQueries(summary) {
   const box = $("examples");
   if (!box) return;
   const list = el("ul");
   const add = (prompt, completion, note) => {
     const li = el("li");
-    const b = el("button", { type: "button", class: "linkish" }, completion ? `${prompt}→ ${completion}` : prompt);
+    const label = prompt && completion ? `${prompt}→ ${completion}` : prompt || completion;
+    const b = el("button", { type: "button", class: "linkish" }, label);
     b.addEventListener("click", () => {
-      fillForm({ prompt, completion, k: 10, direction: "proponents" });
+      fillForm({ prompt: prompt || completion, completion: prompt ? completion : "", k: 10, direction: "proponents" });
       $("query-form").requestSubmit();
     });
-    li.append(b, el("span", { class: "muted" }, ` — ${note}`));
+    li.append(b);
+    if (note) li.append(el("span", { class: "muted" }, ` — ${note}`));
     list.append(li);
   };
-  if (String(summary.model.spec || "").includes("shakespeare")) {
-    add("To be, or not to be: that is the question.", "",
-      "a famous line: its influences and, below them, its verbatim source (not the same thing)");
-    add("Speak, what news from the field? ", "The king is slain, and all his army fled.",
-      "prompt + completion: only the completion's tokens count");
-    add("O Romeo, Romeo! wherefore art thou Romeo?", "", "filter the results by play or speaker");
-  }
+  for (const ex of summary.example_queries || []) add(ex.prompt, ex.completion, ex.note);
   try {
     const ex = await api("/v1/examples/0", { method: "GET" }, $("status"), generation);
     add(ex.text.slice(0, 300), "", "training example 0 itself: it should rank first (self-retrieval)");
+    metaKeys(ex.meta);
   } catch (e) { /* the examples above are enough */ }
   box.replaceChildren(el("h2", {}, "Try"), list);
+}
+
+function metaKeys(meta) {
+  const list = $("meta-keys");
+  list.replaceChildren(...Object.keys(meta || {}).filter((k) => !FACET_SKIP.has(k))
+    .map((k) => el("option", { value: k })));
 }

@@ -66,18 +66,20 @@ def test_totals_of_an_unknown_key_and_a_bad_key_are_refused(engine):
 def test_the_answer_has_one_shape(engine):
     a = engine.answer(QUERY, QueryOptions(k=3, direction="both", totals_by="source"), True)
     d = json.loads(json.dumps(a.to_dict()))  # plain JSON
-    assert set(d) >= {"index_fingerprint", "query_tokens", "scoring", "provenance",
-                      "proponents", "opponents", "score_histogram", "totals", "cached", "timings"}  # fmt: skip
+    assert set(d) >= {"index_fingerprint", "query_tokens", "scoring", "provenance", "proponents",
+                      "opponents", "score_histogram", "totals", "cached", "timings"}  # fmt: skip
     assert len(d["proponents"]) == 3 and d["proponents"][0]["rank"] == 1
     top = d["proponents"][0]
     assert top["text"] == engine.index.example(top["example_id"]).text
     assert set(top) >= {"rank", "example_id", "score", "snippet", "meta", "text"}
     h = d["score_histogram"]
     assert h["n"] == len(engine.index) and len(h["edges"]) == len(h["counts"]) + 1
-    assert h["edges"][0] <= d["opponents"][0]["score"] and d["proponents"][0]["score"] < h["edges"][-1]
+    assert (
+        h["edges"][0] <= d["opponents"][0]["score"] and d["proponents"][0]["score"] < h["edges"][-1]
+    )
     p = d["provenance"]
     assert p["index_fingerprint"] == engine.index.fingerprint and p["k"] == 3
-    assert p["query"] == {"prompt": "", "completion": QUERY.completion}
+    assert p["query"] == {"prompt": QUERY.completion}  # as the API takes it
     assert p["preconditioner"] == engine.index.curvature_kind and p["totals_by"] == "source"
     assert [v["value"] for v in d["totals"]["highest"]] in (["pair", "text"], ["text", "pair"])
 

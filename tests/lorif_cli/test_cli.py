@@ -68,7 +68,9 @@ def test_build_info_query(monkeypatch, capsys, model_dirs, data_jsonl, tmp_path)
     info = json.loads(stdout)
     assert code == 0 and info["n_examples"] == 30 and info["rank_c"] == 2
     text = json.loads(data_jsonl.read_text().splitlines()[1])["text"]
-    code, stdout, _ = run_cli(monkeypatch, capsys, "query", str(out), text, "-k", "3", "--json")
+    code, stdout, _ = run_cli(
+        monkeypatch, capsys, "query", str(out), text, "-k", "3", "--json", "--full-text"
+    )
     res = json.loads(stdout)
     assert code == 0 and len(res["proponents"]) == 3 and len(res["opponents"]) == 3
     assert res["proponents"][0]["example_id"] == 1 and res["proponents"][0]["text"] == text

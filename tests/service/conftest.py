@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from indexer import ExampleQuery, write_example_queries
 from indexer.build import build_index
 from indexer.config import BuildConfig
 from indexer.query import QueryEngine
@@ -57,16 +58,28 @@ def reference(small_index):
 
 @pytest.fixture(scope="module")
 def server(model_dirs, corpus, tmp_path_factory):
+    """One file, its model under a name that says "shakespeare" (the page must not offer
+    Shakespeare queries for it: the index's own example queries come from beside it). Rows:
+    4 scenes of 10 speeches, in speech_id order within each scene (not in id order); 20
+    speakers; `play` the same partition as `title`."""
     root = tmp_path_factory.mktemp("browser")
+    model = shutil.copytree(model_dirs["llama"], root / "shakespeare-like-model")
     rows = [
-        {"text": t, "title": "Corpus", "speaker": f"S{i % 4}", "act": "I", "scene": str(i)}
+        {"text": t, "title": "Corpus", "play": "corpus", "speaker": f"S{i % 20}", "act": "I",
+         "scene": str(i % 4), "speech_id": i // 4}
         for i, t in enumerate(corpus[:40])
+    ]  # fmt: skip
+    rows += [
+        {"text": t, "title": "Malice <b>", "play": "malice <b>", "speaker": "<i>VILLAIN</i>"}
+        for t in MALICIOUS
     ]
-    rows += [{"text": t, "title": "Malice <b>", "speaker": "<i>VILLAIN</i>"} for t in MALICIOUS]
-    rows.append({"text": "so said one two three four five, and left.", "title": "Quote"})
+    rows.append({"text": "so said one two three four five, and left.", "title": "Quote",
+                 "play": "quote"})  # fmt: skip
     data = write_jsonl(root / "train.jsonl", rows)
     index = root / "browse.h5"
-    build_index(small_config(model_dirs, data, index, BuildConfig.shard_size), progress=False)
+    config = small_config({"llama": model}, data, index, BuildConfig.shard_size)
+    build_index(config, progress=False)
+    write_example_queries(index, [ExampleQuery("the king and the queen.", "", "a stored query")])
     with lorif_serve(index, env={"LORIF_MAX_WAIT_MS": "5"}) as (url, _):
         yield url
 
