@@ -91,17 +91,17 @@ class CompareRow(BaseModel):
     example_id: int
     snippet: str
     meta: dict[str, Any]
-    rank_a: int | None = Field(description="its rank for query a (null: beyond `depth`)")
-    score_a: float | None
-    rank_b: int | None
-    score_b: float | None
+    rank_a: int | None = Field(None, description="its rank for query a (absent: beyond `depth`)")
+    score_a: float | None = None
+    rank_b: int | None = None
+    score_b: float | None = None
 
 
 class CompareResponse(BaseModel):
     index_fingerprint: str
     direction: Literal["proponents", "opponents"]
     k: int
-    depth: int = Field(description="ranks looked up per query (ranks beyond it are null)")
+    depth: int = Field(description="ranks looked up per query (ranks beyond it are absent)")
     shared: list[CompareRow] = Field(description="in both top-k lists, by the better rank")
     only_a: list[CompareRow] = Field(description="in a's top-k only, a's order")
     only_b: list[CompareRow] = Field(description="in b's top-k only, b's order")

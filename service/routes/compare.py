@@ -12,7 +12,7 @@ from ..serving import Serving, serving
 router = APIRouter()
 
 
-@router.post("/v1/compare", response_model=CompareResponse)
+@router.post("/v1/compare", response_model=CompareResponse, response_model_exclude_none=True)
 async def compare(req: CompareRequest, s: Annotated[Serving, Depends(serving)]) -> CompareResponse:
     """Two queries side by side: their shared and distinct top-k training examples, each with
     its rank and score for both queries."""
