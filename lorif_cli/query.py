@@ -17,6 +17,24 @@ if TYPE_CHECKING:
     from indexer import Resident
 
 CHUNK = 32  # queries per scan when scoring a file of queries
+RESIDENT = typer.Option(
+    "auto", help="Keep the factor rows in device memory: auto (on a GPU when they fit), on, off."
+)
+DAMPING = typer.Option(
+    None,
+    help="Relative damping alpha for these queries (lambda = alpha * the layer's mean top "
+    "eigenvalue; default: the build's --damping). Exact: equals an index built with it.",
+)
+NORMALIZE = typer.Option(
+    "none", help="none | unit: cosines under H^-1 (the examples' norms: one extra pass)."
+)
+TOTALS_BY = typer.Option(
+    None, help="Also sum every example's score per value of this metadata key (e.g. play)."
+)
+FULL_TEXT = typer.Option(False, "--full-text", help="JSON: each result's full text.")
+VERBATIM = typer.Option(
+    True, help="Also list examples holding the query's words verbatim (its verbatim table)."
+)
 
 
 def query(
@@ -39,27 +57,13 @@ def query(
     model: str = typer.Option(None, help="Model path if it moved since the build."),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:N]."),
     threads: int = typer.Option(0, min=0, help="CPU threads (0 = the CPUs available)."),
-    resident: str = typer.Option(
-        "auto",
-        help="Keep the factor rows in device memory: auto (on a GPU when they fit), on, off.",
-    ),
+    resident: str = RESIDENT,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-    damping: float = typer.Option(
-        None,
-        help="Relative damping alpha for these queries (lambda = alpha * the layer's mean top "
-        "eigenvalue; default: the build's --damping). Exact: equals an index built with it.",
-    ),
-    normalize: str = typer.Option(
-        "none",
-        help="none | unit: cosines under H^-1 (the examples' norms: one extra pass).",
-    ),
-    totals_by: str = typer.Option(
-        None, help="Also sum every example's score per value of this metadata key (e.g. play)."
-    ),
-    full_text: bool = typer.Option(False, "--full-text", help="JSON: each result's full text."),
-    verbatim: bool = typer.Option(
-        True, help="Also list examples holding the query's words verbatim (its verbatim table)."
-    ),
+    damping: float = DAMPING,
+    normalize: str = NORMALIZE,
+    totals_by: str = TOTALS_BY,
+    full_text: bool = FULL_TEXT,
+    verbatim: bool = VERBATIM,
 ) -> None:
     """Top-k proponents (and opponents) of queries among the indexed examples. --json prints
     the same answer as POST /v1/attributions (one per query: a list for --queries)."""

@@ -178,15 +178,10 @@ def score_store(
             full[:, start : start + s.shape[1]] = s.cpu().numpy()
     if lowrank:
         top = _rescore(store, p, top, [q_k * candidates for q_k in ks], max(ks), device, row_scale)
+    ti, ts, bi, bs = (t.cpu().numpy() for t in (top.top_i, top.top_s, top.bot_i, top.bot_s))
+    totals = sums.totals(groups[0], groups[2]) if sums is not None and groups else None
     return ScoreResult(
-        top.top_i.cpu().numpy(),
-        top.top_s.cpu().numpy(),
-        top.bot_i.cpu().numpy(),
-        top.bot_s.cpu().numpy(),
-        full,
-        lowrank.residual if lowrank else None,
-        hist.numpy(),
-        sums.totals(groups[0], groups[2]) if sums is not None and groups else None,
+        ti, ts, bi, bs, full, lowrank.residual if lowrank else None, hist.numpy(), totals
     )
 
 

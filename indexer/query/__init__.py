@@ -5,8 +5,9 @@ was built from, preconditions them (preconditioning.py) and scans the factor sto
 
 from __future__ import annotations
 
+from .answer import top_rows
 from .checker import QueryChecker
-from .engine import QueryEngine, top_rows
+from .engine import QueryEngine
 from .explanation import Explanation, TokenContribution
 from .options import Direction, Normalize, QueryOptions
 

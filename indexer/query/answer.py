@@ -26,7 +26,6 @@ from ..engine.scoring import ScoreResult
 from ..engine.summary import Totals, bin_edges
 from ..errors import IndexFormatError
 from ..verbatim import VerbatimIndex, verbatim_evidence
-from .engine import top_rows
 from .options import QueryOptions
 
 if TYPE_CHECKING:
@@ -178,25 +177,10 @@ def answers_of(
     out = []
     try:
         for q, query in enumerate(queries):
-            lists: dict[str, list[dict[str, Any]] | None] = {"proponents": None, "opponents": None}
-            for direction in lists:
-                if options.direction in (direction, "both"):
-                    top = top_rows(result, q, direction)[: options.k]
-                    examples = engine.index.examples_at([i for i, _ in top])
-                    lists[direction] = [
-                        result_row(r, i, s, ex, full_text=full_text)
-                        for r, ((i, s), ex) in enumerate(zip(top, examples, strict=True), 1)
-                    ]
-            shown = [row for rows in lists.values() for row in rows or []]
-            found = None
-            if table is not None:
-                found, marks = verbatim_evidence(
-                    table, query.text, [r["example_id"] for r in shown], engine.index.examples_at
-                )
-                for row in shown:
-                    if row["example_id"] in marks:
-                        row["verbatim_words"] = marks[row["example_id"]]
+            lists = _ranked(engine, result, q, options, full_text)
+            found = None if table is None else _mark_verbatim(engine, table, query, lists)
             residual = None if result.residual is None else float(result.residual[q])
+            histogram = None if result.histogram is None else histogram_dict(result.histogram[q])
             out.append(
                 Answer(
                     index_fingerprint=engine.index.fingerprint,
@@ -206,9 +190,7 @@ def answers_of(
                     proponents=lists["proponents"],
                     opponents=lists["opponents"],
                     verbatim=found,
-                    score_histogram=None
-                    if result.histogram is None
-                    else histogram_dict(result.histogram[q]),
+                    score_histogram=histogram,
                     totals=None if result.totals is None else totals_dict(result.totals.row(q)),
                     timings=dict(timings or {}),
                 )
@@ -217,6 +199,48 @@ def answers_of(
         if table is not None:
             table.close()
     return out
+
+
+def _ranked(
+    engine: QueryEngine, result: ScoreResult, q: int, options: QueryOptions, full_text: bool
+) -> dict[str, list[dict[str, Any]] | None]:
+    """Query ``q``'s result rows per direction (None: a direction not asked for)."""
+    lists: dict[str, list[dict[str, Any]] | None] = {"proponents": None, "opponents": None}
+    for direction in lists:
+        if options.direction in (direction, "both"):
+            top = top_rows(result, q, direction)[: options.k]
+            examples = engine.index.examples_at([i for i, _ in top])
+            lists[direction] = [
+                result_row(r, i, s, ex, full_text=full_text)
+                for r, ((i, s), ex) in enumerate(zip(top, examples, strict=True), 1)
+            ]
+    return lists
+
+
+def _mark_verbatim(
+    engine: QueryEngine,
+    table: VerbatimIndex,
+    query: Example,
+    lists: dict[str, list[dict[str, Any]] | None],
+) -> list[dict[str, Any]]:
+    """The verbatim panel's rows; marks the shown rows that hold a run of the query's words."""
+    shown = [row for rows in lists.values() for row in rows or []]
+    ids = [r["example_id"] for r in shown]
+    found, marks = verbatim_evidence(table, query.text, ids, engine.index.examples_at)
+    for row in shown:
+        if row["example_id"] in marks:
+            row["verbatim_words"] = marks[row["example_id"]]
+    return found
+
+
+def top_rows(result: ScoreResult, q: int, direction: str = "proponents") -> list[tuple[int, float]]:
+    """(id, score) of query ``q``'s top-k in one direction, best first."""
+    ids, scores = (
+        (result.proponent_ids, result.proponent_scores)
+        if direction == "proponents"
+        else (result.opponent_ids, result.opponent_scores)
+    )
+    return [(int(i), float(s)) for i, s in zip(ids[q], scores[q], strict=True) if np.isfinite(s)]
 
 
 def scoring_dict(

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 
 from ..data import Example
@@ -272,13 +271,3 @@ class QueryEngine:
 
     def close(self) -> None:
         self.index.close()
-
-
-def top_rows(result: ScoreResult, q: int, direction: str = "proponents") -> list[tuple[int, float]]:
-    """(id, score) of query ``q``'s top-k in one direction, best first."""
-    ids, scores = (
-        (result.proponent_ids, result.proponent_scores)
-        if direction == "proponents"
-        else (result.opponent_ids, result.opponent_scores)
-    )
-    return [(int(i), float(s)) for i, s in zip(ids[q], scores[q], strict=True) if np.isfinite(s)]
