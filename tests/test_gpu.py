@@ -65,6 +65,9 @@ def test_scores_cpu_equal_device_streamed_and_resident(query_rank, resident, mon
     np.testing.assert_array_equal(got.proponent_ids, ref.proponent_ids)
     np.testing.assert_array_equal(got.opponent_ids, ref.opponent_ids)
     np.testing.assert_allclose(got.scores, ref.scores, rtol=1e-4, atol=1e-3)
+    # every score counted once on both (a score on a bin edge may land either side of it)
+    assert got.histogram.sum(axis=1).tolist() == [20000] * 32
+    assert np.abs(got.histogram - ref.histogram).sum() <= 0.001 * got.histogram.sum()
 
 
 @pytest.mark.skipif(not triton_importable(), reason="triton is not installed (the gpu extra)")

@@ -35,7 +35,8 @@ def bin_of(scores: torch.Tensor) -> torch.Tensor:
     mag = scores.abs().float()
     tiny = mag < 10.0**LOW_DECADE
     m = torch.floor((torch.log10(mag.clamp_min(10.0**LOW_DECADE)) - LOW_DECADE) * BINS_PER_DECADE)
-    m = m.clamp(0, MAG_BINS - 1).long()
+    # NaN (a damaged index: the top-k reports it) counts in the lowest magnitude bin
+    m = torch.nan_to_num(m, nan=0.0).clamp(0, MAG_BINS - 1).long()
     signed = torch.where(scores > 0, MAG_BINS + 1 + m, MAG_BINS - 1 - m)
     return torch.where(tiny, torch.full_like(signed, MAG_BINS), signed)
 
@@ -49,7 +50,11 @@ class ScoreHistogram:
     def update(self, scores: torch.Tensor) -> None:
         """scores (Q, b) of one block."""
         bins = bin_of(scores).to(self.counts.device)
-        self.counts.scatter_add_(1, bins, torch.ones_like(bins))
+        if bins.is_cuda:  # bincount's per-block shared-memory histograms: no global atomics
+            for q in range(bins.shape[0]):
+                self.counts[q] += torch.bincount(bins[q], minlength=N_BINS)
+        else:
+            self.counts.scatter_add_(1, bins, torch.ones_like(bins))
 
     def numpy(self) -> npt.NDArray[np.int64]:
         return self.counts.cpu().numpy()

@@ -31,6 +31,8 @@ def test_bins_hold_their_scores():
     assert len(edges) == N_BINS + 1 and edges == sorted(edges)
     s = torch.tensor([-3e5, -2.0, -1e-9, -1e-13, 0.0, 1e-13, 1e-9, 0.5, 2.0, 7e4, 1e20])
     b = bin_of(s)
+    odd = bin_of(torch.tensor([float("nan"), float("inf"), -float("inf")]))  # never out of range
+    assert ((odd >= 0) & (odd < N_BINS)).all()
     for v, j in zip(s.tolist(), b.tolist(), strict=True):
         lo, hi = edges[j], edges[j + 1]
         inner = lo - 1e-6 * abs(lo) <= v <= hi + 1e-6 * abs(hi)  # float32 at an edge: either

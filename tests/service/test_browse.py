@@ -85,7 +85,12 @@ def test_export_holds_the_shown_results(server, page, kind):
     ids = [i for i, _ in shown(page)]
     with page.expect_download() as info:
         page.click(f"#export button:has-text('Export {kind}')")
-    text = Path(info.value.path()).read_text(encoding="utf-8")
+    path = Path(info.value.path())
+    text = path.read_text(encoding="utf-8")
+    opened = ARTIFACTS / f"export.{kind.lower()}"
+    opened.write_text(text, encoding="utf-8")
+    page.goto(opened.resolve().as_uri())  # the export opened, for a human to look at
+    page.screenshot(path=ARTIFACTS / f"browse-export-{kind.lower()}.png", full_page=True)
     full = {
         r["example_id"]: r["text"]
         for r in httpx.post(f"{server}/v1/attributions", json={"prompt": QUERY, "k": 100,
