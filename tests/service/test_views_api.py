@@ -125,12 +125,13 @@ def test_context_without_an_order_key_is_by_id(client):
 def test_cli_prints_verbatim_and_totals(small_index, tmp_path, monkeypatch, capsys):
     index = shutil.copy(small_index, tmp_path / "v.h5")
     lorif("index", "verbatim", str(index))
+    code, out, err = run_cli(monkeypatch, capsys, "query", str(index), PROMPT, "-k", "2")
+    assert code == 0, err
+    assert "\nverbatim (the query's words, word for word" in out
     code, out, err = run_cli(
         monkeypatch, capsys, "query", str(index), PROMPT, "-k", "2", "--totals-by", "source"
     )
-    assert code == 0, err
-    assert "\nverbatim (the query's words, word for word" in out
-    assert "\ntotals by source (all 60 examples, 2 values):" in out
+    assert code == 0 and "\ntotals by source (all 60 examples, 2 values):" in out, err
     code, out, err = run_cli(monkeypatch, capsys, "query", str(index), PROMPT, "--totals-by", "")
     assert code == 2 and "--totals-by must be a metadata key" in err
 
