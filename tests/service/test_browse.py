@@ -87,7 +87,7 @@ def test_export_holds_the_shown_results(server, page, kind):
         page.click(f"#export button:has-text('Export {kind}')")
     path = Path(info.value.path())
     text = path.read_text(encoding="utf-8")
-    opened = ARTIFACTS / f"export.{kind.lower()}"
+    opened = ARTIFACTS / f"export-{kind.lower()}.txt"  # as text: Chromium downloads a .csv
     opened.write_text(text, encoding="utf-8")
     page.goto(opened.resolve().as_uri())  # the export opened, for a human to look at
     page.screenshot(path=ARTIFACTS / f"browse-export-{kind.lower()}.png", full_page=True)
