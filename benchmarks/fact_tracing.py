@@ -183,15 +183,27 @@ def make_corpus(n_facts: int, n_background: int, seed: int = 0):
     return texts, facts, queries
 
 
-def train_until_known(task, texts, facts, queries, epochs: int, seed: int = 0):
-    """The setting-B Llama trained on ``texts`` (``epochs`` at most, stopping once it completes
-    every planted phrasing's object); (model, planted accuracy, held-out accuracy, epochs)."""
+def train_until_known(
+    task,
+    texts,
+    facts,
+    queries,
+    epochs: int,
+    size: tuple[int, int] = (64, 2),
+    lr: float = 3e-3,
+    seed: int = 0,
+):
+    """A Llama of ``size`` (hidden, layers; (64, 2) is setting B's) trained on ``texts``
+    (``epochs`` at most, stopping once it completes 95 % of the planted phrasings' objects);
+    (model, planted accuracy, held-out accuracy, epochs)."""
     from indexer.data import Example
+    from lorif_demo.toy import tiny_lm
 
-    from .lds.shakespeare import BATCH, LR, make_model
+    from .lds.shakespeare import BATCH
 
-    model = make_model(len(task.tokenizer), seed).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.01)
+    hidden, layers = size
+    model = tiny_lm("llama", len(task.tokenizer), hidden, layers, 4, seed, True).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     gen = torch.Generator().manual_seed(seed)
     examples = [Example(completion=t) for t in texts]
     planted = [(f.statement, f.obj) for f in facts]
@@ -364,8 +376,8 @@ def run(n_facts: int, n_background: int, epochs: int, configs: list[tuple[int, i
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--facts", type=int, default=200)
-    ap.add_argument("--background", type=int, default=1000)
-    ap.add_argument("--epochs", type=int, default=60, help="at most (stops once it knows them)")
+    ap.add_argument("--background", type=int, default=600)
+    ap.add_argument("--epochs", type=int, default=120, help="at most (stops once it knows them)")
     ap.add_argument("--configs", default="1x1,1x4", help="f x c of the LoRIF indexes")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
