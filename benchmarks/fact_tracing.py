@@ -196,31 +196,23 @@ def train_until_known(
     """A Llama of ``size`` (hidden, layers; (64, 2) is setting B's) trained on ``texts``
     (``epochs`` at most, stopping once it completes 95 % of the planted phrasings' objects);
     (model, planted accuracy, held-out accuracy, epochs)."""
-    from indexer.data import Example
     from lorif_demo.toy import tiny_lm
 
-    from .lds.shakespeare import BATCH
+    from .lds.shakespeare import fit
 
     hidden, layers = size
     model = tiny_lm("llama", len(task.tokenizer), hidden, layers, 4, seed, True).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    gen = torch.Generator().manual_seed(seed)
-    examples = [Example(completion=t) for t in texts]
     planted = [(f.statement, f.obj) for f in facts]
     acc = (0.0, 0.0)
-    for epoch in range(1, epochs + 1):
-        order = torch.randperm(len(examples), generator=gen).tolist()
-        for s in range(0, len(order), BATCH):
-            batch = task.collate([examples[i] for i in order[s : s + BATCH]])
-            losses = task.loss(model, batch)
-            n_tokens = (batch["loss_mask"][:, 1:] & batch["attention_mask"][:, 1:].bool()).sum()
-            opt.zero_grad()
-            (losses.sum() / n_tokens).backward()
-            opt.step()
-        if epoch % 5 == 0 or epoch == epochs:
-            acc = (completes(model, task, planted), completes(model, task, queries, True))
-            if acc[0] >= 0.95:
-                break
+
+    def known(epoch: int) -> bool:
+        nonlocal acc
+        if epoch % 5 and epoch != epochs:
+            return False
+        acc = (completes(model, task, planted), completes(model, task, queries, True))
+        return acc[0] >= 0.95
+
+    epoch = fit(model, task, texts, seed, epochs, lr, known)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

@@ -15,6 +15,7 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -66,13 +67,28 @@ def make_model(vocab: int, seed: int) -> torch.nn.Module:
 
 def train(task, texts: list[str], seed: int, epochs: int = EPOCHS) -> torch.nn.Module:
     """AdamW over shuffled minibatches; deterministic given (texts, seed)."""
+    model = make_model(len(task.tokenizer), seed).train()
+    fit(model, task, texts, seed, epochs)
+    return model.eval()
+
+
+def fit(
+    model: torch.nn.Module,
+    task,
+    texts: list[str],
+    seed: int,
+    epochs: int,
+    lr: float = LR,
+    stop: Callable[[int], bool] | None = None,
+) -> int:
+    """Train ``model`` in place (AdamW, batch BATCH, shuffled per epoch with ``seed``) for
+    ``epochs``, or until ``stop(epoch)`` says so; returns the epochs run."""
     from indexer.data import Example
 
-    model = make_model(len(task.tokenizer), seed).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.01)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     gen = torch.Generator().manual_seed(seed)
     examples = [Example(completion=t) for t in texts]
-    for _ in range(epochs):
+    for epoch in range(1, epochs + 1):
         order = torch.randperm(len(examples), generator=gen).tolist()
         for s in range(0, len(order), BATCH):
             batch = task.collate([examples[i] for i in order[s : s + BATCH]])
@@ -81,7 +97,9 @@ def train(task, texts: list[str], seed: int, epochs: int = EPOCHS) -> torch.nn.M
             opt.zero_grad()
             (losses.sum() / n_tokens).backward()
             opt.step()
-    return model.eval()
+        if stop is not None and stop(epoch):
+            return epoch
+    return epochs
 
 
 @torch.no_grad()
