@@ -100,7 +100,7 @@ def ensure_demo_index(workdir: str | Path, quick: bool = False, progress: bool =
 
 NOTES = [
     "a famous line: its influences and, below them, its verbatim source (not the same thing)",
-    "filter the results by play or speaker; sum the influence per play",
+    "filter the results by play or speaker; sum the influence per play (Scoring options)",
     "prompt + completion: only the completion's tokens count",
 ]
 
