@@ -125,9 +125,12 @@ def test_narrow_window(server, browser):
     page.goto(f"{server}/?prompt={QUERY}&k=5&direction=both")
     expect(page.locator("ol.results li")).to_have_count(10)
     overflow = page.evaluate("document.documentElement.scrollWidth > window.innerWidth")
+    lefts = page.locator("ol.results li").first.evaluate(
+        "li => [...li.children].map(c => c.getBoundingClientRect().left)")  # fmt: skip
     page.screenshot(path=ARTIFACTS / "browse-narrow.png", full_page=True)
     context.close()
     assert not overflow
+    assert max(lefts) - min(lefts) < 2, lefts  # one column: rank, score, meta, text, tokens
 
 
 def test_api_docs_render_offline_under_their_csp(server, page):
