@@ -18,6 +18,11 @@ function el(tag, attrs = {}, text) {
   return node;
 }
 
+// A score with its sign, e.g. +0.652 (the page's one spelling of a score).
+function signedScore(x, digits = 3) {
+  return `${x >= 0 ? "+" : ""}${x.toPrecision(digits)}`;
+}
+
 function setStatus(target, text, kind = "") {
   target.textContent = text;
   target.className = kind;
@@ -162,7 +167,7 @@ function renderList(title, results, scale, q) {
     const li = el("li", { "data-example-id": String(r.example_id) });
     li.append(el("span", { class: "rank" }, `#${r.rank}`));
     const line = el("div", { class: "scoreline" });
-    line.append(el("span", { class: "score" }, (r.score >= 0 ? "+" : "") + r.score.toPrecision(4)));
+    line.append(el("span", { class: "score" }, signedScore(r.score, 4)));
     const track = el("span", { class: "bar-track", "aria-hidden": "true" });
     const bar = el("span", { class: "bar " + (r.score >= 0 ? "pos" : "neg") });
     bar.style.display = "block";
@@ -290,7 +295,7 @@ function renderTokens(target, tokens) {
     const rgb = t.contribution >= 0 ? "var(--pos)" : "var(--neg)";
     span.style.backgroundColor = `rgba(${rgb}, ${(0.08 + 0.72 * a).toFixed(3)})`;
     if (a > 0.6) span.style.color = "#fff";
-    span.title = `${t.contribution >= 0 ? "+" : ""}${t.contribution.toPrecision(3)}` +
+    span.title = signedScore(t.contribution) +
       (t.target ? "" : " (context, not a loss target)");
     span.dataset.contribution = String(t.contribution);
     target.append(span);
@@ -315,8 +320,7 @@ async function openDetail(q, exampleId, score) {
       api("/v1/explanations", { method: "POST", body: JSON.stringify(body) }, status, gen),
     ]);
     const meta = $("detail-meta");
-    const signed = (x) => `${x >= 0 ? "+" : ""}${x.toPrecision(5)}`;
-    const rows = [["score", signed(expl.score)], ["score in the index", signed(expl.index_score)],
+    const rows = [["score", signedScore(expl.score, 5)], ["score in the index", signedScore(expl.index_score, 5)],
       ["tokens", String(ex.n_tokens)]];
     $("detail-score-note").textContent = "The score is recomputed here from the example's full " +
       "(projected) gradient, so it can be split over tokens; the ranking used the index's " +

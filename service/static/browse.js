@@ -21,9 +21,14 @@ function matchesFacets(r, facets) {
   return Object.entries(facets || {}).every(([k, v]) => String((r.meta || {})[k]) === v);
 }
 
+// Every result one answer holds, both directions.
+function fetchedRows(body) {
+  return [...(body.proponents || []), ...(body.opponents || [])];
+}
+
 // facet key -> [[value, count], ...] over the fetched results (both directions)
 function facetValues(body) {
-  const all = [...(body.proponents || []), ...(body.opponents || [])];
+  const all = fetchedRows(body);
   const counts = new Map();
   for (const r of all) {
     for (const [k, v] of Object.entries(r.meta || {})) {
@@ -53,7 +58,7 @@ function facetValues(body) {
 }
 
 function fetchedCount(body) {
-  return (body.proponents || []).length + (body.opponents || []).length;
+  return fetchedRows(body).length;
 }
 
 // One control per facet: a select of its values with their counts among the fetched results,
@@ -106,7 +111,7 @@ function shownRows(q, body, shown) {
 // The shown rows with their full text (``full`` is the same answer asked with full_text: a
 // cache hit, since the scan's options are the same).
 function exportRows(q, body, shown, full) {
-  const text = new Map([...(full.proponents || []), ...(full.opponents || [])].map((r) => [r.example_id, r.text]));
+  const text = new Map(fetchedRows(full).map((r) => [r.example_id, r.text]));
   const out = [];
   for (const [direction, list] of shownRows(q, body, shown)) {
     for (const r of list) {

@@ -7,10 +7,6 @@
 const HIGHLIGHTED = 10; // shown results whose top tokens are fetched (one explanation each)
 const TOP_TOKENS = 3;
 
-function signedScore(x, digits = 3) {
-  return `${x >= 0 ? "+" : ""}${x.toPrecision(digits)}`;
-}
-
 function binOf(edges, s) {
   for (let j = 0; j < edges.length - 1; j++) if (s < edges[j + 1]) return j;
   return edges.length - 2;
@@ -78,7 +74,7 @@ function renderTotals(q, body) {
   const t = body.totals;
   if (!t) return box;
   const fetched = new Map();
-  for (const r of [...(body.proponents || []), ...(body.opponents || [])]) {
+  for (const r of fetchedRows(body)) {
     const v = (r.meta || {})[t.key];
     const key = v === undefined || v === null ? "" : typeof v === "string" ? v : JSON.stringify(v);
     fetched.set(key, (fetched.get(key) || 0) + r.score);
