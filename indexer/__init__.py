@@ -75,6 +75,7 @@ _PUBLIC = {
     "verbatim_evidence": "verbatim",
     "Answer": "query.answer",
     "answers_of": "query.answer",
+    "answer_queries": "query.answer",
     "histogram_dict": "query.answer",
     "totals_dict": "query.answer",
     "provenance": "query.answer",
@@ -139,6 +140,7 @@ __all__ = [
     "verbatim_evidence",
     "Answer",
     "answers_of",
+    "answer_queries",
     "histogram_dict",
     "totals_dict",
     "provenance",
@@ -179,6 +181,7 @@ if TYPE_CHECKING:
     from .query import Explanation, QueryChecker, QueryEngine, TokenContribution, top_rows
     from .query.answer import (
         Answer,
+        answer_queries,
         answers_of,
         histogram_dict,
         provenance,

@@ -129,11 +129,9 @@ def _query_options(
 def _score_all(
     engine: Any, examples: list[Any], output: str | None, options: QueryOptions, full_text: bool
 ) -> list[dict[str, Any]]:
-    """Each query's answer (``indexer.answers_of``: the API's shape), scanned CHUNK queries at
-    a time; with ``output`` the full score rows go into a .npy memory map."""
-    import time
-
-    from indexer import answers_of
+    """Each query's answer (``indexer.answer_queries``: the API's shape), scanned CHUNK
+    queries at a time; with ``output`` the full score rows go into a .npy memory map."""
+    from indexer import answer_queries
 
     scores = None
     if output is not None:
@@ -144,19 +142,10 @@ def _score_all(
     out = []
     for start in range(0, len(examples), CHUNK):
         chunk = examples[start : start + CHUNK]
-        t0 = time.perf_counter()
-        p, scale = engine.prepared_for(chunk, options)
-        t1 = time.perf_counter()
-        result = engine.scan(
-            p, options.k, scores is not None, 0, options.query_rank, options.candidates, scale,
-            options.totals_by,
-        )  # fmt: skip
-        t2 = time.perf_counter()
+        answers, result = answer_queries(engine, chunk, options, full_text, scores is not None)
         if scores is not None:
             scores[start : start + len(chunk)] = result.scores
-        timings = {"queue_ms": 0.0, "featurize_ms": (t1 - t0) * 1e3, "scan_ms": (t2 - t1) * 1e3,
-                   "total_ms": (t2 - t0) * 1e3}  # fmt: skip
-        out += [a.to_dict() for a in answers_of(engine, result, chunk, options, full_text, timings)]
+        out += [a.to_dict() for a in answers]
     if scores is not None:
         scores.flush()
     return out

@@ -14,6 +14,7 @@ equal). Parts:
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -158,6 +159,26 @@ def _without_none(value: Any) -> Any:
     if isinstance(value, list):
         return [_without_none(v) for v in value]
     return value
+
+
+def answer_queries(
+    engine: QueryEngine,
+    queries: list[Example],
+    options: QueryOptions,
+    full_text: bool = False,
+    keep_scores: bool = False,
+) -> tuple[list[Answer], ScoreResult]:
+    """One timed scan for ``queries`` under canonical ``options`` (``engine.options_for``):
+    their answers, and the scan's result (its (Q, N) ``scores`` with ``keep_scores``)."""
+    o = options
+    t0 = time.perf_counter()
+    p, scale = engine.prepared_for(queries, o)
+    t1 = time.perf_counter()
+    result = engine.scan(p, o.k, keep_scores, 0, o.query_rank, o.candidates, scale, o.totals_by)
+    t2 = time.perf_counter()
+    timings = {"queue_ms": 0.0, "featurize_ms": (t1 - t0) * 1e3, "scan_ms": (t2 - t1) * 1e3,
+               "total_ms": (t2 - t0) * 1e3}  # fmt: skip
+    return answers_of(engine, result, queries, o, full_text, timings), result
 
 
 def answers_of(

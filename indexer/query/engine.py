@@ -7,7 +7,6 @@ factor store; ``explain`` splits one (query, example) score over both texts' tok
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,18 +250,10 @@ class QueryEngine:
         self, query: Example, options: QueryOptions | None = None, full_text: bool = False
     ) -> Answer:
         """The query's answer in the API's shape (``answer.py``; ``.to_dict()`` is its JSON)."""
-        from .answer import answers_of  # answer.py builds on this module
+        from .answer import answer_queries  # answer.py builds on this module
 
-        o = self.options_for(options or QueryOptions())
-        t0 = time.perf_counter()
-        p, scale = self.prepared_for([query], o)
-        t1 = time.perf_counter()
-        result = self.scan(p, o.k, False, 0, o.query_rank, o.candidates, scale, o.totals_by)
-        t2 = time.perf_counter()
-        ms = {"queue_ms": 0.0, "featurize_ms": (t1 - t0) * 1e3, "scan_ms": (t2 - t1) * 1e3}
-        return answers_of(self, result, [query], o, full_text, {**ms, "total_ms": (t2 - t0) * 1e3})[
-            0
-        ]
+        options = self.options_for(options or QueryOptions())
+        return answer_queries(self, [query], options, full_text)[0][0]
 
     def explain(self, query: Example, example_id: int, damping: float | None = None) -> Explanation:
         """Split the score of training example ``example_id`` for ``query`` over both texts'
