@@ -16,6 +16,7 @@ from .curvature import DEFAULT_KIND, KINDS, method
 from .errors import ConfigError
 
 STORAGE_DTYPES = ("bf16", "fp16", "fp32")
+TRUNCATIONS = ("plain", "kfac")  # engine/truncation.py; here to keep this module torch-free
 FACTOR_METHODS = ("auto", "power", "svd")
 
 
@@ -133,6 +134,19 @@ class BuildConfig:
     factor_method: str = setting(
         "auto", "How to compute rank-c factors: power | svd | auto.", choices=FACTOR_METHODS
     )
+    truncation: str = setting(
+        "plain",
+        "Norm the rank-c truncation is optimal in: plain (Frobenius of G~) | kfac (K-FAC-"
+        "whitened, W_A G~ W_S with the token-level moments of --truncation-sample examples: "
+        "the norm the Kronecker preconditioners score in; one extra pass over the sample).",
+        choices=TRUNCATIONS,
+    )
+    truncation_damping: float = setting(
+        1.0, "delta of --truncation kfac: each side's moment / its mean eigenvalue + delta I."
+    )
+    truncation_sample: int = setting(
+        1024, "Examples (the first ones) whose moments --truncation kfac whitens with."
+    )
     curvature: CurvatureConfig = field(default_factory=CurvatureConfig)
     dtype: str = setting(
         "bf16", "Storage dtype of the factors: bf16 | fp16 | fp32.", choices=STORAGE_DTYPES
@@ -200,6 +214,12 @@ class BuildConfig:
                     self.factor_method in FACTOR_METHODS,
                     f"--factor-method must be one of {', '.join(FACTOR_METHODS)}",
                 ),
+                (
+                    self.truncation in TRUNCATIONS,
+                    f"--truncation must be one of {', '.join(TRUNCATIONS)}",
+                ),
+                (self.truncation_damping > 0, "--truncation-damping must be > 0"),
+                (self.truncation_sample >= 1, "--truncation-sample must be >= 1"),
                 (self.batch_size >= 1, "--batch-size must be >= 1"),
                 (self.batch_tokens >= 0, "--batch-tokens must be >= 0"),
                 (self.threads >= 0, "--threads must be >= 0"),

@@ -89,7 +89,9 @@ def _print_info(d: dict[str, Any]) -> None:
             else ""
         ),
         f"layers         {d['n_layers']}  (sum D = {total_d})",
-        f"rank c         {d['rank_c']}   "
+        f"rank c         {d['rank_c']}"
+        + (" (truncated in the K-FAC-whitened norm)" if d["truncation"] == "kfac" else "")
+        + "   "
         + f"curvature {curvature_method(d['curvature']).describe(d['curvature_rank_r'])}"
         + f" ({d['basis_bytes'] / 2**20:.1f} MiB)   dtype {d['storage_dtype']}",
         f"bytes/example  {d['stored_bytes_per_example']:.1f} stored, {d['bytes_per_example']} "

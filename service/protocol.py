@@ -216,6 +216,9 @@ class IndexSummary(BaseModel):
     n_layers: int
     layers: list[LayerSummary]
     rank_c: int
+    truncation: str = Field(
+        "plain", description="the norm the rank-c factors are optimal in: plain | kfac"
+    )
     curvature_rank_r: int
     curvature: str = Field(
         description="the preconditioner (method.md section 3): one of " + ", ".join(CURVATURE_KINDS)

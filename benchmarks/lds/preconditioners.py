@@ -1,12 +1,15 @@
-"""LDS of the three preconditioners through the product's own path, on both settings.
+"""LDS of the three preconditioners and the two truncations through the product's own path.
 
     python -m benchmarks.lds.preconditioners digits --json benchmarks/lds/results/preconditioners_digits.json
     python -m benchmarks.lds.preconditioners shakespeare --json benchmarks/lds/results/preconditioners_shakespeare.json
+    python -m benchmarks.lds.preconditioners shakespeare --truncation kfac --truncation-damping 0.1 --json benchmarks/lds/results/truncation_shakespeare.json
+    python -m benchmarks.lds.preconditioners milton --truncation plain,kfac --truncation-damping 0.1 --json benchmarks/lds/results/preconditioners_milton.json
 
 Each row is an index built with ``build_index`` (``--curvature lowrank | kfac | ekfac``, a
 sharded directory) and scored by ``QueryEngine.score`` against the committed ground truth: at
 the build's damping (alpha = 0.1), at alpha = 0.01 chosen at query time, and unit-normalised.
-The stored rows (bytes per example) do not depend on the preconditioner.
+The stored rows (bytes per example) do not depend on the preconditioner; ``--truncation kfac``
+stores other rank-c factors of the same gradients (optimal in the K-FAC-whitened norm).
 """  # noqa: E501
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import argparse
 import json
 import tempfile
 import time
+from itertools import product
 from pathlib import Path
 
 from .harness import Report, read_ground_truth
@@ -22,7 +26,14 @@ from .harness import Report, read_ground_truth
 SCORINGS = [("α=0.1", {}), ("α=0.01", {"damping": 0.01}), ("unit α=0.1", {"normalize": "unit"})]
 
 
-def run(setting: str, grid: list[tuple[int, int]], kinds: list[str], report: Report) -> None:
+def run(
+    setting: str,
+    grid: list[tuple[int, int]],
+    kinds: list[str],
+    report: Report,
+    truncations: tuple[str, ...] = ("plain",),
+    truncation_damping: float = 1.0,
+) -> None:
     from indexer.build import build_index
     from indexer.config import BuildConfig, CurvatureConfig
     from indexer.models.featurizer import Featurizer
@@ -31,38 +42,38 @@ def run(setting: str, grid: list[tuple[int, int]], kinds: list[str], report: Rep
 
     model, task, train_ex, query_ex, extra = _setting(setting)
     with tempfile.TemporaryDirectory() as tmp:
-        for f, c in grid:
-            for kind in kinds:
-                cfg = BuildConfig(
-                    model=setting,
-                    data="memory",
-                    output=str(Path(tmp) / f"{kind}-f{f}-c{c}"),
-                    proj_factor=f,
-                    rank=c,
-                    curvature=CurvatureConfig(kind=kind, rank=256),
-                    seed=0,
-                    overwrite=True,
-                    **extra,
-                )
-                t = time.perf_counter()
-                build_index(
-                    cfg,
-                    featurizer=Featurizer.create(model, task, proj_factor=f, seed=0),
-                    examples=train_ex,
-                    model_info={"name": setting},
-                    task_info={"kind": setting},
-                    progress=False,
-                )
-                build_s = time.perf_counter() - t
-                with Index(cfg.output) as index:
-                    engine = QueryEngine.attach(index, model, task)
-                    nbytes = index.bytes_per_example()[0]
-                    for label, options in SCORINGS:
-                        scores = engine.score(query_ex, k=1, keep_scores=True, **options).scores
-                        method = {"lowrank": "LoRIF", "kfac": "LoRIF K-FAC"}.get(
-                            kind, "LoRIF EK-FAC"
-                        )
-                        report.add(method, f"f={f} c={c} {label}", scores, nbytes, build_s)
+        for (f, c), kind, truncation in product(grid, kinds, truncations):
+            cfg = BuildConfig(
+                model=setting,
+                data="memory",
+                output=str(Path(tmp) / f"{kind}-f{f}-c{c}-{truncation}"),
+                proj_factor=f,
+                rank=c,
+                truncation=truncation,
+                truncation_damping=truncation_damping,
+                curvature=CurvatureConfig(kind=kind, rank=256),
+                seed=0,
+                overwrite=True,
+                **extra,
+            )
+            t = time.perf_counter()
+            build_index(
+                cfg,
+                featurizer=Featurizer.create(model, task, proj_factor=f, seed=0),
+                examples=train_ex,
+                model_info={"name": setting},
+                task_info={"kind": setting},
+                progress=False,
+            )
+            build_s = time.perf_counter() - t
+            method = {"lowrank": "LoRIF", "kfac": "LoRIF K-FAC"}.get(kind, "LoRIF EK-FAC")
+            trunc = "" if truncation == "plain" else f" trunc={truncation} δ={truncation_damping:g}"
+            with Index(cfg.output) as index:
+                engine = QueryEngine.attach(index, model, task)
+                nbytes = index.bytes_per_example()[0]
+                for label, options in SCORINGS:
+                    scores = engine.score(query_ex, k=1, keep_scores=True, **options).scores
+                    report.add(method, f"f={f} c={c}{trunc} {label}", scores, nbytes, build_s)
 
 
 def _setting(setting: str):
@@ -89,15 +100,30 @@ def _setting(setting: str):
             examples(xq, yq, "query"),
             {"batch_size": 250},
         )
-    from .shakespeare import MAX_TOKENS, trained_setting
+    lm = LM_SETTINGS[setting]()
+    model, task, train_ex, query_ex = lm.trained()
+    return model, task, train_ex, query_ex, {"batch_size": 32, "max_tokens": lm.max_tokens}
 
-    model, task, train_ex, query_ex = trained_setting()
-    return model, task, train_ex, query_ex, {"batch_size": 32, "max_tokens": MAX_TOKENS}
+
+def _shakespeare():
+    from .shakespeare import SETTING
+
+    return SETTING
+
+
+def _milton():
+    from .milton import SETTING
+
+    return SETTING
+
+
+LM_SETTINGS = {"shakespeare": _shakespeare, "milton": _milton}
 
 
 GRIDS = {
     "digits": [(1, 1), (2, 1), (4, 1)],
     "shakespeare": [(1, 4), (1, 2), (1, 1), (4, 4)],
+    "milton": [(1, 4), (1, 2), (1, 1), (4, 4)],
 }
 
 
@@ -105,15 +131,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("setting", choices=sorted(GRIDS))
     ap.add_argument("--kinds", default="lowrank,kfac,ekfac")
+    ap.add_argument("--truncation", default="plain", help="comma-separated: plain,kfac")
+    ap.add_argument("--truncation-damping", type=float, default=1.0)
+    ap.add_argument("--grid", default="", help="f:c pairs, e.g. 1:4,4:4 (default: the setting's)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     if args.setting == "digits":
         from .digits import GROUND_TRUTH
     else:
-        from .shakespeare import GROUND_TRUTH
+        GROUND_TRUTH = LM_SETTINGS[args.setting]().ground_truth
     subsets, losses, _ = read_ground_truth(GROUND_TRUTH)
     report = Report(subsets, losses)
-    run(args.setting, GRIDS[args.setting], args.kinds.split(","), report)
+    grid = [tuple(map(int, p.split(":"))) for p in args.grid.split(",") if p] or GRIDS[args.setting]
+    truncations = tuple(args.truncation.split(","))
+    kinds = args.kinds.split(",")
+    run(args.setting, grid, kinds, report, truncations, args.truncation_damping)  # type: ignore[arg-type]
     if args.json:
         args.json.write_text(json.dumps(report.rows, indent=2))
 

@@ -23,6 +23,7 @@ from ..data import Example
 from ..engine.factorize import factorize_layers
 from ..engine.kronecker import KroneckerMoments
 from ..engine.layout import RowSource
+from ..engine.truncation import WhitenedTruncation
 from ..models.featurizer import Featurizer
 from ..storage.manifest import CurvatureRecord, Manifest
 from ..storage.rows import BackgroundRows, RowWriter
@@ -64,13 +65,18 @@ def featurize_rows(
         smoothing=0.05,
     )
     done_rows, t0 = total - todo_rows, time.perf_counter()
+    metric = truncation_metric(cfg, featurizer, examples) if todo_rows else None
     background = BackgroundRows(writer, cfg.dtype)
     try:
         for part, batches in plan:
             moments = KroneckerMoments() if part is not None else None
             for rows in batches:
                 grads = featurizer.gradients([examples[i] for i in rows], moments=moments)
-                factors = factorize_layers(grads, cfg.rank, cfg.factor_method)
+                factors = (
+                    metric.factorize(grads, cfg.rank, cfg.factor_method)
+                    if metric
+                    else factorize_layers(grads, cfg.rank, cfg.factor_method)
+                )
                 background.submit(rows, writer.layout.pack(factors))
                 done_rows += len(rows)
                 bar.set_postfix_str(f"{done_rows}/{total} examples", refresh=False)
@@ -85,6 +91,20 @@ def featurize_rows(
         "featurize_seconds_this_run": round(time.perf_counter() - t0, 3),
         "resumed_rows": total - todo_rows,
     }
+
+
+def truncation_metric(
+    cfg: BuildConfig, featurizer: Featurizer, examples: list[Example]
+) -> WhitenedTruncation | None:
+    """``--truncation kfac``: the whitening of the moments of the first
+    ``--truncation-sample`` of ``examples`` (every process of a build computes the same one;
+    ``index add`` its added examples'); None for plain truncation."""
+    if cfg.truncation == "plain":
+        return None
+    sample, moments = examples[: cfg.truncation_sample], KroneckerMoments()
+    for s in range(0, len(sample), cfg.batch_size):
+        featurizer.gradients(sample[s : s + cfg.batch_size], moments=moments)
+    return WhitenedTruncation.from_moments(moments, cfg.truncation_damping)
 
 
 def _plan(

@@ -147,8 +147,10 @@ class Manifest(Record):
         return BuildConfig.from_dict(self.build_config)
 
     def config_differences(self, content: Mapping[str, Any]) -> list[str]:
-        """The build settings (``BuildConfig.content_dict()``) that differ from the index's."""
-        return sorted(k for k, v in content.items() if self.build_config.get(k) != v)
+        """The build settings (``BuildConfig.content_dict()``) that differ from the index's (a
+        setting newer than the index counts at its default)."""
+        recorded = {**self.config().content_dict(), **self.build_config}
+        return sorted(k for k, v in content.items() if recorded.get(k) != v)
 
     @property
     def model_fingerprint(self) -> str | None:

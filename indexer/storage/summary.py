@@ -35,6 +35,7 @@ def index_summary(index: Index) -> dict[str, Any]:
         "n_layers": len(layers),
         "layers": layers,
         "rank_c": m.rank,
+        "truncation": m.config().truncation,
         "curvature_rank_r": curvature.rank,
         "curvature": index.curvature_kind,
         "basis_bytes": method(index.curvature_kind).memory_bytes(

@@ -116,3 +116,31 @@ def test_committed_ground_truth_reproduces_where_lds_looks():
     agree = per_query(again, raw[:8, 2])
     seeds = per_query(raw[:8, 1], raw[:8, 2])
     assert agree >= seeds - 0.05 and agree > 0.5, (agree, seeds)
+
+
+def test_milton_passages_are_whole_lines_between_breaks():
+    """Setting C's cut: lines joined until a blank line or 200 characters; headings dropped."""
+    from benchmarks.lds.milton import passages
+
+    verse = "\n".join(f"Line {i} of the verse, with words enough to count" for i in range(9))
+    text = f"BOOK I.\n\n{verse}\n\nA short paragraph.\n\n\nAnother one\nin two lines."
+    line = len("Line 0 of the verse, with words enough to count")  # 47
+    out = passages(text)
+    # five lines reach 200 characters (4 x 48 = 192 do not); the other four end at the break
+    assert out[0] == " ".join(verse.splitlines()[:5]) and len(out[0]) == 5 * line + 4
+    assert out[1] == " ".join(verse.splitlines()[5:])
+    assert out[2:] == ["A short paragraph.", "Another one in two lines."]
+    assert all("BOOK" not in p for p in out)
+
+
+def test_setting_c_ground_truth_is_committed():
+    """Setting C's ground truth: 60 halves of 1,000 passages x 8 seeds x 50 queries, and its
+    seeds agree with each other (4 vs 4) better than chance: there is signal to rank by."""
+    from benchmarks.lds import milton
+    from benchmarks.lds.harness import read_ground_truth, seed_agreement
+
+    subsets, mean_losses, config = read_ground_truth(milton.GROUND_TRUTH)
+    assert subsets.shape == (60, milton.N_TRAIN) and (subsets.sum(1) == milton.N_TRAIN // 2).all()
+    assert mean_losses.shape == (60, milton.N_QUERY) and np.isfinite(mean_losses).all()
+    assert config["seeds"] == 8 and config["setting"] == "milton-gpt2-tiny"
+    assert seed_agreement(milton.GROUND_TRUTH) > 0.1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import h5py
 import numpy as np
@@ -40,8 +41,21 @@ def full_rank_config(model_dir, data, out) -> BuildConfig:
 
 def test_full_rank_limit_equals_dense_damped_influence(arch, model_dirs, data_jsonl, tmp_path):
     cfg = full_rank_config(model_dirs[arch], data_jsonl, tmp_path / "full.h5")
+    _assert_equals_dense(cfg, model_dirs[arch], data_jsonl)
+
+
+def test_whitened_truncation_at_full_rank_equals_dense(model_dirs, data_jsonl, tmp_path):
+    """``--truncation kfac`` stores other rank-c factors but the same G~ at c = min(d1, d2)."""
+    cfg = full_rank_config(model_dirs["llama"], data_jsonl, tmp_path / "full.h5")
+    cfg = replace(cfg, truncation="kfac", truncation_sample=7)
+    _assert_equals_dense(cfg, model_dirs["llama"], data_jsonl)
+    with Index(cfg.output) as index:
+        assert BuildConfig.from_dict(index.manifest.build_config).truncation == "kfac"
+
+
+def _assert_equals_dense(cfg: BuildConfig, model_dir, data_jsonl) -> None:
     build_index(cfg, progress=False)
-    loaded = load_causal_lm(str(model_dirs[arch]))
+    loaded = load_causal_lm(str(model_dir))
     task = CausalLMTask(loaded.tokenizer, max_tokens=48)
     train = load_examples(data_jsonl)
     queries = [
