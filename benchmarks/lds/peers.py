@@ -316,8 +316,6 @@ def run_digits(gt: Path) -> list[dict]:
 def run_shakespeare(gt: Path) -> list[dict]:
     from types import SimpleNamespace
 
-    from kronfluence.task import Task
-
     from indexer.data import Example
     from indexer.engine.capture import select_layers
 
@@ -419,7 +417,31 @@ def run_shakespeare(gt: Path) -> list[dict]:
             continue
         report.add("dattri TRAK", f"proj {proj_dim}, reg {reg:g}", scores, 2 * proj_dim, secs)
 
-    class ShakespeareTask(Task):
+    kron_task = lm_kronfluence_task(lm_task, layers)
+
+    for run in KRONFLUENCE_RUNS:
+        scores, secs = _timed(
+            kronfluence_scores,
+            model,
+            kron_task,
+            _Items(train_ex),
+            _Items(query_ex),
+            lm_task.collate,
+            run[0],
+            32,
+            *run[1:],
+        )
+        report.add("kronfluence", _kronfluence_label(*run), scores, None, secs)
+    print(f"ground truth: {config['m']} subsets x {config['seeds']} seeds, {len(query_ex)} queries")
+    return report.rows + report.failures
+
+
+def lm_kronfluence_task(lm_task, layers: list[str]):
+    """kronfluence's Task for a causal LM: summed next-token loss over the counted tokens (true
+    Fisher: next tokens drawn from the model), the query's summed loss as the measurement."""
+    from kronfluence.task import Task
+
+    class LMTask(Task):
         def compute_train_loss(self, batch, model, sample=False):
             logits = (
                 model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
@@ -444,11 +466,45 @@ def run_shakespeare(gt: Path) -> list[dict]:
         def get_attention_mask(self, batch):
             return batch["attention_mask"]
 
-    for run in KRONFLUENCE_RUNS:
+    return LMTask()
+
+
+def linear_lm(model: nn.Module) -> nn.Module:
+    """GPT-2's ``Conv1D`` layers replaced in place by the same maps as ``nn.Linear`` (kronfluence
+    tracks Linear and Conv2d modules only); the model's outputs do not change."""
+    from transformers.pytorch_utils import Conv1D
+
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, Conv1D):
+                linear = nn.Linear(*child.weight.shape)
+                linear.weight.data = child.weight.data.T.contiguous()
+                linear.bias.data = child.bias.data.clone()
+                setattr(module, name, linear)
+    return model
+
+
+def run_milton(gt: Path) -> list[dict]:
+    """Setting C: kronfluence's EK-FAC and KFAC (its defaults) on the GPT-2 made linear."""
+    from indexer.data import Example
+    from indexer.engine.capture import select_layers
+
+    from .milton import SETTING
+
+    subsets, losses, config = read_ground_truth(gt)
+    train_texts, query_texts = SETTING.load()
+    lm_task = SETTING.task(train_texts)
+    model = SETTING.train(lm_task, train_texts, seed=0)
+    layers = [name for name, _ in select_layers(model, [])]  # the 8 layers our methods track
+    model = linear_lm(model)
+    report = Report(subsets, losses)
+    train_ex = [Example(completion=t) for t in train_texts]
+    query_ex = [Example(completion=t) for t in query_texts]
+    for run in KRONFLUENCE_RUNS[:2]:
         scores, secs = _timed(
             kronfluence_scores,
             model,
-            ShakespeareTask(),
+            lm_kronfluence_task(lm_task, layers),
             _Items(train_ex),
             _Items(query_ex),
             lm_task.collate,
@@ -458,12 +514,12 @@ def run_shakespeare(gt: Path) -> list[dict]:
         )
         report.add("kronfluence", _kronfluence_label(*run), scores, None, secs)
     print(f"ground truth: {config['m']} subsets x {config['seeds']} seeds, {len(query_ex)} queries")
-    return report.rows + report.failures
+    return report.rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("setting", choices=["digits", "shakespeare"])
+    ap.add_argument("setting", choices=["digits", "shakespeare", "milton"])
     ap.add_argument("--ground-truth", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -472,6 +528,10 @@ def main() -> None:
         from . import digits
 
         rows = run_digits(args.ground_truth or digits.GROUND_TRUTH)
+    elif args.setting == "milton":
+        from . import milton
+
+        rows = run_milton(args.ground_truth or milton.GROUND_TRUTH)
     else:
         from . import shakespeare
 

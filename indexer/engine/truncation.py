@@ -4,7 +4,7 @@ G~, or in the K-FAC-whitened norm the Kronecker preconditioners score in.
 The score is a preconditioned inner product g_q^T H^-1 g_i, so the truncation of G~_i that loses
 least of it is the optimal one in H's norm, not in the plain one. With the Kronecker factors of
 H ~= A (x) S (the token-level moments of a sample of the build's examples), damped per side,
-    W_A = (A / tr(A) d1 + delta I)^-1/2,   W_S = (S / tr(S) d2 + delta I)^-1/2,
+    W_A = (A / mean eig(A) + delta I)^-1/2,   W_S = (S / mean eig(S) + delta I)^-1/2,
 the factors are the optimal rank-c ones of W_A G~ W_S, mapped back:
     W_A G~ W_S ~= L_w R_w^T   ->   L = W_A^-1 L_w,  R = W_S^-1 R_w,   G~ ~= L R^T.
 The stored rows are still factors of G~ in its own coordinates, so everything that reads them
