@@ -142,21 +142,6 @@ def _full(model, task, examples) -> torch.Tensor:
     return torch.stack(out)
 
 
-def _full(model, task, examples) -> torch.Tensor:
-    """Per-example gradients of all parameters (one backward per example), (N, P)."""
-    params = list(model.parameters())
-    for p in params:
-        p.requires_grad_(True)
-    out = []
-    for ex in examples:
-        loss = task.loss(model, task.collate([ex])).sum()
-        grads = torch.autograd.grad(loss, params)
-        out.append(torch.cat([g.reshape(-1) for g in grads]))
-    for p in params:
-        p.requires_grad_(False)
-    return torch.stack(out)
-
-
 def main(setting: LMSetting, description: str) -> None:
     """The setting's command line: ground-truth, add-seeds, evaluate."""
     ap = argparse.ArgumentParser(description=description)

@@ -189,6 +189,15 @@ def _kronfluence_label(strategy: str, empirical: bool, damping: float | None) ->
     return label
 
 
+def add_kronfluence(report: Report, runs, model, task, train, query, collate, batch: int) -> None:
+    """One row per kronfluence run (strategy, empirical Fisher, damping) of ``runs``."""
+    for run in runs:
+        scores, secs = _timed(
+            kronfluence_scores, model, task, train, query, collate, run[0], batch, *run[1:]
+        )
+        report.add("kronfluence", _kronfluence_label(*run), scores, None, secs)
+
+
 def _timed(fn, *args, **kwargs):
     t = time.perf_counter()
     out = fn(*args, **kwargs)
@@ -293,19 +302,9 @@ def run_digits(gt: Path) -> list[dict]:
             xb, yb = batch
             return nn.functional.cross_entropy(model(xb), yb, reduction="sum")
 
-    for run in KRONFLUENCE_RUNS:
-        scores, secs = _timed(
-            kronfluence_scores,
-            model,
-            DigitsTask(),
-            pairs(x, y),
-            pairs(xq, yq),
-            None,
-            run[0],
-            250,
-            *run[1:],
-        )
-        report.add("kronfluence", _kronfluence_label(*run), scores, None, secs)
+    add_kronfluence(
+        report, KRONFLUENCE_RUNS, model, DigitsTask(), pairs(x, y), pairs(xq, yq), None, 250
+    )
     print(f"ground truth: {config['m']} subsets x {config['seeds']} seeds, {len(yq)} queries")
     return report.rows
 
@@ -313,22 +312,28 @@ def run_digits(gt: Path) -> list[dict]:
 # --------------------------------------------------------------- setting B
 
 
-def run_shakespeare(gt: Path) -> list[dict]:
-    from types import SimpleNamespace
-
+def _lm_setting(setting, gt: Path):
+    """A language-model setting's Report over ``gt``, its config, task, trained model (not
+    frozen: the peers take gradients), tracked layer names and train/query examples."""
     from indexer.data import Example
     from indexer.engine.capture import select_layers
 
-    from . import shakespeare
-
     subsets, losses, config = read_ground_truth(gt)
-    train_texts, query_texts = shakespeare.load()
-    lm_task = shakespeare.task_for(train_texts)
-    model = shakespeare.train(lm_task, train_texts, seed=0)
-    layers = [name for name, _ in select_layers(model, [])]  # the 14 layers our methods track
+    train_texts, query_texts = setting.load()
+    lm_task = setting.task(train_texts)
+    model = setting.train(lm_task, train_texts, seed=0)
+    layers = [name for name, _ in select_layers(model, [])]  # the layers our methods track
     train_ex = [Example(completion=t) for t in train_texts]
     query_ex = [Example(completion=t) for t in query_texts]
-    report = Report(subsets, losses)
+    return Report(subsets, losses), config, lm_task, model, layers, train_ex, query_ex
+
+
+def run_shakespeare(gt: Path) -> list[dict]:
+    from types import SimpleNamespace
+
+    from .shakespeare import SETTING
+
+    report, config, lm_task, model, layers, train_ex, query_ex = _lm_setting(SETTING, gt)
 
     class LossModel(nn.Module):
         """dattri takes a dict batch's loss from ``model(**batch).loss``: the summed token loss."""
@@ -419,19 +424,16 @@ def run_shakespeare(gt: Path) -> list[dict]:
 
     kron_task = lm_kronfluence_task(lm_task, layers)
 
-    for run in KRONFLUENCE_RUNS:
-        scores, secs = _timed(
-            kronfluence_scores,
-            model,
-            kron_task,
-            _Items(train_ex),
-            _Items(query_ex),
-            lm_task.collate,
-            run[0],
-            32,
-            *run[1:],
-        )
-        report.add("kronfluence", _kronfluence_label(*run), scores, None, secs)
+    add_kronfluence(
+        report,
+        KRONFLUENCE_RUNS,
+        model,
+        kron_task,
+        _Items(train_ex),
+        _Items(query_ex),
+        lm_task.collate,
+        32,
+    )
     print(f"ground truth: {config['m']} subsets x {config['seeds']} seeds, {len(query_ex)} queries")
     return report.rows + report.failures
 
@@ -486,33 +488,21 @@ def linear_lm(model: nn.Module) -> nn.Module:
 
 def run_milton(gt: Path) -> list[dict]:
     """Setting C: kronfluence's EK-FAC and KFAC (its defaults) on the GPT-2 made linear."""
-    from indexer.data import Example
-    from indexer.engine.capture import select_layers
-
     from .milton import SETTING
 
-    subsets, losses, config = read_ground_truth(gt)
-    train_texts, query_texts = SETTING.load()
-    lm_task = SETTING.task(train_texts)
-    model = SETTING.train(lm_task, train_texts, seed=0)
-    layers = [name for name, _ in select_layers(model, [])]  # the 8 layers our methods track
+    report, config, lm_task, model, layers, train_ex, query_ex = _lm_setting(SETTING, gt)
     model = linear_lm(model)
-    report = Report(subsets, losses)
-    train_ex = [Example(completion=t) for t in train_texts]
-    query_ex = [Example(completion=t) for t in query_texts]
-    for run in KRONFLUENCE_RUNS[:2]:
-        scores, secs = _timed(
-            kronfluence_scores,
-            model,
-            lm_kronfluence_task(lm_task, layers),
-            _Items(train_ex),
-            _Items(query_ex),
-            lm_task.collate,
-            run[0],
-            32,
-            *run[1:],
-        )
-        report.add("kronfluence", _kronfluence_label(*run), scores, None, secs)
+    kron_task = lm_kronfluence_task(lm_task, layers)
+    add_kronfluence(
+        report,
+        KRONFLUENCE_RUNS[:2],
+        model,
+        kron_task,
+        _Items(train_ex),
+        _Items(query_ex),
+        lm_task.collate,
+        32,
+    )
     print(f"ground truth: {config['m']} subsets x {config['seeds']} seeds, {len(query_ex)} queries")
     return report.rows
 
