@@ -104,7 +104,7 @@ def truncation_metric(
     sample, moments = examples[: cfg.truncation_sample], KroneckerMoments()
     for s in range(0, len(sample), cfg.batch_size):
         featurizer.gradients(sample[s : s + cfg.batch_size], moments=moments)
-    return WhitenedTruncation.from_moments(moments, cfg.truncation_damping)
+    return WhitenedTruncation.from_moments(moments, cfg.truncation_damping).to(featurizer.device)
 
 
 def _plan(

@@ -50,6 +50,13 @@ class WhitenedTruncation:
             sides[name] = (wa, ua, ws, us)
         return cls(sides)
 
+    def to(self, device: torch.device | str) -> WhitenedTruncation:
+        """The same whitening with its matrices on ``device`` (moved once, not per batch)."""
+        moved = {}
+        for name, (wa, ua, ws, us) in self.sides.items():
+            moved[name] = (wa.to(device), ua.to(device), ws.to(device), us.to(device))
+        return WhitenedTruncation(moved)
+
     def factorize(
         self, grads: dict[str, torch.Tensor], c: int, method: str = "auto"
     ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
