@@ -109,7 +109,7 @@ def lorif(model, task, train, queries, f, c, r, tmp: Path, tile: int = 1) -> dic
 
 def dense_layout(width: int) -> FactorLayout:
     """A layout whose row is ``width`` values: lets the dense rows go through LoRIF's reader."""
-    return FactorLayout((TrackedLayer("dense", width, 1, width - 1, 1),), rank=1)
+    return FactorLayout((TrackedLayer("dense", width, 1, width - 1, 1),), (1,))
 
 
 def logra_dense(model, task, train, queries, f, tmp: Path, tile: int = 1) -> dict:

@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="one JSON line instead of a table")
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    layout = FactorLayout((TrackedLayer("layer", args.d1, args.d2, args.d1, args.d2),), args.c)
+    layout = FactorLayout((TrackedLayer("layer", args.d1, args.d2, args.d1, args.d2),), (args.c,))
     D = args.d1 * args.d2
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "factors.bin")

@@ -57,7 +57,7 @@ def demo_layout() -> FactorLayout:
 
     loaded = load_causal_lm(str(MODEL))
     feat = Featurizer.create(loaded.model, CausalLMTask(loaded.tokenizer), proj_factor=8)
-    return FactorLayout(tuple(feat.layers), 1)
+    return FactorLayout.uniform(tuple(feat.layers), 1)
 
 
 def write_rows(path: Path, layout: FactorLayout, n: int) -> MmapFactorStore:
@@ -117,7 +117,7 @@ def device_rows(layout: FactorLayout, n: int, device: torch.device) -> ResidentF
     gen = torch.Generator(device=device).manual_seed(2)
     packs = []
     for g in layer_groups(layout, str(device)):
-        shape = (len(g.layers), n, layout.rank)
+        shape = (len(g.layers), n, g.c)
         left = torch.randn(*shape, g.d1, generator=gen, device=device).mul_(0.05).bfloat16()
         right = torch.randn(*shape, g.d2, generator=gen, device=device).mul_(0.05).bfloat16()
         packs.append((g, left, right))

@@ -131,6 +131,11 @@ class BuildConfig:
         0, "Explicit output-side projection dim, capped at each layer's output dim (0 = use f)."
     )
     rank: int = setting(1, "c: rank of the stored per-example gradient factors.")
+    bytes_per_example: int = setting(
+        0,
+        "Storage budget per example: choose c per layer (instead of --rank) from each layer's "
+        "spectrum on --truncation-sample examples, the score energy kept per byte; 0 = off.",
+    )
     factor_method: str = setting(
         "auto", "How to compute rank-c factors: power | svd | auto.", choices=FACTOR_METHODS
     )
@@ -145,7 +150,9 @@ class BuildConfig:
         1.0, "delta of --truncation kfac: each side's moment / its mean eigenvalue + delta I."
     )
     truncation_sample: int = setting(
-        1024, "Examples (the first ones) whose moments --truncation kfac whitens with."
+        1024,
+        "Examples (the first ones) whose moments --truncation kfac whitens with and whose "
+        "spectra --bytes-per-example chooses the ranks from.",
     )
     curvature: CurvatureConfig = field(default_factory=CurvatureConfig)
     dtype: str = setting(
@@ -206,6 +213,7 @@ class BuildConfig:
                 (self.proj_factor >= 1, "--proj-factor must be >= 1"),
                 (self.d1 >= 0 and self.d2 >= 0, "--d1/--d2 must be >= 0"),
                 (self.rank >= 1, "--rank (c) must be >= 1"),
+                (self.bytes_per_example >= 0, "--bytes-per-example must be >= 0"),
                 (
                     self.dtype in STORAGE_DTYPES,
                     f"--dtype must be one of {', '.join(STORAGE_DTYPES)}",

@@ -90,6 +90,11 @@ def _print_info(d: dict[str, Any]) -> None:
         ),
         f"layers         {d['n_layers']}  (sum D = {total_d})",
         f"rank c         {d['rank_c']}"
+        + (
+            f" (the largest; chosen per layer for {d['bytes_budget']} bytes/example)"
+            if d.get("bytes_budget")
+            else ""
+        )
         + (" (truncated in the K-FAC-whitened norm)" if d["truncation"] == "kfac" else "")
         + "   "
         + f"curvature {curvature_method(d['curvature']).describe(d['curvature_rank_r'])}"
@@ -106,12 +111,12 @@ def _print_info(d: dict[str, Any]) -> None:
             else ""
         ),
         _verbatim_line(d.get("verbatim")),
-        "layer                                    in x out      d1 x d2      D   lambda",
+        "layer                                    in x out      d1 x d2      D    c  lambda",
     ]
     for x in d["layers"]:
         lines.append(
             f"  {x['name'][:38]:38s} {x['in_dim']:5d}x{x['out_dim']:<6d} "
-            f"{x['d1']:4d}x{x['d2']:<5d} {x['D']:7d}  {x['lambda']:.3g}"
+            f"{x['d1']:4d}x{x['d2']:<5d} {x['D']:7d} {x['c']:4d}  {x['lambda']:.3g}"
         )
     typer.echo("\n".join(lines))
 

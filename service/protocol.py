@@ -177,6 +177,7 @@ class LayerSummary(BaseModel):
     d1: int
     d2: int
     D: int = Field(description="d1 * d2: the dense projected gradient's size")
+    c: int = Field(1, description="the layer's factor rank (per layer under a storage budget)")
     lambda_: float = Field(alias="lambda", description="The layer's damping")
 
 
@@ -215,7 +216,12 @@ class IndexSummary(BaseModel):
     n_examples: int
     n_layers: int
     layers: list[LayerSummary]
-    rank_c: int
+    rank_c: int = Field(description="the factor rank c (the largest, when chosen per layer)")
+    bytes_budget: int | None = Field(
+        None,
+        description="the --bytes-per-example budget the per-layer ranks were chosen for (null: "
+        "one c for every layer)",
+    )
     truncation: str = Field(
         "plain", description="the norm the rank-c factors are optimal in: plain | kfac"
     )

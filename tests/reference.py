@@ -28,10 +28,13 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def dense_influence(
-    model, task, featurizer, train, queries, lambdas: dict[str, float]
+    model, task, featurizer, train, queries, lambdas: dict[str, float], ranks=None
 ) -> np.ndarray:
-    """s(q, i) = sum_layers g_q^T (G^T G + lambda I)^{-1} g_i in float64, (Q, N)."""
+    """s(q, i) = sum_layers g_q^T (G^T G + lambda I)^{-1} g_i in float64, (Q, N); ``ranks``
+    ({layer: c}): each training gradient first truncated to its best rank c (by SVD)."""
     g_train = [autograd_projected(model, task, featurizer, ex) for ex in train]
+    if ranks is not None:
+        g_train = [{n: _truncated(g, ranks[n]) for n, g in gs.items()} for gs in g_train]
     g_query = [autograd_projected(model, task, featurizer, ex) for ex in queries]
     total = np.zeros((len(queries), len(train)))
     for name in featurizer.modules:
@@ -40,6 +43,11 @@ def dense_influence(
         H = G.T @ G + lambdas[name] * np.eye(G.shape[1])
         total += Gq @ np.linalg.solve(H, G.T)
     return total
+
+
+def _truncated(g: torch.Tensor, c: int) -> torch.Tensor:
+    u, s, vh = torch.linalg.svd(g.double(), full_matrices=False)
+    return (u[:, :c] * s[:c]) @ vh[:c]
 
 
 def woodbury_inverse(V: torch.Tensor, sigma2: torch.Tensor, lam: float) -> torch.Tensor:

@@ -88,7 +88,7 @@ def main() -> None:
                 s = scores_dense(kfac_bases, g_train, g_query, alpha, refit)
                 report.add(f"{label}, unfactorized", f"f={f} α={alpha}", s, dense_bytes, 0.0)
         for c in (1, 2, 4):
-            layout = FactorLayout(tuple(feat.layers), c)
+            layout = FactorLayout.uniform(tuple(feat.layers), c)
             rows = layout.pack({n: factorize(g, c) for n, g in g_train.items()})
             store = MemoryFactorStore.from_float(layout, rows, "bf16")
             ekfac_bases = ekfac_eigenvalues(store, kfac_bases)

@@ -27,6 +27,7 @@ from ..errors import LorifError
 from ..storage.writer import build_lock
 from ..threads import available_cpus, use_threads
 from ..verbatim import publish_verbatim
+from .budget import layer_ranks
 from .inputs import check_output, check_rank, language_model, make_manifest, projections_to_store
 from .steps import curvature_over, featurize_rows, finished
 from .writers import prepare_build_dir, sharded_writer
@@ -95,7 +96,11 @@ def _build(cfg: BuildConfig, ranks: Ranks, progress: bool) -> Path:
         featurizer, model_info, task_info = language_model(cfg)
         check_rank(cfg, featurizer)
         lengths = np.array([featurizer.task.length(ex) for ex in examples], dtype=np.int64)
-        manifest = make_manifest(cfg, featurizer, len(examples), model_info, task_info)
+        # every process chooses (a budget that is too small fails on each, not as a hang);
+        # the lead's choice is the one kept, however the devices round
+        chosen = [layer_ranks(cfg, featurizer, examples)]
+        dist.broadcast_object_list(chosen, src=0)
+        manifest = make_manifest(cfg, featurizer, len(examples), model_info, task_info, chosen[0])
         _lead_first(ranks, lambda: prepare_build_dir(cfg, manifest))
         writer = sharded_writer(
             cfg,

@@ -74,7 +74,8 @@ def add_examples(
         examples = load_examples(data, limit)
         featurizer, model_info, task_info = language_model(cfg)
         lengths = np.array([featurizer.task.length(ex) for ex in examples], dtype=np.int64)
-        manifest = make_manifest(cfg, featurizer, len(examples), model_info, task_info)
+        ranks = old.layout.ranks  # the index's own, not chosen again for the added examples
+        manifest = make_manifest(cfg, featurizer, len(examples), model_info, task_info, ranks)
         build_config = {**manifest.build_config, "data": old.config().data}
         manifest = manifest.replace(build_config=build_config)
         projections = projections_to_store(cfg, featurizer)

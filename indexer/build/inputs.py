@@ -46,19 +46,30 @@ def make_manifest(
     n: int,
     model_info: dict[str, Any],
     task_info: dict[str, Any],
+    ranks: tuple[int, ...] | None = None,
 ) -> Manifest:
-    """The manifest a build of ``n`` examples starts with (the curvature comes at the end)."""
+    """The manifest a build of ``n`` examples starts with (the curvature comes at the end);
+    ``ranks``: c per layer (``build.budget.layer_ranks``; None: ``--rank`` for every one)."""
     sums = featurizer.checksums()
-    layout = FactorLayout(tuple(featurizer.layers), cfg.rank)
+    layout = FactorLayout(tuple(featurizer.layers), ranks or (cfg.rank,) * len(featurizer.layers))
+    per_layer = bool(cfg.bytes_per_example) or not layout.is_uniform
     layers = [
         LayerRecord(
-            t.name, t.in_dim, t.out_dim, t.d1, t.d2, sums[t.name][0], sums[t.name][1], offset
-        )
-        for t, offset in zip(layout.layers, layout.offsets, strict=True)
+            t.name,
+            t.in_dim,
+            t.out_dim,
+            t.d1,
+            t.d2,
+            sums[t.name][0],
+            sums[t.name][1],
+            offset,
+            c if per_layer else None,
+        )  # fmt: skip
+        for t, offset, c in zip(layout.layers, layout.offsets, layout.ranks, strict=True)
     ]
     return Manifest(
         n_examples=n,
-        rank=cfg.rank,
+        rank=layout.max_rank,
         storage_dtype=cfg.dtype,
         row_width=layout.width,
         layers=layers,
@@ -134,6 +145,8 @@ def clamp_to_context(max_tokens: int, model: torch.nn.Module) -> int:
 
 
 def check_rank(cfg: BuildConfig, featurizer: Featurizer) -> None:
+    if cfg.bytes_per_example:  # the budget's choice stays within each layer's min(d1, d2)
+        return
     too_big = [t for t in featurizer.layers if cfg.rank > min(t.d1, t.d2)]
     if too_big:
         t = too_big[0]

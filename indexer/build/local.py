@@ -22,6 +22,7 @@ from ..storage.format import partial_path
 from ..storage.manifest import Manifest
 from ..storage.writer import IndexWriter, build_lock
 from ..threads import use_threads
+from .budget import layer_ranks
 from .distributed import build_distributed, ranks_from_env
 from .inputs import (
     check_output,
@@ -67,7 +68,10 @@ def build_index(
             featurizer, model_info, task_info = language_model(cfg)
         check_rank(cfg, featurizer)
         lengths = np.array([featurizer.task.length(ex) for ex in examples], dtype=np.int64)
-        manifest = make_manifest(cfg, featurizer, len(examples), model_info or {}, task_info or {})
+        chosen = layer_ranks(cfg, featurizer, examples)
+        manifest = make_manifest(
+            cfg, featurizer, len(examples), model_info or {}, task_info or {}, chosen
+        )
         projections = projections_to_store(cfg, featurizer)
         writer = (
             sharded_writer(cfg, manifest, examples, lengths, projections)

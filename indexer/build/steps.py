@@ -66,6 +66,7 @@ def featurize_rows(
     )
     done_rows, t0 = total - todo_rows, time.perf_counter()
     metric = truncation_metric(cfg, featurizer, examples) if todo_rows else None
+    ranks = writer.layout.ranks_by_name  # per layer: --rank, or chosen for --bytes-per-example
     background = BackgroundRows(writer, cfg.dtype)
     try:
         for part, batches in plan:
@@ -73,9 +74,9 @@ def featurize_rows(
             for rows in batches:
                 grads = featurizer.gradients([examples[i] for i in rows], moments=moments)
                 factors = (
-                    metric.factorize(grads, cfg.rank, cfg.factor_method)
+                    metric.factorize(grads, ranks, cfg.factor_method)
                     if metric
-                    else factorize_layers(grads, cfg.rank, cfg.factor_method)
+                    else factorize_layers(grads, ranks, cfg.factor_method)
                 )
                 background.submit(rows, writer.layout.pack(factors))
                 done_rows += len(rows)

@@ -45,17 +45,17 @@ def split_score(
     query: PositionTerms,
     example: PositionTerms,
     preconditioners: Mapping[str, Preconditioner],
-    rank: int,
+    ranks: Mapping[str, int],
 ) -> PositionSplit:
     """Split s(q, i) over positions, given both texts' per-position terms and the factor rank c
-    the index stores."""
+    the index stores for each layer."""
     per_example = per_query = None
     p_q = {}
     for name, pre in preconditioners.items():
         aq, bq = (t.double() for t in query[name])  # (Tq, d1), (Tq, d2)
         ai, bi = (t.double() for t in example[name])  # (Ti, d1), (Ti, d2)
         g_i = ai.T @ bi
-        u = torch.linalg.svd(g_i, full_matrices=False)[0][:, :rank]  # (d1, c)
+        u = torch.linalg.svd(g_i, full_matrices=False)[0][:, : ranks[name]]  # (d1, c)
         pq = pre.apply((aq.T @ bq)[None])[0]
         p_q[name] = pq.float()[None]
         s_i = ((ai @ u) @ (u.T @ pq) * bi).sum(dim=1)  # (Ti,)

@@ -13,6 +13,7 @@ when the oversampled block already covers min(d1, d2).
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 
 import torch
 
@@ -103,17 +104,19 @@ def factorize(g: torch.Tensor, c: int, method: str = "auto") -> tuple[torch.Tens
 
 
 def factorize_layers(
-    grads: dict[str, torch.Tensor], c: int, method: str = "auto"
+    grads: dict[str, torch.Tensor], c: int | Mapping[str, int], method: str = "auto"
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Rank-c factors of every layer's g (B, d1, d2), layers of the same shape stacked into one
-    call (one set of batched kernels per shape per step, not per layer)."""
+    """Rank-c factors of every layer's g (B, d1, d2) (``c``: one for all, or per layer name),
+    layers of the same shape and c stacked into one call (one set of batched kernels per shape
+    per step, not per layer)."""
     by_shape: dict[tuple[int, ...], list[str]] = {}
     for name, g in grads.items():
-        by_shape.setdefault(tuple(g.shape[1:]), []).append(name)
+        rank = c if isinstance(c, int) else c[name]
+        by_shape.setdefault((*g.shape[1:], rank), []).append(name)
     out = {}
-    for names in by_shape.values():
+    for shape, names in by_shape.items():
         stacked = torch.cat([grads[n] for n in names]) if len(names) > 1 else grads[names[0]]
-        left, right = factorize(stacked, c, method)
+        left, right = factorize(stacked, shape[-1], method)
         for i, name in enumerate(names):
             b = grads[name].shape[0]
             out[name] = (left[i * b : (i + 1) * b], right[i * b : (i + 1) * b])

@@ -7,7 +7,7 @@ Low-rank (method.md section 4): sum_c (A_q^T l_ic) . (B_q^T r_ic) with P_q ~= A_
 Two ways through the layers, with identical results:
 - per layer, on views of the rows, in sub-blocks sized so the (rows, c, Q, d1) intermediate
   stays cache-resident (CPU: measured 1.6x faster for 32 queries than whole 4096-row blocks);
-- grouped (CUDA default): layers of the same (d1, d2) are gathered into one stacked tensor and
+- grouped (CUDA default): layers of the same (d1, d2, c) are gathered into one stacked tensor and
   scored with one batched GEMM, in sub-blocks sized by a memory budget, so a block costs a
   handful of kernel launches per shape instead of several per layer (the per-layer path with
   CPU-sized sub-blocks was launch-bound on a GPU: hundreds of thousands of tiny launches).
@@ -30,9 +30,10 @@ GPU_BUDGET_FLOATS = 64 << 20  # 256 MiB of float32 intermediates per sub-block o
 
 @dataclass(frozen=True)
 class LayerGroup:
-    """Tracked layers of one (d1, d2) and the row columns of their factors, layer-major."""
+    """Tracked layers of one (d1, d2, c) and the row columns of their factors, layer-major."""
 
     layers: tuple[TrackedLayer, ...]
+    c: int  # the layers' rank
     left_cols: torch.Tensor  # (n * c * d1,) columns of the layers' L^T parts
     right_cols: torch.Tensor  # (n * c * d2,)
 
@@ -44,9 +45,9 @@ class LayerGroup:
     def d2(self) -> int:
         return self.layers[0].d2
 
-    def gather(self, rows: torch.Tensor, c: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def gather(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """rows (b, width) -> L (n, b*c, d1), R (n, b*c, d2) (copies)."""
-        b, n = rows.shape[0], len(self.layers)
+        b, n, c = rows.shape[0], len(self.layers), self.c
 
         def stack(cols: torch.Tensor, d: int) -> torch.Tensor:
             part = rows.index_select(1, cols).view(b, n, c, d).transpose(0, 1)
@@ -57,18 +58,18 @@ class LayerGroup:
 
 @functools.lru_cache(maxsize=16)
 def layer_groups(layout: FactorLayout, device: str) -> tuple[LayerGroup, ...]:
-    """The layout's layers grouped by (d1, d2), in order of first appearance."""
-    c = layout.rank
-    by_shape: dict[tuple[int, int], list[tuple[TrackedLayer, int]]] = {}
-    for t, off in zip(layout.layers, layout.offsets, strict=True):
-        by_shape.setdefault((t.d1, t.d2), []).append((t, off))
+    """The layout's layers grouped by (d1, d2, c), in order of first appearance."""
+    by_shape: dict[tuple[int, int, int], list[tuple[TrackedLayer, int]]] = {}
+    for t, off, c in zip(layout.layers, layout.offsets, layout.ranks, strict=True):
+        by_shape.setdefault((t.d1, t.d2, c), []).append((t, off))
     groups = []
-    for members in by_shape.values():
+    for (_, _, c), members in by_shape.items():
         left = [np.arange(off, off + c * t.d1) for t, off in members]
         right = [np.arange(off + c * t.d1, off + c * (t.d1 + t.d2)) for t, off in members]
         groups.append(
             LayerGroup(
                 tuple(t for t, _ in members),
+                c,
                 torch.from_numpy(np.concatenate(left)).to(device),
                 torch.from_numpy(np.concatenate(right)).to(device),
             )
@@ -94,14 +95,15 @@ def score_rows(
     grouped: bool | None = None,
 ) -> torch.Tensor:
     """rows (B, width) float32 -> exact scores (Q, B), summed over layers."""
-    nq, c = next(iter(p.values())).shape[0], layout.rank
+    nq = next(iter(p.values())).shape[0]
     pt = {t.name: p[t.name].permute(2, 0, 1).reshape(t.d2, nq * t.d1) for t in layout.layers}
     if grouped if grouped is not None else use_groups(rows.device):
         groups = layer_groups(layout, str(rows.device))
         stacked = [torch.stack([pt[t.name] for t in g.layers]) for g in groups]
 
         def group(i: int, g: LayerGroup, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-            n, nb = left.shape[0], left.shape[1] // c
+            n, c = left.shape[0], g.c
+            nb = left.shape[1] // c
             pr = torch.bmm(right, stacked[i])  # (n, b*c, Q*d1)
             out = pr.view(n, nb, c, nq, g.d1) * left.view(n, nb, c, 1, g.d1)
             return out.sum(dim=(0, 2, 4))
@@ -109,12 +111,12 @@ def score_rows(
         return _sum_groups(layout, rows, nq, groups, lambda g: len(g.layers) * nq * g.d1, group)
 
     def layer(t: TrackedLayer, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-        nb = left.shape[0]
+        nb, c = left.shape[0], left.shape[1]
         pr = right.reshape(nb * c, t.d2) @ pt[t.name]  # (b*c, Q*d1)
         return (pr.reshape(nb, c, nq, t.d1) * left.reshape(nb, c, 1, t.d1)).sum(dim=(1, 3))
 
-    widest = max(t.d1 for t in layout.layers)
-    sub = sub_rows(rows.device, c * nq * widest, 1 << 19)
+    widest = max(t.d1 * c for t, c in zip(layout.layers, layout.ranks, strict=True))
+    sub = sub_rows(rows.device, nq * widest, 1 << 19)
     return _sum_layers(layout, rows, nq, sub, layer)
 
 
@@ -157,14 +159,15 @@ def score_rows_lowrank(
 
     Costs 2 c rank (d1 + d2) multiply-adds per example, query and layer instead of c d1 d2.
     """
-    nq, c = lr.n_queries, layout.rank
+    nq = lr.n_queries
     if grouped if grouped is not None else use_groups(rows.device):
         groups = layer_groups(layout, str(rows.device))
         a = [torch.stack([lr.left[t.name] for t in g.layers]) for g in groups]
         b = [torch.stack([lr.right[t.name] for t in g.layers]) for g in groups]
 
         def group(i: int, g: LayerGroup, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-            n, nb = left.shape[0], left.shape[1] // c
+            n, c = left.shape[0], g.c
+            nb = left.shape[1] // c
             la = torch.bmm(left, a[i]).mul_(torch.bmm(right, b[i]))  # (n, b*c, Q*k)
             return la.view(n, nb, c, nq, -1).sum(dim=(0, 2, 4))
 
@@ -172,7 +175,7 @@ def score_rows_lowrank(
         return _sum_groups(layout, rows, nq, groups, lambda g: 2 * len(g.layers) * width, group)
 
     def layer(t: TrackedLayer, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-        nb = left.shape[0]
+        nb, c = left.shape[0], left.shape[1]
         la = left.reshape(nb * c, t.d1) @ lr.left[t.name]  # (b*c, Q*k)
         la.mul_(right.reshape(nb * c, t.d2) @ lr.right[t.name])
         return la if la.shape[1] == nq and c == 1 else la.reshape(nb, c, nq, -1).sum(dim=(1, 3))
@@ -211,10 +214,9 @@ def _sum_groups(
     """(Q, B) = sum over layer groups of ``group(i, g, L (n, b*c, d1), R (n, b*c, d2))``
     -> (b, Q), each group in sub-blocks sized by its own intermediate."""
     out = torch.zeros(rows.shape[0], nq, device=rows.device)
-    c = layout.rank
     for i, g in enumerate(groups):
-        sub = sub_rows(rows.device, c * floats_per_row(g), 1 << 19)
+        sub = sub_rows(rows.device, g.c * floats_per_row(g), 1 << 19)
         for start in range(0, rows.shape[0], sub):
             part = rows[start : start + sub]
-            out[start : start + part.shape[0]] += group(i, g, *g.gather(part, c))
+            out[start : start + part.shape[0]] += group(i, g, *g.gather(part))
     return out.T

@@ -2,8 +2,9 @@
 engine streams from (implemented by :mod:`indexer.storage`).
 
 A row holds one example's factors for every layer, concatenated in layer order. Layer l's
-segment is [L^T (c x d1, row-major) | R^T (c x d2, row-major)], so a block of consecutive rows is
-one contiguous read for all layers.
+segment is [L^T (c_l x d1, row-major) | R^T (c_l x d2, row-major)], so a block of consecutive
+rows is one contiguous read for all layers. The rank c_l is the same for every layer (``--rank``)
+or chosen per layer by a storage budget (``--bytes-per-example``, ``engine/budget.py``).
 """
 
 from __future__ import annotations
@@ -34,23 +35,45 @@ class TrackedLayer:
 
 @dataclass(frozen=True)
 class FactorLayout:
-    """Where each layer's factors live inside a row of width ``width``."""
+    """Where each layer's factors live inside a row of width ``width``; ``ranks[l]`` is layer
+    l's c (``uniform`` builds the common case of one c for all)."""
 
     layers: tuple[TrackedLayer, ...]
-    rank: int
+    ranks: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.ranks) != len(self.layers) or min(self.ranks, default=1) < 1:
+            raise ValueError(f"one rank >= 1 per layer, not {self.ranks} for {len(self.layers)}")
+
+    @classmethod
+    def uniform(cls, layers: tuple[TrackedLayer, ...], rank: int) -> FactorLayout:
+        return cls(layers, (rank,) * len(layers))
+
+    @property
+    def max_rank(self) -> int:
+        return max(self.ranks, default=1)
+
+    @property
+    def is_uniform(self) -> bool:
+        return len(set(self.ranks)) <= 1
+
+    @property
+    def ranks_by_name(self) -> dict[str, int]:
+        """{layer name: c}."""
+        return {t.name: c for t, c in zip(self.layers, self.ranks, strict=True)}
 
     @property
     def offsets(self) -> list[int]:
         """Start column of each layer's segment."""
         out, pos = [], 0
-        for t in self.layers:
+        for t, c in zip(self.layers, self.ranks, strict=True):
             out.append(pos)
-            pos += self.rank * (t.d1 + t.d2)
+            pos += c * (t.d1 + t.d2)
         return out
 
     @property
     def width(self) -> int:
-        return sum(self.rank * (t.d1 + t.d2) for t in self.layers)
+        return sum(c * (t.d1 + t.d2) for t, c in zip(self.layers, self.ranks, strict=True))
 
     def pack(self, factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         """{name: (L (B, d1, c), R (B, d2, c))} -> rows (B, width)."""
@@ -63,7 +86,7 @@ class FactorLayout:
 
     def unpack(self, rows: torch.Tensor, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """rows (B, width) -> layer ``index``'s L^T (B, c, d1) and R^T (B, c, d2) (views)."""
-        t, off, c = self.layers[index], self.offsets[index], self.rank
+        t, off, c = self.layers[index], self.offsets[index], self.ranks[index]
         left = rows[:, off : off + c * t.d1].reshape(-1, c, t.d1)
         right = rows[:, off + c * t.d1 : off + c * (t.d1 + t.d2)].reshape(-1, c, t.d2)
         return left, right

@@ -117,18 +117,21 @@ def compute_curvature(
     ks = [min(cfg.rank + cfg.oversample, d) for d in dims]
     if min(ks) == 0 and cfg.damping_abs <= 0:
         raise ConfigError("r + p = 0 leaves nothing to set lambda from; pass --damping-abs")
-    rebuild = [_rebuilds(t.d1, layout.rank, k) for t, k in zip(layout.layers, ks, strict=True)]
+    cs = layout.ranks
+    rebuild = [_rebuilds(t.d1, c, k) for t, c, k in zip(layout.layers, cs, ks, strict=True)]
     widest = (
         max(
-            (t.D if rb else layout.rank * t.d2 * k)
-            for t, k, rb in zip(layout.layers, ks, rebuild, strict=True)
+            (t.D if rb else c * t.d2 * k)
+            for t, c, k, rb in zip(layout.layers, cs, ks, rebuild, strict=True)
         )
         or 1
     )
     block_rows = max(1, min(8192, cfg.block_bytes // (4 * widest)))
     shapes: dict[int, tuple[int, ...]]
     if grouped if grouped is not None else torch.device(device).type == "cuda":
-        shapes = {i: (t.d1, t.d2, ks[i], int(rebuild[i])) for i, t in enumerate(layout.layers)}
+        shapes = {
+            i: (t.d1, t.d2, cs[i], ks[i], int(rebuild[i])) for i, t in enumerate(layout.layers)
+        }
     else:  # one layer per "shape": the per-layer path (CPU; fewer copies)
         shapes = {i: (i,) for i in range(len(layout.layers))}
     out: dict[str, LayerCurvature] = {}

@@ -59,11 +59,11 @@ def pack_block(
     layout: FactorLayout, groups: Sequence[LayerGroup], rows: torch.Tensor
 ) -> list[Pack]:
     """Decoded rows (b, width) -> one pack per group (copies)."""
-    b, c = rows.shape[0], layout.rank
-    out = []
+    b, out = rows.shape[0], []
     for g in groups:
-        left, right = g.gather(rows, c)  # (n, b*c, d1), (n, b*c, d2)
-        out.append((g, left.view(len(g.layers), b, c, g.d1), right.view(len(g.layers), b, c, g.d2)))
+        left, right = g.gather(rows)  # (n, b*c, d1), (n, b*c, d2)
+        shape = (len(g.layers), b, g.c)
+        out.append((g, left.view(*shape, g.d1), right.view(*shape, g.d2)))
     return out
 
 

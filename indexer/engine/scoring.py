@@ -220,7 +220,7 @@ def _block_scores(
             yield start, score(pack_block(layout, groups, rows))
         return
     # intermediates per row of the batched-GEMM path (the Triton kernel keeps its tiles on chip)
-    width = max(1, max(len(g.layers) * g.d1 for g in groups) * layout.rank * nq)
+    width = max(1, max(len(g.layers) * g.d1 * g.c for g in groups) * nq)
     # the kernel writes only (Q, step) scores: large steps, few launches
     step = max(block_rows, 1 << 20) if kernel == "triton" else sub_rows(device, width, 1 << 19)
     for start in range(0, len(store), step):
@@ -242,9 +242,9 @@ def _rescore(
     ids = torch.cat([cand.top_i, cand.bot_i], dim=1)  # (Q, 2m)
     union, inverse = torch.unique(ids, return_inverse=True)  # sorted ids; ids = union[inverse]
     rows = store.rows(union.cpu().numpy(), device)[inverse]  # (Q, 2m, W)
-    nq, m2, c = ids.shape[0], ids.shape[1], store.layout.rank
+    nq, m2 = ids.shape[0], ids.shape[1]
     s = torch.zeros(nq, m2, device=rows.device)
-    for i, t in enumerate(store.layout.layers):
+    for i, (t, c) in enumerate(zip(store.layout.layers, store.layout.ranks, strict=True)):
         left, right = store.layout.unpack(rows.reshape(nq * m2, -1), i)
         pr = right.reshape(nq, m2 * c, t.d2) @ p[t.name].transpose(1, 2)  # (Q, 2m*c, d1)
         s += (pr * left.reshape(nq, m2 * c, t.d1)).reshape(nq, m2, c * t.d1).sum(dim=2)

@@ -14,6 +14,7 @@ rank-c approximation is stored differs. At c = min(d1, d2) both are exact.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -58,10 +59,10 @@ class WhitenedTruncation:
         return WhitenedTruncation(moved)
 
     def factorize(
-        self, grads: dict[str, torch.Tensor], c: int, method: str = "auto"
+        self, grads: dict[str, torch.Tensor], c: int | Mapping[str, int], method: str = "auto"
     ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Rank-c factors, optimal in the whitened norm, of every layer's g (B, d1, d2) ->
-        L (B, d1, c), R (B, d2, c) with L R^T ~= g."""
+        """Rank-c factors (``c``: one for all, or per layer name), optimal in the whitened norm,
+        of every layer's g (B, d1, d2) -> L (B, d1, c), R (B, d2, c) with L R^T ~= g."""
         whitened = {}
         for name, g in grads.items():
             wa, _, ws, _ = (m.to(g.device, g.dtype) for m in self.sides[name])

@@ -52,7 +52,7 @@ def explain(
         engine.featurizer.position_terms(query),
         engine.featurizer.position_terms(example),
         engine.preconditioners_for(damping),
-        engine.index.layout.rank,
+        engine.index.layout.ranks_by_name,
     )
     row = engine.store.rows(np.array([example_id]), engine.device)
     index_score = float(score_rows(engine.index.layout, row, split.preconditioned)[0, 0])

@@ -38,7 +38,8 @@ STR = h5py.string_dtype("utf-8")
 
 @dataclass
 class LayerRecord(Record):
-    """One tracked layer: its shape, projection sizes and checksums, and its row offset."""
+    """One tracked layer: its shape, projection sizes and checksums, its row offset, and its
+    rank c when a storage budget chose it per layer (None: the manifest's ``rank``)."""
 
     name: str
     in_dim: int
@@ -48,6 +49,7 @@ class LayerRecord(Record):
     proj_in_sha256: str
     proj_out_sha256: str
     offset: int
+    rank: int | None = None
 
     @property
     def tracked(self) -> TrackedLayer:
@@ -165,7 +167,8 @@ class Manifest(Record):
 
     @property
     def layout(self) -> FactorLayout:
-        return FactorLayout(tuple(t.tracked for t in self.layers), self.rank)
+        ranks = tuple(t.rank or self.rank for t in self.layers)
+        return FactorLayout(tuple(t.tracked for t in self.layers), ranks)
 
     @property
     def curvature_kind(self) -> str:

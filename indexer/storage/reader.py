@@ -117,14 +117,10 @@ class Index:
         )
 
     def bytes_per_example(self) -> tuple[int, int]:
-        """(LoRIF factor bytes c * sum(d1 + d2), dense LoGRA-style bytes sum(d1 * d2)) per
+        """(LoRIF factor bytes sum(c (d1 + d2)), dense LoGRA-style bytes sum(d1 * d2)) per
         example, in the storage dtype."""
         value = NUMPY_STORAGE[self.dtype].itemsize
-        layers = self.manifest.layers
-        return (
-            self.manifest.rank * sum(t.d1 + t.d2 for t in layers) * value,
-            sum(t.d1 * t.d2 for t in layers) * value,
-        )
+        return self.layout.width * value, sum(t.d1 * t.d2 for t in self.manifest.layers) * value
 
     @property
     def row_bytes(self) -> int:

@@ -1,7 +1,7 @@
 """Resident mode: every factor row held in device memory in its storage dtype, packed by layer
 shape, and scanned there.
 
-For each shape group (the layers of one (d1, d2), ``engine.kernels.layer_groups``) the rows'
+For each shape group (the layers of one (d1, d2, c), ``engine.kernels.layer_groups``) the rows'
 factors are two contiguous tensors: L (G, N, c, d1) and R (G, N, c, d2). A scan reads no file,
 copies nothing from the host and decodes nothing: the fused kernel (``engine/triton_scan.py``)
 or the batched GEMMs of ``engine/packed_scan.py`` take the packs as they are, each tile one
@@ -39,14 +39,14 @@ class ResidentFactorStore(FactorStore):
     def __init__(self, store: FactorStore, device: torch.device | str, chunk_rows: int = 65536):
         super().__init__(store.layout, store.dtype)
         self.device = torch.device(device)
-        self.n, c = len(store), store.layout.rank
+        self.n = len(store)
         torch_dtype = TORCH_STORAGE[self.dtype]
         self.groups = layer_groups(store.layout, str(self.device))
         self.packs: list[Pack] = [
             (
                 g,
-                torch.empty((len(g.layers), self.n, c, g.d1), dtype=torch_dtype, device=device),
-                torch.empty((len(g.layers), self.n, c, g.d2), dtype=torch_dtype, device=device),
+                torch.empty((len(g.layers), self.n, g.c, g.d1), dtype=torch_dtype, device=device),
+                torch.empty((len(g.layers), self.n, g.c, g.d2), dtype=torch_dtype, device=device),
             )
             for g in self.groups
         ]
@@ -62,8 +62,8 @@ class ResidentFactorStore(FactorStore):
             rows = staging[: stop - start].to(self.device).view(torch_dtype)
             for g, left, right in self.packs:
                 b, n_layers = stop - start, len(g.layers)
-                lv = rows.index_select(1, g.left_cols).view(b, n_layers, c, g.d1)
-                rv = rows.index_select(1, g.right_cols).view(b, n_layers, c, g.d2)
+                lv = rows.index_select(1, g.left_cols).view(b, n_layers, g.c, g.d1)
+                rv = rows.index_select(1, g.right_cols).view(b, n_layers, g.c, g.d2)
                 left[:, start:stop].copy_(lv.transpose(0, 1))
                 right[:, start:stop].copy_(rv.transpose(0, 1))
 

@@ -24,9 +24,10 @@ def index_summary(index: Index) -> dict[str, Any]:
             "d1": t.d1,
             "d2": t.d2,
             "D": t.d1 * t.d2,
+            "c": c,
             "lambda": curvature.lambdas[t.name],
         }
-        for t in m.layers
+        for t, c in zip(m.layers, index.layout.ranks, strict=True)
     ]
     return {
         "fingerprint": index.fingerprint,
@@ -35,6 +36,7 @@ def index_summary(index: Index) -> dict[str, Any]:
         "n_layers": len(layers),
         "layers": layers,
         "rank_c": m.rank,
+        "bytes_budget": m.config().bytes_per_example or None,
         "truncation": m.config().truncation,
         "curvature_rank_r": curvature.rank,
         "curvature": index.curvature_kind,

@@ -53,7 +53,24 @@ def test_whitened_truncation_at_full_rank_equals_dense(model_dirs, data_jsonl, t
         assert BuildConfig.from_dict(index.manifest.build_config).truncation == "kfac"
 
 
-def _assert_equals_dense(cfg: BuildConfig, model_dir, data_jsonl) -> None:
+def test_a_storage_budget_chooses_c_per_layer(model_dirs, data_jsonl, tmp_path):
+    """``--bytes-per-example``: c chosen per layer within the budget, recorded per layer, and
+    the index scores exactly what dense influence does on gradients truncated to those c."""
+    cfg = full_rank_config(model_dirs["llama"], data_jsonl, tmp_path / "budget.h5")
+    layers = 14  # the tiny Llama's tracked layers, d1 = d2 = 6: c = 1 costs 12 * 4 bytes
+    budget = 2 * layers * 48 + 5 * 48 + 20  # c = 2 on average, five more factors, a remainder
+    cfg = replace(cfg, bytes_per_example=budget, truncation_sample=9)
+    ranks = _assert_equals_dense(cfg, model_dirs["llama"], data_jsonl)
+    assert len(ranks) == layers and len(set(ranks.values())) > 1, ranks
+    d = info_dict(cfg.output)
+    assert d["bytes_per_example"] == sum(ranks.values()) * 48 == budget - 20
+    assert [x["c"] for x in d["layers"]] == list(ranks.values())
+    assert d["rank_c"] == max(ranks.values()) and d["bytes_budget"] == budget
+
+
+def _assert_equals_dense(cfg: BuildConfig, model_dir, data_jsonl) -> dict[str, int]:
+    """Build ``cfg`` and compare its scores with dense influence (at the index's c per layer:
+    exact when c = min(d1, d2)); returns {layer: c}."""
     build_index(cfg, progress=False)
     loaded = load_causal_lm(str(model_dir))
     task = CausalLMTask(loaded.tokenizer, max_tokens=48)
@@ -68,11 +85,14 @@ def _assert_equals_dense(cfg: BuildConfig, model_dir, data_jsonl) -> None:
         got = engine.score(queries, k=5).scores
         lambdas = {n: c.lam for n, c in index.curvature().items()}
         assert all(len(c.sigma2) == 36 for c in index.curvature().values())
-    want = dense_influence(loaded.model, task, engine.featurizer, train, queries, lambdas)
+        ranks = index.layout.ranks_by_name
+    featurizer = engine.featurizer
+    want = dense_influence(loaded.model, task, featurizer, train, queries, lambdas, ranks)
     err = np.abs(got - want).max() / np.abs(want).max()
     assert err < 1e-4, err
     # the training example used as a query is its own top proponent
     assert int(np.argmax(got[0])) == 3
+    return ranks
 
 
 def test_layout_text_and_metadata(small_index, data_jsonl):

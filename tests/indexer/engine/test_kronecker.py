@@ -31,7 +31,7 @@ def factor_store(seed: int = 3) -> tuple[MemoryFactorStore, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     left = torch.randn(N, C, D1, generator=g)
     right = torch.randn(N, C, D2, generator=g) * (0.8 ** torch.arange(D2))
-    layout = FactorLayout((TrackedLayer("l", D1, D2, D1, D2),), C)
+    layout = FactorLayout.uniform((TrackedLayer("l", D1, D2, D1, D2),), C)
     rows = torch.cat([left.reshape(N, -1), right.reshape(N, -1)], dim=1)
     return MemoryFactorStore.from_float(layout, rows, "fp32"), left.transpose(1, 2) @ right
 

@@ -24,7 +24,7 @@ def decaying_store(n=3000, d1=8, d2=8, c=2, seed=0):
     g = torch.Generator().manual_seed(seed)
     left = torch.randn(n, c, d1, generator=g) * (0.6 ** torch.arange(d1))
     right = torch.randn(n, c, d2, generator=g) * (0.75 ** torch.arange(d2))
-    layout = FactorLayout((TrackedLayer("l", d1, d2, d1, d2),), c)
+    layout = FactorLayout.uniform((TrackedLayer("l", d1, d2, d1, d2),), c)
     rows = torch.cat([left.reshape(n, -1), right.reshape(n, -1)], dim=1)
     dense = (left.transpose(1, 2) @ right).reshape(n, -1).double()  # G (N, D)
     return MemoryFactorStore.from_float(layout, rows, "fp32"), dense
@@ -93,10 +93,15 @@ def test_peak_memory_is_far_below_dense_sizes():
 def test_same_shape_layers_stacked_give_the_per_layer_basis():
     """The grouped path (CUDA's default: a shape's layers through each pass, QR and eigh
     together) computes what one layer at a time does; both factorisations (rebuilt blocks
-    and the factored products, d1 > c k) and a layer of its own shape are covered."""
+    and the factored products, d1 > c k) and a layer of its own shape are covered, and a
+    storage budget's c per layer (a shape's layers of another c are not stacked with it)."""
     shapes = [(16, 16), (16, 16), (24, 8), (16, 16), (40, 40), (40, 40)]
     layers = tuple(TrackedLayer(f"l{i}", 4 * a, 4 * b, a, b) for i, (a, b) in enumerate(shapes))
-    layout = FactorLayout(layers, 1)
+    for ranks in ((1,) * 6, (1, 2, 1, 1, 3, 1)):
+        _stacked_equals_per_layer(FactorLayout(layers, ranks))
+
+
+def _stacked_equals_per_layer(layout: FactorLayout) -> None:
     gen = torch.Generator().manual_seed(3)
     store = MemoryFactorStore.from_float(layout, torch.randn(2000, layout.width, generator=gen))
     cfg = CurvatureConfig(rank=12, oversample=4)  # k = 16: rebuilt at d1 <= 16, factored at 24+

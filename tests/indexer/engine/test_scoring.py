@@ -40,17 +40,20 @@ def test_lowrank_path_returns_exact_scores_of_its_candidates():
 
 def test_grouped_layers_score_like_one_layer_at_a_time():
     """The CUDA path (same-shape layers stacked, one batched GEMM per shape) against the
-    per-layer path, on a layout with repeated and distinct shapes, c = 1 and c = 3."""
+    per-layer path, on a layout with repeated and distinct shapes, c = 1, c = 3 and c per layer."""
     from indexer.engine.kernels import layer_groups
     from indexer.engine.layout import FactorLayout, TrackedLayer
 
-    for c in (1, 3):
-        shapes = [(6, 5), (4, 7), (6, 5), (6, 5), (4, 7), (3, 3)]
-        layout = FactorLayout(
-            tuple(TrackedLayer(f"l{i}", 9, 9, d1, d2) for i, (d1, d2) in enumerate(shapes)), c
-        )
-        assert [len(g.layers) for g in layer_groups(layout, "cpu")] == [3, 2, 1]
-        gen = torch.Generator().manual_seed(c)
+    shapes = [(6, 5), (4, 7), (6, 5), (6, 5), (4, 7), (3, 3)]
+    layers = tuple(TrackedLayer(f"l{i}", 9, 9, d1, d2) for i, (d1, d2) in enumerate(shapes))
+    for c, sizes in (
+        ((1,) * 6, [3, 2, 1]),
+        ((3,) * 6, [3, 2, 1]),
+        ((1, 3, 2, 1, 3, 2), [2, 2, 1, 1]),
+    ):
+        layout = FactorLayout(layers, c)
+        assert [len(g.layers) for g in layer_groups(layout, "cpu")] == sizes
+        gen = torch.Generator().manual_seed(sum(c))
         rows = torch.randn(700, layout.width, generator=gen)
         p = {t.name: torch.randn(5, t.d1, t.d2, generator=gen) for t in layout.layers}
         per_layer = score_rows(layout, rows, p, grouped=False)
@@ -64,3 +67,35 @@ def test_grouped_layers_score_like_one_layer_at_a_time():
             rtol=1e-5,
             atol=1e-4,
         )
+
+
+def test_per_layer_ranks_score_the_dense_products_of_their_factors():
+    """A storage budget's layout (c per layer): rows packed from random factors score
+    sum_l <L_l R_l^T, P_l> on every path (per layer, grouped, the store's scan, the low-rank
+    path's exact re-score)."""
+    from indexer.engine.layout import FactorLayout, TrackedLayer
+    from indexer.storage.store import MemoryFactorStore
+
+    shapes, ranks = [(6, 5), (6, 5), (4, 7), (3, 3)], (1, 4, 2, 3)
+    layers = tuple(TrackedLayer(f"l{i}", 9, 9, d1, d2) for i, (d1, d2) in enumerate(shapes))
+    layout = FactorLayout(layers, ranks)
+    gen = torch.Generator().manual_seed(7)
+    factors = {
+        t.name: (torch.randn(60, t.d1, c, generator=gen), torch.randn(60, t.d2, c, generator=gen))
+        for t, c in zip(layers, ranks, strict=True)
+    }
+    p = {t.name: torch.randn(3, t.d1, t.d2, generator=gen) for t in layers}
+    dense = sum(
+        torch.einsum("bij,qij->qb", left @ right.mT, p[name])
+        for name, (left, right) in factors.items()
+    )
+    rows = layout.pack(factors)
+    assert rows.shape == (60, sum(c * (d1 + d2) for (d1, d2), c in zip(shapes, ranks, strict=True)))
+    for grouped in (False, True):
+        torch.testing.assert_close(score_rows(layout, rows, p, grouped=grouped), dense)
+    store = MemoryFactorStore.from_float(layout, rows, "fp32")
+    scan = score_store(store, p, k=5, keep_scores=True, block_rows=16)
+    torch.testing.assert_close(torch.from_numpy(scan.scores), dense, rtol=1e-5, atol=1e-4)
+    fast = score_store(store, p, k=5, block_rows=16, query_rank=1, candidates=60)
+    np.testing.assert_array_equal(fast.proponent_ids, scan.proponent_ids)
+    np.testing.assert_allclose(fast.proponent_scores, scan.proponent_scores, rtol=1e-5)

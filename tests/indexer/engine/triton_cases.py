@@ -31,14 +31,15 @@ from indexer.storage.store import MemoryFactorStore
 SHAPES = [(8, 12), (24, 40), (8, 12), (16, 16)]
 
 
-def layout(c: int) -> FactorLayout:
+def layout(c: int | tuple[int, ...]) -> FactorLayout:
+    """One c for every layer, or one per layer (a storage budget's layout)."""
     layers = [TrackedLayer(f"l{i}", 4 * d1, 4 * d2, d1, d2) for i, (d1, d2) in enumerate(SHAPES)]
-    return FactorLayout(tuple(layers), c)
+    return FactorLayout(tuple(layers), c if isinstance(c, tuple) else (c,) * len(layers))
 
 
-def case(c: int, nq: int, dtype: str, n: int = 37) -> None:
+def case(c: int | tuple[int, ...], nq: int, dtype: str, n: int = 37) -> None:
     lay = layout(c)
-    gen = torch.Generator().manual_seed(c * 100 + nq)
+    gen = torch.Generator().manual_seed(sum(lay.ranks) * 100 + nq)
     store = MemoryFactorStore.from_float(lay, torch.randn(n, lay.width, generator=gen), dtype)
     p = {t.name: torch.randn(nq, t.d1, t.d2, generator=gen) for t in lay.layers}
     decoded = decode_rows(store.read(0, n), dtype)
@@ -76,6 +77,7 @@ def main() -> int:
             case(c, nq, "bf16")
     for dtype in ("fp16", "fp32"):
         case(2, 3, dtype)
+    case((1, 3, 2, 1), 7, "bf16")  # per-layer c: one shape in two groups
     return 0
 
 

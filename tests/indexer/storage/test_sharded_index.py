@@ -250,3 +250,36 @@ def test_an_interrupted_add_resumes_only_for_the_same_examples(model_dirs, data_
     add_examples(grown, str(more), progress=False)
     with Index(grown) as index:
         assert len(index) == 45 and index.example(44) == b[-1]
+
+
+def test_add_to_a_budgeted_index_keeps_its_ranks(model_dirs, data_jsonl, tmp_path):
+    """Examples added to an index built with --bytes-per-example get the index's own c per
+    layer (not chosen again on the added examples); another budget is refused."""
+    from indexer.build import add_examples
+    from indexer.engine.budget import min_bytes
+
+    rows = [json.loads(line) for line in data_jsonl.read_text().splitlines()]
+    first = write_jsonl(tmp_path / "a.jsonl", rows[:30])
+    more = write_jsonl(tmp_path / "b.jsonl", rows[50:])
+    cfg = config(model_dirs["llama"], first, tmp_path / "budget", shard_size=16)
+    cfg = dataclasses.replace(cfg, bytes_per_example=14 * 2 * 48 + 16 * 4, truncation_sample=8)
+    grown = build_index(cfg, progress=False)
+    with Index(grown) as index:
+        ranks = index.layout.ranks
+        floor = min_bytes(index.layout.layers, 2)  # bf16
+        assert floor < index.bytes_per_example()[0] <= cfg.bytes_per_example
+    assert len(set(ranks)) > 1, ranks
+    add_examples(grown, str(more), progress=False)
+    with Index(grown) as index:
+        assert index.layout.ranks == ranks and len(index) == 40
+        assert index.summary()["bytes_budget"] == cfg.bytes_per_example
+    engine = QueryEngine.open(grown, device="cpu")
+    try:
+        result = engine.score(QUERIES, k=3, keep_scores=True)
+    finally:
+        engine.close()
+    assert result.scores is not None and result.scores.shape == (2, 40)
+    assert np.isfinite(result.scores).all()
+    other = dataclasses.replace(cfg, bytes_per_example=cfg.bytes_per_example + 48)
+    with pytest.raises(ConfigError, match="bytes_per_example"):
+        add_examples(grown, str(more), config=other, progress=False)

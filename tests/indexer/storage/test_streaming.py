@@ -12,7 +12,7 @@ from indexer.storage.codec import decode_rows as decode
 from indexer.storage.store import MemoryFactorStore
 from indexer.storage.streaming import BlockReader, iter_blocks
 
-LAYOUT = FactorLayout((TrackedLayer("a", 12, 10, 6, 5), TrackedLayer("b", 20, 8, 7, 4)), rank=2)
+LAYOUT = FactorLayout((TrackedLayer("a", 12, 10, 6, 5), TrackedLayer("b", 20, 8, 7, 4)), (2, 2))
 
 
 def random_store(n: int, dtype: str, seed: int = 0) -> MemoryFactorStore:

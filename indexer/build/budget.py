@@ -1,0 +1,41 @@
+"""``--bytes-per-example``: the per-layer ranks a build stores, chosen on a sample of its
+examples (``engine/budget.py``; method.md section 2c)."""
+
+from __future__ import annotations
+
+import logging
+
+from ..config import BuildConfig
+from ..data import Example
+from ..engine.budget import SpectrumSample, choose_ranks
+from ..engine.kronecker import KroneckerMoments
+from ..models.featurizer import Featurizer
+from ..storage.codec import NUMPY_STORAGE
+
+log = logging.getLogger("lorif")
+
+
+def layer_ranks(
+    cfg: BuildConfig, featurizer: Featurizer, examples: list[Example]
+) -> tuple[int, ...]:
+    """c per tracked layer: ``--rank`` for all, or under ``--bytes-per-example`` the choice
+    for the first ``--truncation-sample`` examples (two passes over them: the K-FAC moments,
+    then the whitened spectra). Every process of a build computes the same ones."""
+    layers = tuple(featurizer.layers)
+    if not cfg.bytes_per_example:
+        return (cfg.rank,) * len(layers)
+    sample, moments = examples[: cfg.truncation_sample], KroneckerMoments()
+    batches = [sample[s : s + cfg.batch_size] for s in range(0, len(sample), cfg.batch_size)]
+    for batch in batches:
+        featurizer.gradients(batch, moments=moments)
+    spectra = SpectrumSample(moments, cfg.truncation_damping, featurizer.device)
+    for batch in batches:
+        spectra.add(featurizer.gradients(batch))
+    value_bytes = NUMPY_STORAGE[cfg.dtype].itemsize
+    ranks = choose_ranks(layers, spectra.energy(), cfg.bytes_per_example, value_bytes)
+    used = sum(c * (t.d1 + t.d2) for c, t in zip(ranks, layers, strict=True)) * value_bytes
+    log.info(
+        "--bytes-per-example %d: c per layer %s (%d bytes per example)",
+        cfg.bytes_per_example, list(ranks), used,
+    )  # fmt: skip
+    return ranks
