@@ -1,6 +1,6 @@
 """The demo: Shakespeare's speeches, the model trained on them, a LoRIF index, and queries.
 
-``lorif demo`` indexes a spread over every play first (the quick subset, one to two minutes),
+``lorif demo`` indexes a spread over every play first (the quick subset, under a minute),
 answers and serves it, and adds the rest of the 30,526 speeches while it serves
 (lorif_demo/growing.py; an interrupted build resumes); ``--quick`` indexes
 every 15th speech and the speeches the demo queries quote (2,038, one to two
