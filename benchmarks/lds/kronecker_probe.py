@@ -7,7 +7,7 @@ rank-c factor rows LoRIF stores (bf16, the build's ``factorize``), scored by the
 scan (``score_store``); beside them the same preconditioner on the unfactorized projected
 gradients (what any storage-free method sees). One row per f, c, preconditioner, damping α.
 
-    python -m benchmarks.lds.kronecker_probe [--json out.json]
+    python -m benchmarks.lds.kronecker_probe [--json out.json]   # ~1-2 min
 """
 
 from __future__ import annotations
