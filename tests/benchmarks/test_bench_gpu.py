@@ -12,17 +12,17 @@ from tests.helpers import ROOT
 
 def test_bench_gpu_runs_on_cpu_and_reports_every_figure(tmp_path):
     out = tmp_path / "gpu.json"
-    # bf16 runs ~100x slower on a CPU: the autocast comparison gets 3 examples and 3 queries
+    # bf16 runs ~100x slower on a CPU: the autocast comparison gets 2 examples and 2 queries
     cmd = [
-        *(sys.executable, "-m", "benchmarks.bench_gpu", "--rows", "3000", "--examples", "16"),
-        *("--autocast-examples", "3", "--device-rows", "2000"),
+        *(sys.executable, "-m", "benchmarks.bench_gpu", "--rows", "2000", "--examples", "16"),
+        *("--autocast-examples", "2", "--device-rows", "2000", "--serve-examples", "32"),
     ]
     res = subprocess.run(
         [*cmd, "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600
     )
     assert res.returncode == 0, res.stderr[-3000:]
     figures = json.loads(out.read_text())
-    assert figures["rows"] == 3000 and figures["device"] == "CPU"
+    assert figures["rows"] == 2000 and figures["device"] == "CPU"
     for mode in ("streamed", "resident", "generated"):  # generated: rows made on the device
         for q in (1, 8, 32, 64):
             assert figures["scan_s"][f"{mode}_torch_{q}"] > 0  # triton: only where it compiles
@@ -32,6 +32,6 @@ def test_bench_gpu_runs_on_cpu_and_reports_every_figure(tmp_path):
     assert 0 <= effect["factor_rel_error_median"] <= effect["factor_rel_error_max"] < 1
     assert -1 <= effect["score_spearman_min"] <= 1 and 0 <= effect["top10_overlap_mean"] <= 1
     assert "resident_torch: batched / 1 query = 8: " in res.stdout
-    serve = figures["serve"]  # `lorif serve` on a 64-row index built here
-    assert serve["rows"] == 64 and 0 < serve["cached_p50_ms"] < serve["uncached_single_p50_ms"]
+    serve = figures["serve"]  # `lorif serve` on a 32-row index built here
+    assert serve["rows"] == 32 and 0 < serve["cached_p50_ms"] < serve["uncached_single_p50_ms"]
     assert 0 < serve["concurrent_32_wall_s"] < 120
