@@ -64,7 +64,7 @@ def make_manifest(
             sums[t.name][1],
             offset,
             c if per_layer else None,
-        )  # fmt: skip
+        )
         for t, offset, c in zip(layout.layers, layout.offsets, layout.ranks, strict=True)
     ]
     return Manifest(

@@ -83,7 +83,7 @@ def choose_ranks(
 
     def gain(i: int) -> float:
         e = energy[layers[i].name]
-        return float(e[ranks[i]]) / cost[i] if ranks[i] < min(len(e), *_dims(layers[i])) else -1.0
+        return float(e[ranks[i]]) / cost[i] if ranks[i] < len(e) else -1.0  # len: min(d1, d2)
 
     heap = [(-gain(i), i) for i in range(len(layers))]
     heapq.heapify(heap)
@@ -95,7 +95,3 @@ def choose_ranks(
         left -= cost[i]
         heapq.heappush(heap, (-gain(i), i))
     return tuple(ranks)
-
-
-def _dims(t: TrackedLayer) -> tuple[int, int]:
-    return t.d1, t.d2
