@@ -7,7 +7,7 @@ import logging
 
 from ..config import BuildConfig
 from ..data import Example
-from ..engine.budget import SpectrumSample, choose_ranks
+from ..engine.budget import SpectrumSample, check_budget, choose_ranks
 from ..engine.kronecker import KroneckerMoments
 from ..models.featurizer import Featurizer
 from ..storage.codec import NUMPY_STORAGE
@@ -24,6 +24,8 @@ def layer_ranks(
     layers = tuple(featurizer.layers)
     if not cfg.bytes_per_example:
         return (cfg.rank,) * len(layers)
+    value_bytes = NUMPY_STORAGE[cfg.dtype].itemsize
+    check_budget(layers, cfg.bytes_per_example, value_bytes)  # before the passes, not after
     sample, moments = examples[: cfg.truncation_sample], KroneckerMoments()
     batches = [sample[s : s + cfg.batch_size] for s in range(0, len(sample), cfg.batch_size)]
     for batch in batches:
@@ -31,7 +33,6 @@ def layer_ranks(
     spectra = SpectrumSample(moments, cfg.truncation_damping, featurizer.device)
     for batch in batches:
         spectra.add(featurizer.gradients(batch))
-    value_bytes = NUMPY_STORAGE[cfg.dtype].itemsize
     ranks = choose_ranks(layers, spectra.energy(), cfg.bytes_per_example, value_bytes)
     used = sum(c * (t.d1 + t.d2) for c, t in zip(ranks, layers, strict=True)) * value_bytes
     log.info(

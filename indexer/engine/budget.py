@@ -62,6 +62,16 @@ def min_bytes(layers: tuple[TrackedLayer, ...], value_bytes: int) -> int:
     return sum(t.d1 + t.d2 for t in layers) * value_bytes
 
 
+def check_budget(layers: tuple[TrackedLayer, ...], budget: int, value_bytes: int) -> None:
+    """ConfigError (one line) when ``budget`` does not cover c = 1 in every layer."""
+    floor = min_bytes(layers, value_bytes)
+    if budget < floor:
+        raise ConfigError(
+            f"--bytes-per-example {budget} is less than c = 1 in every tracked layer needs "
+            f"({floor} bytes); raise it, track fewer layers or use a larger --proj-factor"
+        )
+
+
 def choose_ranks(
     layers: tuple[TrackedLayer, ...],
     energy: Mapping[str, npt.NDArray[np.float64]],
@@ -71,14 +81,9 @@ def choose_ranks(
     """c per layer (>= 1, <= min(d1, d2)) with sum c_l (d1_l + d2_l) * value_bytes <= budget,
     each further factor going where it keeps the most energy per byte (ties: the earlier
     layer). ConfigError when the budget does not cover c = 1 everywhere."""
-    floor = min_bytes(layers, value_bytes)
-    if budget < floor:
-        raise ConfigError(
-            f"--bytes-per-example {budget} is less than c = 1 in every tracked layer needs "
-            f"({floor} bytes); raise it, track fewer layers or use a larger --proj-factor"
-        )
+    check_budget(layers, budget, value_bytes)
     ranks = [1] * len(layers)
-    left = budget - floor
+    left = budget - min_bytes(layers, value_bytes)
     cost = [(t.d1 + t.d2) * value_bytes for t in layers]
 
     def gain(i: int) -> float:

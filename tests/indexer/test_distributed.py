@@ -117,3 +117,36 @@ def test_a_killed_rank_is_finished_by_the_same_command(model_dirs, data, one_pro
         resumed = index.manifest.build_info["resumed_rows"]
         assert killed_at - 2 * 3 <= resumed <= killed_at, (resumed, killed_at)
     assert_same_answers(out, one_process)
+
+
+def test_a_storage_budget_is_chosen_once_for_every_process(model_dirs, data, tmp_path):
+    """--bytes-per-example under torchrun: every rank stores the lead's c per layer, and the
+    index answers as the one-process build of the same budget."""
+    budget = 1408  # between c = 1 and c = 2 in every layer of the tiny Llama at f = 4, bf16
+    one = build_index(
+        BuildConfig.from_dict(
+            {
+                "model": str(model_dirs["llama"]),
+                "data": str(data),
+                "output": str(tmp_path / "one"),
+                "shard_size": 32,
+                "limit": 64,  # a shard per process
+                "bytes_per_example": budget,
+                **{k.replace("-", "_"): v for k, v in SETTINGS.items()},
+            }
+        ),
+        progress=False,
+    )
+    out = tmp_path / "two"
+    args = command(model_dirs["llama"], data, out, [*TORCHRUN, "-m", "lorif_cli.main"])
+    res = subprocess.run(
+        [*args, "--bytes-per-example", str(budget), "--limit", "64"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    with Index(out) as two, Index(one) as ref:
+        assert two.manifest.build_info["processes"] == 2
+        assert two.layout.ranks == ref.layout.ranks and len(set(ref.layout.ranks)) > 1
+    assert_same_answers(out, one)

@@ -157,6 +157,7 @@ def test_not_an_hdf5_file_and_missing(monkeypatch, capsys, tmp_path):
         ("empty_data", "the dataset is empty"),
         ("bad_glob", "match no Linear/Conv1D layer"),
         ("rank_too_big", "exceeds min(d1, d2)"),
+        ("budget_too_small", "--bytes-per-example 100 is less than c = 1 in every tracked"),
         ("bad_record", "needs a 'text' field"),
         ("exists", "already exists"),
     ],
@@ -179,6 +180,8 @@ def test_build_errors_leave_no_index(
         args["--layers"] = "*does_not_exist*"
     elif case == "rank_too_big":
         args["--rank"] = "9"  # min(d1, d2) = 4 for k_proj (32 -> 16, f = 4)
+    elif case == "budget_too_small":
+        args["--bytes-per-example"] = "100"
     elif case == "bad_record":
         args["--data"] = str(write_jsonl(tmp_path / "bad.jsonl", [{"title": "x"}]))
     elif case == "exists":

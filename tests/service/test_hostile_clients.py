@@ -3,6 +3,7 @@ files and a shared real Redis (issue: hardening, items 1, 2, 3, 7, 8)."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import shutil
 import socket
@@ -93,26 +94,37 @@ def serve_fails(*args: str, timeout: float = 60) -> tuple[int, str, float]:
 
 
 def test_start_up_failures_are_one_line_and_early(small_index, tmp_path):
-    code, err, _ = serve_fails(str(tmp_path / "missing.h5"))
+    damaged = tmp_path / "damaged.h5"
+    shutil.copy(small_index, damaged)
+    flip_factor_byte(damaged)
+    nan = tmp_path / "nan.h5"
+    shutil.copy(small_index, nan)
+    write_nan_factor(nan)
+    # the four that need no timing start side by side (each is a process start)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        missing, directory, bad, nonfinite = pool.map(
+            lambda args: serve_fails(*args),
+            [
+                (str(tmp_path / "missing.h5"),),
+                (str(tmp_path),),
+                (str(damaged), "--port", str(free_port())),
+                (str(nan), "--port", str(free_port()), "--verify", "fast"),
+            ],
+        )
+    code, err, _ = missing
     assert code == 2 and err == f"error: index not found: {tmp_path / 'missing.h5'}"
-    code, err, _ = serve_fails(str(tmp_path))
+    code, err, _ = directory
     assert code == 2 and err == f"error: {tmp_path} is a directory, not an index (no manifest.json)"
-    with socket.socket() as taken:
+    code, err, _ = bad
+    assert code == 2 and "do not match their checksum" in err and len(err.splitlines()) == 1
+    with socket.socket() as taken:  # alone: how early it fails is measured
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         code, err, seconds = serve_fails(str(small_index), "--port", str(port))
     assert code == 2 and err.startswith(f"error: cannot listen on 127.0.0.1:{port}"), err
     assert seconds < 20 and len(err.splitlines()) == 1
-    damaged = tmp_path / "damaged.h5"
-    shutil.copy(small_index, damaged)
-    flip_factor_byte(damaged)
-    code, err, _ = serve_fails(str(damaged), "--port", str(free_port()))
-    assert code == 2 and "do not match their checksum" in err and len(err.splitlines()) == 1
-    nan = tmp_path / "nan.h5"
-    shutil.copy(small_index, nan)
-    write_nan_factor(nan)
-    code, err, _ = serve_fails(str(nan), "--port", str(free_port()), "--verify", "fast")
+    code, err, _ = nonfinite
     last = err.splitlines()[-1]
     assert code == 2 and "Traceback" not in err, err[-3000:]
     assert last.startswith("error: ") and "scored NaN or infinity" in last, err[-3000:]
