@@ -51,10 +51,8 @@ def scores_dense(bases: dict[str, LayerKronecker], g_train, g_query, alpha: floa
     """The preconditioner on unfactorized gradients: sum_layers <P_q, G~_i> (Q, N)."""
     total = None
     for name, base in bases.items():
-        qa, qs = torch.as_tensor(base.QA).double(), torch.as_tensor(base.QS).double()
-        rotated = qa.T @ g_train[name].double() @ qs
-        eig = (rotated**2).sum(0).numpy() if refit else base.eigenvalues
-        pre = KroneckerPreconditioner.from_layer(LayerKronecker(base.QA, base.QS, eig), alpha)
+        layer = _refit(base, g_train[name]) if refit else base
+        pre = KroneckerPreconditioner.from_layer(layer, alpha)
         s = torch.einsum("qij,nij->qn", pre.apply(g_query[name].double()), g_train[name].double())
         total = s if total is None else total + s
     assert total is not None

@@ -422,20 +422,17 @@ def run_shakespeare(gt: Path) -> list[dict]:
             continue
         report.add("dattri TRAK", f"proj {proj_dim}, reg {reg:g}", scores, 2 * proj_dim, secs)
 
-    kron_task = lm_kronfluence_task(lm_task, layers)
-
-    add_kronfluence(
-        report,
-        KRONFLUENCE_RUNS,
-        model,
-        kron_task,
-        _Items(train_ex),
-        _Items(query_ex),
-        lm_task.collate,
-        32,
-    )
+    add_lm_kronfluence(report, KRONFLUENCE_RUNS, model, lm_task, layers, train_ex, query_ex)
     print(f"ground truth: {config['m']} subsets x {config['seeds']} seeds, {len(query_ex)} queries")
     return report.rows + report.failures
+
+
+def add_lm_kronfluence(report: Report, runs, model, lm_task, layers, train_ex, query_ex) -> None:
+    """``add_kronfluence`` for a language-model setting (B, C): its task over ``layers``, the
+    examples in batches of 32."""
+    task = lm_kronfluence_task(lm_task, layers)
+    train, query = _Items(train_ex), _Items(query_ex)
+    add_kronfluence(report, runs, model, task, train, query, lm_task.collate, 32)
 
 
 def lm_kronfluence_task(lm_task, layers: list[str]):
@@ -492,17 +489,7 @@ def run_milton(gt: Path) -> list[dict]:
 
     report, config, lm_task, model, layers, train_ex, query_ex = _lm_setting(SETTING, gt)
     model = linear_lm(model)
-    kron_task = lm_kronfluence_task(lm_task, layers)
-    add_kronfluence(
-        report,
-        KRONFLUENCE_RUNS[:2],
-        model,
-        kron_task,
-        _Items(train_ex),
-        _Items(query_ex),
-        lm_task.collate,
-        32,
-    )
+    add_lm_kronfluence(report, KRONFLUENCE_RUNS[:2], model, lm_task, layers, train_ex, query_ex)
     print(f"ground truth: {config['m']} subsets x {config['seeds']} seeds, {len(query_ex)} queries")
     return report.rows
 

@@ -8,9 +8,9 @@ import logging
 from ..config import BuildConfig
 from ..data import Example
 from ..engine.budget import SpectrumSample, check_budget, choose_ranks
-from ..engine.kronecker import KroneckerMoments
 from ..models.featurizer import Featurizer
 from ..storage.codec import NUMPY_STORAGE
+from .steps import sample_batches, sample_moments
 
 log = logging.getLogger("lorif")
 
@@ -26,10 +26,8 @@ def layer_ranks(
         return (cfg.rank,) * len(layers)
     value_bytes = NUMPY_STORAGE[cfg.dtype].itemsize
     check_budget(layers, cfg.bytes_per_example, value_bytes)  # before the passes, not after
-    sample, moments = examples[: cfg.truncation_sample], KroneckerMoments()
-    batches = [sample[s : s + cfg.batch_size] for s in range(0, len(sample), cfg.batch_size)]
-    for batch in batches:
-        featurizer.gradients(batch, moments=moments)
+    batches = sample_batches(cfg, examples)
+    moments = sample_moments(featurizer, batches)
     spectra = SpectrumSample(moments, cfg.truncation_damping, featurizer.device)
     for batch in batches:
         spectra.add(featurizer.gradients(batch))

@@ -102,10 +102,23 @@ def truncation_metric(
     ``index add`` its added examples'); None for plain truncation."""
     if cfg.truncation == "plain":
         return None
-    sample, moments = examples[: cfg.truncation_sample], KroneckerMoments()
-    for s in range(0, len(sample), cfg.batch_size):
-        featurizer.gradients(sample[s : s + cfg.batch_size], moments=moments)
+    moments = sample_moments(featurizer, sample_batches(cfg, examples))
     return WhitenedTruncation.from_moments(moments, cfg.truncation_damping).to(featurizer.device)
+
+
+def sample_batches(cfg: BuildConfig, examples: list[Example]) -> list[list[Example]]:
+    """The first ``--truncation-sample`` examples in batches of ``--batch-size``: the sample
+    the whitened truncation and the storage budget are computed on."""
+    sample = examples[: cfg.truncation_sample]
+    return [sample[s : s + cfg.batch_size] for s in range(0, len(sample), cfg.batch_size)]
+
+
+def sample_moments(featurizer: Featurizer, batches: list[list[Example]]) -> KroneckerMoments:
+    """The token-level K-FAC moments of ``batches`` (one forward/backward pass over them)."""
+    moments = KroneckerMoments()
+    for batch in batches:
+        featurizer.gradients(batch, moments=moments)
+    return moments
 
 
 def _plan(
